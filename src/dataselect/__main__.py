@@ -1,0 +1,3 @@
+from dataselect.cli import main
+
+main()

@@ -1,0 +1,218 @@
+"""The ``dataselect`` command line (also installed as ``select``; see the README about shells).
+
+Every command reports a user error as one line on stderr with exit code 2; ``--debug`` shows the
+traceback. Ctrl-C or SIGTERM stops cleanly (exit 130); re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from dataselect.errors import EXIT_INTERRUPTED, EXIT_USAGE, DataselectError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Pick the best instruction-tuning data from large pools (RDS+, k-means, loss).")
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False):
+    _STATE["debug"] = debug
+
+
+def _echo(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+@app.command()
+def embed(
+    pool: Annotated[Path, typer.Argument(help="Pool or query file: .jsonl[.gz|.zst], .parquet, or a datasets folder.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Hugging Face hub id or local folder.")] = "bundled",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Store folder to write (resumed if it exists).")] = Path("store"),
+    pooling: Annotated[str, typer.Option(help="rds+ (position-weighted mean), mean or last.")] = "rds+",
+    template: Annotated[str, typer.Option(help="tulu (open-instruct format) or chat (tokenizer's template).")] = "tulu",
+    max_length: Annotated[int, typer.Option(help="Tokens kept per sample; longer ones are truncated and counted.")] = 2048,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch (0: 16384 on CPU, 65536 on GPU).")] = 0,
+    shard_rows: Annotated[int, typer.Option(help="Pool rows per shard (the unit of resume).")] = 50_000,
+    with_loss: Annotated[bool, typer.Option("--with-loss", help="Also store response NLL (causal LMs).")] = False,
+    with_ifd: Annotated[bool, typer.Option("--with-ifd", help="Also store NLL of the response alone (IFD).")] = False,
+    task: Annotated[Optional[str], typer.Option(help="Make a query store; every record belongs to this task.")] = None,
+    queries: Annotated[bool, typer.Option("--queries", help="Make a query store from records carrying 'task'.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")] = "auto",
+    revision: Annotated[Optional[str], typer.Option(help="Model revision on the hub.")] = None,
+    padding_side: Annotated[str, typer.Option(help="right or left; embeddings do not depend on it.")] = "right",
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad rows, counting them in the manifest.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store in --out.")] = False,
+    max_shards: Annotated[Optional[int], typer.Option(help="Stop after writing this many shards (resume later).")] = None,
+    engine: Annotated[str, typer.Option(help="local, or ray to spread over GPUs/machines.")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start Ray locally).")] = None,
+    workers: Annotated[int, typer.Option(help="Ray engine: number of model workers.")] = 0,
+    num_gpus_per_worker: Annotated[float, typer.Option(help="Ray engine: GPUs per worker.")] = 0.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+):
+    """Embed a pool (or a query set) into a sharded Arrow store with RDS+ pooling."""
+    from dataselect.embed.stage import EmbedOptions
+    opts = EmbedOptions(model=model, pooling=pooling, template=template, max_length=max_length,
+                        batch_tokens=batch_tokens, shard_rows=shard_rows, with_loss=with_loss,
+                        with_ifd=with_ifd, device=device, dtype=dtype, revision=revision,
+                        padding_side=padding_side, task=task, queries=queries or task is not None,
+                        skip_invalid=skip_invalid, overwrite=overwrite, progress=not quiet,
+                        max_shards=max_shards)
+    if engine == "ray":
+        from dataselect.engines.ray_embed import ray_embed
+
+        man = ray_embed(pool, out, opts, address=address, workers=workers, num_gpus_per_worker=num_gpus_per_worker)
+    elif engine == "local":
+        from dataselect.embed.stage import EmbedStage
+
+        man = EmbedStage(pool, out, opts).run()
+    else:
+        raise DataselectError(f"--engine {engine!r}: choose local or ray")
+    c = man.get("counts", {})
+    state = "complete" if man.get("complete") else "partial (re-run to resume)"
+    _echo(f"embedded {c.get('rows_stored', 0):,} rows ({c.get('rows_skipped', 0):,} skipped, "
+          f"{c.get('truncated', 0):,} truncated, {c.get('tokens', 0):,} tokens) into {out} [{state}]")
+
+
+@app.command()
+def inspect(store: Annotated[Path, typer.Argument(help="Store folder.")],
+            as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False):
+    """Print a store's manifest summary and counts."""
+    from dataselect.store import load_manifest
+
+    man = load_manifest(store)
+    if as_json:
+        typer.echo(json.dumps(man, indent=2))
+        return
+    cfg, c = man["config"], man.get("counts", {})
+    lines = [
+        f"store      {store}  ({man.get('kind')}, {'complete' if man.get('complete') else 'INCOMPLETE'})",
+        f"model      {cfg['model']['name']}  @ {cfg['model']['revision']}",
+        f"pooling    {cfg['pooling']}  template {cfg['template']}  max_length {cfg['max_length']}",
+        f"vectors    {c.get('rows_stored', 0):,} x {cfg['dim']} {cfg['dtype']}",
+        f"rows       read {c.get('rows_read', 0):,}  stored {c.get('rows_stored', 0):,}  "
+        f"skipped {c.get('rows_skipped', 0):,}  truncated {c.get('truncated', 0):,}",
+        f"tokens     {c.get('tokens', 0):,}",
+        f"loss       {'yes' if cfg.get('with_loss') else 'no'}{' (+IFD)' if cfg.get('with_ifd') else ''}",
+        f"shards     {len(man['shards'])}",
+        f"pool       {cfg['pool']['name']} ({cfg['pool']['format']}, fingerprint {cfg['pool']['fingerprint'][:12]})",
+    ]
+    if cfg.get("task"):
+        lines.append(f"task       {cfg['task']}")
+    for ex in man.get("skipped_examples", [])[:5]:
+        lines.append(f"skipped    {ex['where']}: {ex['reason']}")
+    typer.echo("\n".join(lines))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    store: Annotated[Optional[Path], typer.Argument(help="Pool store (from `dataselect embed`).")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="Selector (see `dataselect methods`).")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Rows to select: 1000, 10k, 2.5M or 25%.")] = None,
+    queries: Annotated[Optional[list[Path]], typer.Option(help="Query store(s) for target-aware methods.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Selection folder to write.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML preset; flags given here override it.")] = None,
+    allow_all: Annotated[bool, typer.Option("--allow-all", help="Allow a budget as large as the pool.")] = False,
+    engine: Annotated[Optional[str], typer.Option(help="local, or ray for scoring shards as Ray tasks.")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: local Ray).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing selection folder.")] = False,
+):
+    """Select rows from a pool store. Method parameters follow as --name value (see `dataselect methods`)."""
+    from dataselect.run import load_config, merge_spec, run_selection
+    from dataselect.selectors.base import parse_extra_args
+
+    cfg = load_config(config) if config else {}
+    cli = {"method": method, "store": str(store) if store else None, "budget": budget, "seed": seed,
+           "queries": [str(q) for q in queries or []], "out": str(out) if out else None,
+           "allow_all": allow_all or None, "engine": engine, "address": address,
+           "params": parse_extra_args(list(ctx.args))}
+    spec = merge_spec(cfg, cli)
+    folder, meta = run_selection(spec, overwrite=overwrite)
+    per_task = ", ".join(f"{t}: {n:,}" for t, n in meta["counts_per_task"].items())
+    _echo(f"selected {meta['selected']:,} of {meta['pool_store']['rows']:,} rows with {spec.method} in "
+          f"{meta['wall_s']:.1f}s -> {folder}" + (f"  ({per_task})" if per_task else ""))
+
+
+@app.command()
+def methods():
+    """List the selectors and their parameters."""
+    import inspect as _inspect
+
+    from dataselect.selectors import REGISTRY
+
+    for name, cls in sorted(REGISTRY.items()):
+        doc = _inspect.getdoc(cls) or ""
+        typer.echo(f"{name}{'  (needs --queries)' if cls.needs_queries else ''}")
+        typer.echo(f"    {doc.splitlines()[0] if doc else ''}")
+        for pname, p in cls.parameters().items():
+            typer.echo(f"    --{pname.replace('_', '-')} (default {p.default!r})")
+
+
+@app.command()
+def export(
+    selection: Annotated[Path, typer.Argument(help="Selection folder (from `dataselect run`).")],
+    pool: Annotated[Path, typer.Option("--pool", help="The pool the store was embedded from.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .jsonl or .jsonl.gz.")] = Path("selected.jsonl"),
+    order: Annotated[str, typer.Option(help="selection (rank order) or pool (pool order).")] = "selection",
+    fmt: Annotated[str, typer.Option("--format", help="original records, or normalised messages.")] = "original",
+    bare: Annotated[bool, typer.Option("--bare", help="No 'dataselect' provenance field.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+):
+    """Write the selected pool records as JSONL, ready for fine-tuning."""
+    from dataselect.export import export_selection
+
+    n = export_selection(selection, pool, out, order=order, fmt=fmt, bare=bare, overwrite=overwrite)
+    _echo(f"exported {n:,} records to {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's stores and outputs.")] = Path("demo-out"),
+    budget: Annotated[str, typer.Option(help="Rows to select.")] = "200",
+    model: Annotated[str, typer.Option(help="Model (default: the bundled MiniLM).")] = "bundled",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+):
+    """Embed the bundled pool and query sets, select with RDS+, export, and summarise."""
+    from dataselect.demo import run_demo
+
+    typer.echo(run_demo(out, budget=budget, model=model, progress=not quiet))
+
+
+# ---------------------------------------------------------------------------------------------------
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: runs the app, turning user errors into one line and exit code 2."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    args = list(sys.argv[1:] if argv is None else argv)
+    _STATE["debug"] = "--debug" in args
+    try:
+        app(args=args, prog_name="dataselect", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _echo("\ndataselect: interrupted. Everything completed so far is kept; run the same command "
+              "again to resume.")
+        sys.exit(EXIT_INTERRUPTED)
+    except DataselectError as exc:
+        if _STATE["debug"]:
+            traceback.print_exc()
+        _echo(f"dataselect: error: {exc}")
+        sys.exit(EXIT_USAGE)

@@ -1,0 +1,279 @@
+"""``dataselect embed``: pool -> sharded store, resumable.
+
+The pool is cut into shards of ``shard_rows`` consecutive pool rows (shard k holds rows
+[k*S, (k+1)*S) that are valid). Within a shard, samples are sorted by length and batched under a
+token budget; results are written back in pool order. A shard is written atomically and then
+recorded in the manifest, so a killed run resumes from the first shard not recorded, and produces
+the same files as an uninterrupted run (batches depend only on the shard's contents).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from dataselect import __version__
+from dataselect.atomic import remove_stale_tmp, write_json
+from dataselect.embed.batching import token_budget_batches
+from dataselect.embed.forward import forward_batch
+from dataselect.embed.model import describe, load_model
+from dataselect.embed.pooling import POOLINGS
+from dataselect.embed.text import TEMPLATES, Encoded, Formatter
+from dataselect.errors import DataselectError, InputError
+from dataselect.pool import PoolReader, PoolRow, pool_fingerprint
+from dataselect.store.manifest import (
+    FORMAT,
+    MANIFEST,
+    MAX_SKIPPED_EXAMPLES,
+    config_differences,
+    load_manifest,
+    store_hash,
+)
+from dataselect.store.writer import embedding_array, file_sha256, shard_name, write_shard
+
+_ENCODE_CHUNK = 1024
+
+
+@dataclass
+class EmbedOptions:
+    """Options of one embedding run; the fields marked identity go into the manifest's ``config``."""
+
+    model: str
+    pooling: str = "rds+"
+    template: str = "tulu"
+    max_length: int = 2048
+    batch_tokens: int = 0  # 0: 16384 on CPU, 65536 on GPU
+    shard_rows: int = 50_000
+    with_loss: bool = False
+    with_ifd: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    revision: str | None = None
+    padding_side: str = "right"
+    task: str | None = None  # query stores: task of every record
+    queries: bool = False  # a query store (records need a task; prompts alone are fine)
+    skip_invalid: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    max_shards: int | None = None  # stop cleanly after writing this many shards (time-boxed runs)
+
+    def validate(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise DataselectError(f"--pooling {self.pooling!r}: choose from {', '.join(POOLINGS)}")
+        if self.template not in TEMPLATES:
+            raise DataselectError(f"--template {self.template!r}: choose from {', '.join(TEMPLATES)}")
+        if self.max_length < 2:
+            raise DataselectError("--max-length must be at least 2")
+        if self.shard_rows < 1:
+            raise DataselectError("--shard-rows must be positive")
+        if self.batch_tokens < 0:
+            raise DataselectError("--batch-tokens must be positive")
+        if self.padding_side not in ("left", "right"):
+            raise DataselectError("--padding-side must be left or right")
+        if self.with_ifd and not self.with_loss:
+            self.with_loss = True
+
+
+class EmbedStage:
+    """Embed ``pool`` into the store folder ``out`` (see module docstring). ``run()`` returns the manifest."""
+
+    def __init__(self, pool, out, options: EmbedOptions):
+        options.validate()
+        self.opts = options
+        self.out = Path(out)
+        self.reader = PoolReader(pool, require_response=not options.queries, task=options.task,
+                                 require_task=options.queries)
+        self.pool_path = Path(pool)
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _identity(self, model) -> dict:
+        o = self.opts
+        return {
+            "model": {"name": o.model, "revision": model.revision},
+            "pooling": o.pooling, "template": o.template, "max_length": self.max_length,
+            "dim": model.dim, "dtype": "float16", "with_loss": o.with_loss, "with_ifd": o.with_ifd,
+            "shard_rows": o.shard_rows, "task": o.task,
+            "pool": {"name": self.pool_path.name, "format": self.reader.format,
+                     "fingerprint": pool_fingerprint(self.pool_path)},
+        }
+
+    def _prepare_dir(self, config: dict) -> dict | None:
+        """Return the existing manifest to resume from, or None for a fresh store."""
+        out = self.out
+        if out.exists() and self.opts.overwrite:
+            shutil.rmtree(out)
+        if not out.exists():
+            out.mkdir(parents=True)
+            return None
+        if not (out / MANIFEST).exists():
+            if any(out.iterdir()):
+                raise DataselectError(f"{out} is not empty and holds no store; pass --overwrite or choose "
+                                      "another --out")
+            return None
+        old = load_manifest(out)
+        diffs = config_differences(old["config"], config)
+        if diffs:
+            raise DataselectError(f"{out} holds a store made differently ({diffs[0]}); use another --out, "
+                                  "or --overwrite to replace it")
+        remove_stale_tmp(out)
+        return old
+
+    # -- the run -----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        o = self.opts
+        t0 = time.perf_counter()
+        model = load_model(o.model, device=o.device, dtype=o.dtype, with_lm_head=o.with_loss,
+                           revision=o.revision)
+        self.model = model
+        self.max_length = min(o.max_length, model.max_positions or o.max_length)
+        self.formatter = Formatter(model.tokenizer, o.template, self.max_length, causal=model.causal)
+        self.batch_tokens = o.batch_tokens or (65536 if model.device.type == "cuda" else 16384)
+        config = self._identity(model)
+        old = self._prepare_dir(config)
+        man = old or {
+            "format": FORMAT, "kind": "queries" if o.queries else "pool", "config": config,
+            "model": describe(model), "shards": [], "counts": {}, "skipped_examples": [],
+            "complete": False, "created_with": f"dataselect {__version__}",
+        }
+        if man.get("complete"):
+            return man
+        done = {s["first_row"]: s for s in man["shards"] if self._shard_ok(s)}
+        man["shards"] = sorted(done.values(), key=lambda s: s["first_row"])
+        for s in man["shards"]:
+            self.reader.remember_ids(self._shard_ids(s))
+        write_json(self.out / MANIFEST, man)
+
+        total = self.reader.count_rows()
+        rows_done = sum(s["end_row"] - s["first_row"] for s in man["shards"])
+        bar = tqdm(total=total, initial=rows_done, unit="row", desc="embed", disable=not o.progress,
+                   dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 10, file=sys.stderr)
+        self._tokens, self._t_start = 0, time.perf_counter()
+        S = o.shard_rows
+        first_todo = next((k * S for k in range(len(done) + 1) if k * S not in done), 0)
+        pending: list[PoolRow] = []
+        written_now = 0
+        for prow in self.reader.rows(start_row=first_todo):
+            k = prow.row // S
+            if pending and pending[0].row // S != k:
+                written_now += self._finish_shard(man, pending, bar)
+                pending = []
+                if o.max_shards is not None and written_now >= o.max_shards:
+                    bar.close()
+                    return man
+            if k * S in done:
+                bar.update(1)
+                continue
+            pending.append(prow)
+        if pending:
+            self._finish_shard(man, pending, bar)
+        bar.close()
+        man["complete"] = True
+        man["counts"] = self._counts(man)
+        man["store_hash"] = store_hash(man["config"], man["shards"])
+        wall = time.perf_counter() - t0
+        man["timings"] = {"wall_s": round(wall, 3), "tokens_per_s_this_run": round(self._tokens / max(
+            time.perf_counter() - self._t_start, 1e-9), 1)}
+        write_json(self.out / MANIFEST, man)
+        return man
+
+    def _shard_ok(self, s: dict) -> bool:
+        p = self.out / s["file"]
+        return p.is_file() and p.stat().st_size == s["bytes"] and file_sha256(p) == s["sha256"]
+
+    def _shard_ids(self, s: dict) -> list[str]:
+        with pa.memory_map(str(self.out / s["file"])) as mm:
+            return pa.ipc.open_file(mm).read_all().column("id").to_pylist()
+
+    @staticmethod
+    def _counts(man: dict) -> dict:
+        keys = ("rows_read", "rows_stored", "rows_skipped", "truncated", "tokens")
+        return {k: sum(s.get(k, 0) if k != "rows_read" else s["end_row"] - s["first_row"]
+                       for s in man["shards"]) for k in keys}
+
+    # -- one shard ---------------------------------------------------------------------------------
+    def _finish_shard(self, man: dict, rows: list[PoolRow], bar) -> int:
+        o = self.opts
+        k = rows[0].row // o.shard_rows
+        valid, skipped = [], []
+        for r in rows:
+            if r.error is None:
+                valid.append(r)
+            elif o.skip_invalid:
+                skipped.append({"where": r.where, "reason": r.error})
+            else:
+                raise InputError(r.where, r.error + " (pass --skip-invalid to skip and count such rows)")
+        bar.update(len(skipped))
+        cols = self._embed_rows(valid, bar)
+        cols = {"row": pa.array([r.row for r in valid], pa.int64()),
+                "id": pa.array([r.id for r in valid], pa.string()),
+                "source": pa.array([r.source for r in valid], pa.string()),
+                **({"task": pa.array([r.task for r in valid], pa.string())} if o.queries else {}),
+                **cols}
+        name = shard_name(k)
+        info = write_shard(self.out / name, cols)
+        first = k * o.shard_rows
+        end = max(rows[-1].row + 1, first)
+        entry = {"file": name, "first_row": first, "end_row": end, "rows_stored": len(valid),
+                 "rows_skipped": len(skipped), "truncated": int(np.sum(cols["truncated"].to_numpy(zero_copy_only=False))),
+                 "tokens": int(cols["n_tokens"].to_numpy().sum()), **info}
+        man["shards"] = sorted([s for s in man["shards"] if s["first_row"] != first] + [entry],
+                               key=lambda s: s["first_row"])
+        room = MAX_SKIPPED_EXAMPLES - len(man["skipped_examples"])
+        man["skipped_examples"] += skipped[:max(room, 0)]
+        man["counts"] = self._counts(man)
+        write_json(self.out / MANIFEST, man)
+        return 1
+
+    def _embed_rows(self, rows: list[PoolRow], bar) -> dict[str, pa.Array]:
+        o = self.opts
+        n = len(rows)
+        seqs: list[Encoded] = []
+        for lo in range(0, n, _ENCODE_CHUNK):
+            seqs += self.formatter.encode_many([r.messages for r in rows[lo:lo + _ENCODE_CHUNK]])
+        items = list(range(n))  # item i < n: row i's full sequence; n + i: row i's response alone (IFD)
+        all_seqs = list(seqs)
+        if o.with_ifd:
+            for lo in range(0, n, _ENCODE_CHUNK):
+                all_seqs += self.formatter.encode_many([r.messages for r in rows[lo:lo + _ENCODE_CHUNK]],
+                                                       response_only=True)
+            items = list(range(2 * n))
+        lengths = np.array([len(s.ids) for s in all_seqs], dtype=np.int64)
+        emb = np.zeros((n, self.model.dim), dtype=np.float32)
+        nll = np.full(len(all_seqs), np.nan, dtype=np.float64)
+        cnt = np.zeros(len(all_seqs), dtype=np.int64)
+        for batch in token_budget_batches(lengths[items], self.batch_tokens):
+            e, sums, counts = forward_batch(self.model, [all_seqs[i] for i in batch], o.pooling,
+                                            want_loss=o.with_loss, padding_side=o.padding_side)
+            main = batch < n
+            emb[batch[main]] = e[main]
+            if o.with_loss:
+                cnt[batch] = counts
+                nll[batch] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+            self._tokens += int(lengths[batch].sum())
+            bar.update(int(main.sum()))
+            bar.set_postfix_str(f"{self._tokens / max(time.perf_counter() - self._t_start, 1e-9):,.0f} tok/s",
+                                refresh=False)
+        cols = {"embedding": embedding_array(emb),
+                "n_tokens": pa.array(lengths[:n].astype(np.int32)),
+                "truncated": pa.array(np.array([s.truncated for s in seqs], dtype=bool))}
+        if o.with_loss:
+            cols["loss_response"] = pa.array(nll[:n].astype(np.float32))
+            cols["n_response_tokens"] = pa.array(cnt[:n].astype(np.int32))
+        if o.with_ifd:
+            cols["loss_response_alone"] = pa.array(nll[n:].astype(np.float32))
+        return cols
+
+
+def embed(pool, out, **kwargs) -> dict:
+    """Functional form: ``embed(pool, out, model=..., pooling=..., ...)`` -> manifest dict."""
+    return EmbedStage(pool, out, EmbedOptions(**kwargs)).run()
+
+
+__all__ = ["EmbedOptions", "EmbedStage", "embed"]

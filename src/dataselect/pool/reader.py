@@ -1,0 +1,270 @@
+"""Streaming pool reader.
+
+A pool is a JSONL file (optionally ``.gz`` or ``.zst``), a Parquet file, a ``datasets``
+``save_to_disk`` folder, or a folder of JSONL/Parquet files (read in name order). Records are read
+one batch at a time, never the whole pool. Every record gets ``row``: its 0-based position among the
+pool's records (blank JSONL lines are not records). Locations in messages are ``FILE:LINE`` (1-based
+line) for JSONL and ``FILE:row N`` (0-based) for Parquet and ``datasets``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from dataselect.errors import DataselectError, InputError
+from dataselect.pool.records import PoolRow, RecordError, normalize_record, record_id, record_source
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson")
+RECORD_COLUMNS = ("messages", "conversations", "instruction", "prompt")
+DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+_BATCH = 4096
+
+
+def _kind_of(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    raise DataselectError(f"{path}: unknown pool format (expected .jsonl[.gz|.zst], .parquet, or a "
+                          "datasets folder)")
+
+
+def _is_datasets_dir(path: Path) -> bool:
+    return any((path / marker).exists() for marker in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def _open_binary(path: Path):
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".zst"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+    return open(path, "rb")
+
+
+def _binary_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Yield (1-based line number, raw line) for non-blank lines; compression errors name the line."""
+    line_no = 0
+    try:
+        with _open_binary(path) as raw:
+            for line in io.BufferedReader(raw, 1 << 20) if path.suffix == ".zst" else raw:
+                line_no += 1
+                if line.strip():
+                    yield line_no, line
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        raise InputError(f"{path}:{line_no + 1}", f"compressed stream is corrupt or cut short ({exc})") from None
+    except Exception as exc:  # zstandard.ZstdError is not an OSError
+        if type(exc).__name__ == "ZstdError":
+            raise InputError(f"{path}:{line_no + 1}", f"zstd stream is corrupt or cut short ({exc})") from None
+        raise
+
+
+class PoolReader:
+    """Iterate a pool's records as :class:`PoolRow`, validated and normalised to messages.
+
+    Parameters
+    ----------
+    path : a file or folder (see module docstring).
+    require_response : pools need an assistant turn; query sets may be prompts only.
+    task : task name given to every record (query sets); else records carry a ``task`` field when
+        ``require_task`` is set.
+    check_duplicates : refuse (or, when skipping, skip) a second record with an id already seen.
+    max_record_bytes : a longer JSONL line is refused rather than tokenised.
+
+    Invalid records come out with ``error`` set (and empty messages); the caller decides whether that
+    stops the run or counts as skipped, so no row ever disappears unaccounted.
+    """
+
+    def __init__(self, path, *, require_response: bool = True, task: str | None = None,
+                 require_task: bool = False, check_duplicates: bool = True,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DataselectError(f"{self.path}: no such file or folder")
+        self.require_response = require_response
+        self.task = task
+        self.require_task = require_task
+        self.check_duplicates = check_duplicates
+        self.max_record_bytes = max_record_bytes
+        self.seen_ids: set[bytes] = set()
+        if self.path.is_dir():
+            if _is_datasets_dir(self.path):
+                self.format, self.files = "datasets", [self.path]
+            else:
+                self.files = sorted(p for p in self.path.iterdir() if p.is_file() and not p.name.startswith("."))
+                if not self.files:
+                    raise DataselectError(f"{self.path}: folder holds no pool files")
+                kinds = {_kind_of(p) for p in self.files}
+                self.format = kinds.pop() if len(kinds) == 1 else "mixed"
+        else:
+            self.format, self.files = _kind_of(self.path), [self.path]
+        if self.format != "datasets":
+            for p in self.files:
+                if p.stat().st_size == 0:
+                    raise InputError(f"{p}:1", "file is empty")
+
+    # -- raw records -------------------------------------------------------------------------------
+    def _raw_jsonl(self, path: Path, start: int) -> Iterator[tuple[str, object]]:
+        for i, (line_no, line) in enumerate(_binary_lines(path)):
+            if i < start:
+                continue
+            where = f"{path}:{line_no}"
+            if len(line) > self.max_record_bytes:
+                yield where, RecordError(f"line is {len(line) / 2**20:.1f} MiB, over the "
+                                         f"{self.max_record_bytes / 2**20:.0f} MiB record limit")
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield where, RecordError(f"invalid UTF-8 at byte {exc.start} of the line")
+                continue
+            try:
+                yield where, json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield where, RecordError(f"invalid JSON ({exc.msg} at column {exc.colno})")
+
+    def _raw_parquet(self, path: Path, start: int) -> Iterator[tuple[str, object]]:
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:
+            raise InputError(f"{path}:row 0", f"not a readable Parquet file ({exc})") from None
+        names = pf.schema_arrow.names
+        if not any(c in names for c in RECORD_COLUMNS):
+            raise InputError(f"{path}:row 0", "Parquet schema has none of the columns "
+                             f"{', '.join(RECORD_COLUMNS)} (columns: {', '.join(names[:10])})")
+        row = 0
+        for batch in pf.iter_batches(batch_size=_BATCH):
+            if row + batch.num_rows <= start:
+                row += batch.num_rows
+                continue
+            for rec in batch.to_pylist():
+                if row >= start:
+                    yield f"{path}:row {row}", rec
+                row += 1
+
+    def _raw_datasets(self, path: Path, start: int) -> Iterator[tuple[str, object]]:
+        import datasets
+
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except Exception as exc:
+            raise InputError(f"{path}:row 0", f"not a readable datasets folder ({exc})") from None
+        if isinstance(ds, datasets.DatasetDict):
+            if "train" not in ds:
+                raise DataselectError(f"{path}: DatasetDict without a 'train' split (splits: {', '.join(ds)})")
+            ds = ds["train"]
+        if not any(c in ds.column_names for c in RECORD_COLUMNS):
+            raise InputError(f"{path}:row 0", "dataset has none of the columns "
+                             f"{', '.join(RECORD_COLUMNS)} (columns: {', '.join(ds.column_names[:10])})")
+        for lo in range(start, len(ds), _BATCH):
+            batch = ds[lo:lo + _BATCH]
+            cols = list(batch)
+            for j in range(len(batch[cols[0]])):
+                yield f"{path}:row {lo + j}", {c: batch[c][j] for c in cols}
+
+    def raw(self, start_row: int = 0) -> Iterator[tuple[int, str, object]]:
+        """Yield (row, where, record-or-RecordError) from ``start_row`` on, skipping earlier rows cheaply."""
+        row = 0
+        for path in self.files:
+            kind = "datasets" if self.format == "datasets" else _kind_of(path)
+            n_before = row
+            local_start = max(0, start_row - row)
+            gen = {"jsonl": self._raw_jsonl, "parquet": self._raw_parquet,
+                   "datasets": self._raw_datasets}[kind](path, local_start)
+            row = n_before + local_start
+            for where, rec in gen:
+                yield row, where, rec
+                row += 1
+            if row == n_before + local_start and local_start:
+                row = n_before + self._count_file(path, kind)
+
+    # -- validated rows ----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[PoolRow]:
+        return self.rows()
+
+    def rows(self, start_row: int = 0) -> Iterator[PoolRow]:
+        """Yield every record from ``start_row`` as a :class:`PoolRow`; invalid ones have ``error`` set."""
+        for row, where, rec in self.raw(start_row):
+            yield self._validate(row, where, rec)
+
+    def _validate(self, row: int, where: str, rec) -> PoolRow:
+        if isinstance(rec, RecordError):
+            return PoolRow(row=row, id="", messages=[], where=where, error=str(rec))
+        try:
+            msgs = normalize_record(rec, require_response=self.require_response)
+            rid = record_id(rec, msgs)
+            task = self.task
+            if task is None and self.require_task:
+                task = rec.get("task")
+                if not isinstance(task, str) or not task:
+                    raise RecordError("query record has no 'task' field; give --task NAME or add a "
+                                      "'task' string to every record")
+            if self.check_duplicates:
+                key = hashlib.blake2b(rid.encode("utf-8"), digest_size=8).digest()
+                if key in self.seen_ids:
+                    raise RecordError(f"duplicate id {rid!r} (an earlier record has the same id)")
+                self.seen_ids.add(key)
+        except RecordError as exc:
+            return PoolRow(row=row, id="", messages=[], where=where, error=str(exc), record=rec)
+        return PoolRow(row=row, id=rid, messages=msgs, source=record_source(rec), task=task,
+                       where=where, record=rec)
+
+    def remember_ids(self, ids) -> None:
+        """Mark ids as seen (used when resuming: ids of shards already written)."""
+        for rid in ids:
+            self.seen_ids.add(hashlib.blake2b(rid.encode("utf-8"), digest_size=8).digest())
+
+    # -- counting ----------------------------------------------------------------------------------
+    def _count_file(self, path: Path, kind: str) -> int:
+        if kind == "parquet":
+            try:
+                return pq.ParquetFile(path).metadata.num_rows
+            except Exception as exc:
+                raise InputError(f"{path}:row 0", f"not a readable Parquet file ({exc})") from None
+        if kind == "datasets":
+            return sum(1 for _ in self._raw_datasets(path, 0))
+        return sum(1 for _ in _binary_lines(path))
+
+    def count_rows(self) -> int:
+        """Number of records (cheap for Parquet; a fast line scan for JSONL, used for progress ETA)."""
+        if self.format == "datasets":
+            import datasets
+
+            ds = datasets.load_from_disk(str(self.path))
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+            return len(ds)
+        return sum(self._count_file(p, _kind_of(p)) for p in self.files)
+
+
+def pool_fingerprint(path) -> str:
+    """A quick identity of a pool: sha256 over each file's name, size, first and last MiB.
+
+    Cheap on a 10 GB pool and catches edits, appends, truncation and a different file; it is what
+    stores and selections record to refuse exporting against the wrong pool.
+    """
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for p in files:
+        size = p.stat().st_size
+        h.update(f"{p.relative_to(path) if path.is_dir() else p.name}\0{size}\0".encode())
+        with open(p, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(size - (1 << 20))
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()

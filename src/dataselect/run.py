@@ -1,0 +1,128 @@
+"""``dataselect run``: store(s) -> selection folder.
+
+Settings come from built-in defaults, then a YAML config (``--config``), then the command line;
+a later source wins. A config looks like::
+
+    method: rds+
+    store: stores/pool
+    queries: [stores/q_math, stores/q_code]
+    budget: 10k
+    seed: 0
+    out: selections/rds
+    params: {aggregate: max, round_robin: paper}
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from dataselect import __version__
+from dataselect.budget import parse_budget
+from dataselect.errors import DataselectError
+from dataselect.selection import write_selection
+from dataselect.selectors import build_selector
+from dataselect.store import open_store
+
+CONFIG_KEYS = {"method", "store", "queries", "budget", "seed", "out", "params", "allow_all", "engine",
+               "address"}
+
+
+@dataclass
+class RunSpec:
+    """Everything a selection run needs; ``params`` are the method's own parameters."""
+
+    method: str = "rds+"
+    store: str | None = None
+    queries: list[str] = field(default_factory=list)
+    budget: str = "10%"
+    seed: int = 0
+    out: str = "selection"
+    params: dict = field(default_factory=dict)
+    allow_all: bool = False
+    engine: str = "local"
+    address: str | None = None
+
+
+def load_config(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataselectError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise DataselectError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise DataselectError(f"{path}:1: a config must be a mapping of settings")
+    unknown = set(data) - CONFIG_KEYS
+    if unknown:
+        raise DataselectError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))} "
+                              f"(known: {', '.join(sorted(CONFIG_KEYS))})")
+    if isinstance(data.get("queries"), str):  # paths in a config are relative to the working directory
+        data["queries"] = [data["queries"]]
+    return data
+
+
+def merge_spec(config: dict, cli: dict) -> RunSpec:
+    """Defaults < config < command line (``None`` on the command line means "not given")."""
+    spec = RunSpec()
+    for source in (config, cli):
+        for key, val in source.items():
+            if val is None or (key == "queries" and not val):
+                continue
+            if key == "params":
+                spec.params = {**spec.params, **{k.replace("-", "_"): v for k, v in val.items()}}
+            else:
+                setattr(spec, key, val)
+    if not spec.store:
+        raise DataselectError("no pool store given: pass STORE or set 'store' in --config")
+    return spec
+
+
+def _task_counts(tasks) -> dict:
+    if tasks is None:
+        return {}
+    return dict(Counter(t for t in tasks))
+
+
+def run_selection(spec: RunSpec, overwrite: bool = False) -> tuple[Path, dict]:
+    """Run ``spec``; write the selection folder; return (folder, selection.json contents)."""
+    t0 = time.perf_counter()
+    pool = open_store(spec.store, kind="pool")
+    queries = [open_store(q) for q in spec.queries]
+    selector = build_selector(spec.method, spec.params)
+    if selector.needs_queries and not queries:
+        raise DataselectError(f"method {spec.method!r} needs --queries (query stores made with "
+                              "`dataselect embed QUERIES --task NAME`)")
+    budget = parse_budget(spec.budget, pool.n_rows, spec.allow_all)
+    rng = np.random.default_rng(spec.seed)
+    if spec.engine == "ray":
+        from dataselect.engines.ray_select import ray_select
+
+        selection = ray_select(selector, pool, budget, rng, queries, address=spec.address)
+    elif spec.engine == "local":
+        selection = selector.select(pool, budget, rng, queries)
+    else:
+        raise DataselectError(f"--engine {spec.engine!r}: choose local or ray")
+    ids_sources = pool.take(selection.rows, ("id", "source"))
+    wall = time.perf_counter() - t0
+    meta = {
+        "method": spec.method, "params": selector.get_params(), "seed": spec.seed,
+        "budget": {"requested": str(spec.budget), "rows": budget}, "selected": len(selection),
+        "pool_store": {"path": str(Path(spec.store)), "store_hash": pool.hash, "rows": pool.n_rows,
+                       "pool_fingerprint": pool.config["pool"]["fingerprint"],
+                       "pool_name": pool.config["pool"]["name"]},
+        "query_stores": [{"path": str(q.path), "store_hash": q.hash, "rows": q.n_rows} for q in queries],
+        "counts_per_task": _task_counts(selection.tasks),
+        "counts_per_source": dict(Counter("" if s is None else s for s in ids_sources["source"])),
+        "engine": spec.engine, "version": __version__, "wall_s": round(wall, 3),
+    }
+    out = write_selection(spec.out, selection.table(ids_sources["id"]), meta, overwrite=overwrite)
+    return out, meta

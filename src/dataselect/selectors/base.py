@@ -1,0 +1,132 @@
+"""The selector interface and registry.
+
+A selector is a small class (scikit-learn style): parameters are keyword arguments of ``__init__``
+with type annotations and defaults, validated there; ``select`` does the work. Adding a selector is
+one new module with a class decorated by :func:`register`, plus its import in ``selectors/__init__``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from dataselect.errors import DataselectError
+from dataselect.selection import Selection
+from dataselect.store import Store
+
+REGISTRY: dict[str, type[Selector]] = {}
+
+
+class Selector(ABC):
+    """Base class of selectors.
+
+    Subclasses set ``name`` (the ``--method`` value), ``needs_queries`` and implement :meth:`select`.
+    The class docstring's first line is what ``dataselect methods`` shows.
+    """
+
+    name: ClassVar[str]
+    needs_queries: ClassVar[bool] = False
+
+    @abstractmethod
+    def select(self, pool: Store, budget: int, rng: np.random.Generator,
+               queries: typing.Sequence[Store] = ()) -> Selection:
+        """Pick ``budget`` distinct rows of ``pool`` (``1 <= budget <= len(pool)``)."""
+
+    @classmethod
+    def parameters(cls) -> dict[str, inspect.Parameter]:
+        sig = inspect.signature(cls.__init__)
+        return {n: p for n, p in sig.parameters.items() if n != "self" and p.kind == p.KEYWORD_ONLY}
+
+    def get_params(self) -> dict:
+        return {n: getattr(self, n) for n in self.parameters()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def register(cls: type[Selector]) -> type[Selector]:
+    """Class decorator: make ``cls`` available as ``--method cls.name``."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"selector {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_selector(name: str) -> type[Selector]:
+    if name not in REGISTRY:
+        raise DataselectError(f"unknown method {name!r}; choose from {', '.join(sorted(REGISTRY))} "
+                              "(`dataselect methods` lists them with their parameters)")
+    return REGISTRY[name]
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise DataselectError(f"--{name.replace('_', '-')} {value!r}: choose from {', '.join(map(str, choices))}")
+
+
+def _convert(cls: type[Selector], name: str, raw, annotation):
+    hints = typing.get_type_hints(cls.__init__)
+    target = hints.get(name, str)
+    args = [a for a in typing.get_args(target) if a is not type(None)]
+    if args and typing.get_origin(target) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        target = args[0]
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if target is bool:
+            low = raw.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return low in ("true", "1", "yes")
+        if target in (int, float):
+            return target(float(raw)) if target is int and raw.replace(".", "", 1).isdigit() else target(raw)
+        if typing.get_origin(target) is list:
+            inner = typing.get_args(target)[0]
+            return [inner(x) for x in raw.split(",") if x]
+    except ValueError:
+        raise DataselectError(f"--{name.replace('_', '-')} {raw!r}: expected {getattr(target, '__name__', target)}") from None
+    return raw
+
+
+def build_selector(method: str, params: dict) -> Selector:
+    """Instantiate a registered selector from string or typed parameters, with clear errors."""
+    cls = get_selector(method)
+    allowed = cls.parameters()
+    kwargs = {}
+    for key, raw in params.items():
+        name = key.replace("-", "_")
+        if name not in allowed:
+            valid = ", ".join("--" + p.replace("_", "-") for p in allowed) or "none"
+            raise DataselectError(f"method {method!r} has no parameter --{key.replace('_', '-')} "
+                                  f"(its parameters: {valid})")
+        kwargs[name] = _convert(cls, name, raw, allowed[name].annotation)
+    return cls(**kwargs)
+
+
+def parse_extra_args(args: list[str]) -> dict:
+    """``['--k', '100', '--leaf=closest', '--spherical']`` -> ``{'k': '100', 'leaf': 'closest', 'spherical': 'true'}``."""
+    out, i = {}, 0
+    while i < len(args):
+        tok = args[i]
+        if not tok.startswith("--"):
+            raise DataselectError(f"unexpected argument {tok!r}")
+        key = tok[2:]
+        if "=" in key:
+            key, val = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            val = args[i + 1]
+            i += 2
+        elif key.startswith("no-"):
+            key, val = key[3:], "false"
+            i += 1
+        else:
+            val = "true"
+            i += 1
+        out[key.replace("-", "_")] = val
+    return out

@@ -1,0 +1,60 @@
+"""``manifest.json``: what made a store, and which shards hold which pool rows.
+
+Layout::
+
+    {"format": "dataselect-store/1", "kind": "pool" | "queries",
+     "config": {model, pooling, template, max_length, dim, dtype, with_loss, with_ifd, shard_rows,
+                pool: {path, format, fingerprint}, task},
+     "shards": [{"file", "first_row", "end_row", "rows_stored", "rows_skipped", "bytes", "sha256"}],
+     "counts": {"rows_read", "rows_stored", "rows_skipped", "truncated", "tokens"},
+     "skipped_examples": [{"where", "reason"}],   # the first few
+     "complete": bool, "store_hash": sha256 over config and shard hashes (when complete),
+     "created_with": "dataselect X.Y.Z", "timings": {...}}
+
+``config`` is the identity of a store: a resumed run must ask for the same config, and selections
+record ``store_hash`` so that stale indexes and clusterings are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from dataselect.errors import DataselectError
+
+MANIFEST = "manifest.json"
+FORMAT = "dataselect-store/1"
+MAX_SKIPPED_EXAMPLES = 20
+
+
+def load_manifest(directory) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise DataselectError(f"{directory}: not a dataselect store (no {MANIFEST})")
+    try:
+        man = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataselectError(f"{path}:{exc.lineno}: manifest is not valid JSON ({exc.msg})") from None
+    if man.get("format") != FORMAT:
+        raise DataselectError(f"{path}: unknown store format {man.get('format')!r} (expected {FORMAT})")
+    return man
+
+
+def store_hash(config: dict, shards: list[dict]) -> str:
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for s in shards:
+        h.update(f"{s['file']}:{s['first_row']}:{s['end_row']}:{s['sha256']}".encode())
+    return h.hexdigest()
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two store configs (nested keys joined with dots)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: store has {a!r}, this run asks for {b!r}")
+    return out
