@@ -117,7 +117,7 @@ def inspect(store: Annotated[Path, typer.Argument(help="Store folder.")],
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
-    store: Annotated[Optional[Path], typer.Argument(help="Pool store (from `dataselect embed`).")] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", "-s", help="Pool store (from `dataselect embed`).")] = None,
     method: Annotated[Optional[str], typer.Option("--method", help="Selector (see `dataselect methods`).")] = None,
     budget: Annotated[Optional[str], typer.Option(help="Rows to select: 1000, 10k, 2.5M or 25%.")] = None,
     queries: Annotated[Optional[list[Path]], typer.Option(help="Query store(s) for target-aware methods.")] = None,
@@ -129,7 +129,7 @@ def run(
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: local Ray).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing selection folder.")] = False,
 ):
-    """Select rows from a pool store. Method parameters follow as --name value (see `dataselect methods`)."""
+    """Select rows from a pool store. Method parameters go as --name value (see `dataselect methods`)."""
     from dataselect.run import load_config, merge_spec, run_selection
     from dataselect.selectors.base import parse_extra_args
 

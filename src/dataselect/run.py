@@ -82,7 +82,7 @@ def merge_spec(config: dict, cli: dict) -> RunSpec:
             else:
                 setattr(spec, key, val)
     if not spec.store:
-        raise DataselectError("no pool store given: pass STORE or set 'store' in --config")
+        raise DataselectError("no pool store given: pass --store STORE or set 'store' in --config")
     return spec
 
 

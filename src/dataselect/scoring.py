@@ -21,7 +21,7 @@ import numpy as np
 from dataselect.errors import DataselectError
 from dataselect.store import Store
 
-BLOCK_BYTES = 32 << 20
+BLOCK_BYTES = 16 << 20
 AGGREGATES = ("max", "mean")
 
 

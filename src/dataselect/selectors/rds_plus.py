@@ -86,7 +86,7 @@ class RDSPlus(Selector):
     ----------
     aggregate : "max" (paper) or "mean" over a task's queries.
     round_robin : "paper" or "next-unique" (see module docstring).
-    block_rows : pool rows scored per matrix multiply (0: sized to ~32 MiB).
+    block_rows : pool rows scored per matrix multiply (0: sized to ~16 MiB).
     """
 
     name = "rds+"

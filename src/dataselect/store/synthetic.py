@@ -1,0 +1,69 @@
+"""Stores written straight from vectors, for benchmarks and tests at sizes no model could embed here.
+
+The files are real stores (same writer, manifest and checks as ``dataselect embed``), marked with
+model name ``synthetic``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from dataselect import __version__
+from dataselect.atomic import write_json
+from dataselect.store.manifest import FORMAT, MANIFEST, store_hash
+from dataselect.store.writer import embedding_array, shard_name, write_shard
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def write_store(out, blocks: Callable[[int, int], np.ndarray], n_rows: int, dim: int,
+                *, shard_rows: int = 50_000, kind: str = "pool", tasks: list[str] | None = None,
+                sources: list[str] | None = None, extra: dict[str, np.ndarray] | None = None,
+                model: str = "synthetic") -> Path:
+    """Write a store of ``n_rows`` vectors. ``blocks(lo, hi)`` returns rows lo..hi as (hi-lo, dim).
+
+    ``tasks`` (query stores) and ``sources`` give per-row strings; ``extra`` adds scalar columns
+    (e.g. ``loss_response``).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"model": {"name": model, "revision": "synthetic"}, "pooling": "rds+", "template": "tulu",
+              "max_length": 2048, "dim": dim, "dtype": "float16", "with_loss": bool(extra), "with_ifd": False,
+              "shard_rows": shard_rows, "task": None,
+              "pool": {"name": f"{out.name}.jsonl", "format": "synthetic", "fingerprint": f"synthetic-{out.name}"}}
+    shards = []
+    for k, lo in enumerate(range(0, n_rows, shard_rows)):
+        hi = min(lo + shard_rows, n_rows)
+        emb = blocks(lo, hi)
+        cols = {"row": pa.array(np.arange(lo, hi, dtype=np.int64)),
+                "id": pa.array([f"r{i}" for i in range(lo, hi)], pa.string()),
+                "source": pa.array(sources[lo:hi] if sources else [None] * (hi - lo), pa.string())}
+        if tasks is not None:
+            cols["task"] = pa.array(tasks[lo:hi], pa.string())
+        cols["embedding"] = embedding_array(emb)
+        cols["n_tokens"] = pa.array(np.full(hi - lo, 100, dtype=np.int32))
+        cols["truncated"] = pa.array(np.zeros(hi - lo, dtype=bool))
+        for name, arr in (extra or {}).items():
+            cols[name] = pa.array(np.asarray(arr[lo:hi]))
+        info = write_shard(out / shard_name(k), cols)
+        shards.append({"file": shard_name(k), "first_row": lo, "end_row": hi, "rows_stored": hi - lo,
+                       "rows_skipped": 0, "truncated": 0, "tokens": 100 * (hi - lo), **info})
+    man = {"format": FORMAT, "kind": kind, "config": config, "model": {"name": model}, "shards": shards,
+           "counts": {"rows_read": n_rows, "rows_stored": n_rows, "rows_skipped": 0, "truncated": 0,
+                      "tokens": 100 * n_rows},
+           "skipped_examples": [], "complete": True, "store_hash": store_hash(config, shards),
+           "created_with": f"dataselect {__version__}"}
+    write_json(out / MANIFEST, man)
+    return out
+
+
+def store_from_array(out, emb: np.ndarray, **kwargs) -> Path:
+    """Write an in-memory (n, dim) array as a store."""
+    return write_store(out, lambda lo, hi: emb[lo:hi], len(emb), emb.shape[1], **kwargs)
