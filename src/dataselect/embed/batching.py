@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-MIN_FILL = 0.5  # a batch may close early once it holds this share of the budget ...
-SHRINK = 0.9  # ... and the next sample is shorter than this share of the batch's longest
+MIN_FILL = 0.25  # a batch may close early once it holds this share of the budget ...
+SHRINK = 0.95  # ... and the next sample is shorter than this share of its longest
 
 
 def token_budget_batches(lengths: np.ndarray, batch_tokens: int, max_batch: int = 1024) -> list[np.ndarray]:
@@ -14,7 +14,7 @@ def token_budget_batches(lengths: np.ndarray, batch_tokens: int, max_batch: int 
     Samples are sorted by length, longest first (stable, so ties keep input order and the batches
     are the same every run). A batch grows while ``len(batch) * longest_in_batch <= batch_tokens``
     (its padded size) and it holds at most ``max_batch`` samples. In the sparse long tail a batch
-    closes early once it is at least half full and the next sample is over 10% shorter than its
+    closes early once it is a quarter full and the next sample is over 5% shorter than its
     longest, which keeps padding low (a few percent on long-tailed pools) at little cost in batch
     size. A sample longer than the budget gets a batch of its own. Returns index arrays into
     ``lengths``.

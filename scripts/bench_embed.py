@@ -1,0 +1,143 @@
+"""Benchmark the embedding stage against a naive Hugging Face loop, and the cost of --with-loss.
+
+Both run in the same process on the same randomly initialised Llama-shaped model (built from a config
+and saved with save_pretrained, as users' real checkpoints are) and the same pool with a long-tailed
+length mix (log-normal token counts, median ~180, clipped to 2048), so the ratio is meaningful on a
+noisy machine.
+
+naive:   input order, fixed batches of 8 padded to the longest, AutoModelForCausalLM with
+         output_hidden_states=True (full logits), RDS+ pooling of the last layer.
+ours:    `EmbedStage` (length-sorted token-budget batches, base model only, inference_mode).
+loss:    `EmbedStage --with-loss` (LM head on response positions only, in chunks).
+
+    python scripts/bench_embed.py                      # CPU defaults (a few minutes on 2 cores)
+    python scripts/bench_embed.py --device cuda --rows 4000 --hidden 2048 --layers 16 --vocab 128256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def build_model(path: Path, hidden: int, layers: int, inter: int, vocab: int, heads: int) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tinymodel import build_tokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(path)
+    cfg = LlamaConfig(vocab_size=max(vocab, len(tok)), hidden_size=hidden, intermediate_size=inter,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 4),
+                      max_position_embeddings=4096, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path
+
+
+def build_pool(path: Path, rows: int, seed: int = 0) -> Path:
+    from tinymodel import corpus
+
+    words = " ".join(corpus()).split()
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(rng.lognormal(np.log(180), 1.0, rows), 16, 2048).astype(int)
+    with open(path, "w") as fh:
+        for i, n in enumerate(lengths):
+            w = rng.choice(words, size=int(n * 0.8))
+            cut = max(1, len(w) // 3)
+            fh.write(json.dumps({"id": f"b{i}", "prompt": " ".join(w[:cut]), "completion": " ".join(w[cut:])}) + "\n")
+    return path
+
+
+def naive(model_path: str, pool: Path, device: str, dtype, max_length: int = 2048) -> tuple[float, int, float]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dataselect.embed.pooling import pool_hidden
+    from dataselect.embed.text import render_tulu
+    from dataselect.pool import PoolReader
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    texts = [tok.bos_token + render_tulu(r.messages, tok.eos_token)[0] for r in PoolReader(pool)]
+    real = padded = 0
+    sync()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(texts), 8):
+            enc = tok(texts[i:i + 8], padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                      add_special_tokens=False).to(device)
+            out = model(**enc, output_hidden_states=True)
+            pool_hidden(out.hidden_states[-1], enc["attention_mask"].bool(), "rds+").cpu()
+            real += int(enc["attention_mask"].sum())
+            padded += enc["attention_mask"].numel()
+    sync()
+    return time.perf_counter() - t0, real, 1 - real / padded
+
+
+def ours(model_path: str, pool: Path, out: Path, device: str, dtype: str, with_loss: bool) -> tuple[float, int, float]:
+    from dataselect.embed.batching import padding_waste, token_budget_batches
+    from dataselect.embed.stage import EmbedOptions, EmbedStage
+
+    stage = EmbedStage(pool, out, EmbedOptions(model=model_path, device=device, dtype=dtype, with_loss=with_loss,
+                                               progress=False, overwrite=True))
+    sync()
+    t0 = time.perf_counter()
+    man = stage.run()
+    sync()
+    wall = time.perf_counter() - t0
+    from dataselect.store import Store
+
+    lengths = Store(out).column("n_tokens")
+    waste = padding_waste(lengths, token_budget_batches(lengths, stage.batch_tokens))
+    return wall, man["counts"]["tokens"], waste
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=300)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--inter", type=int, default=0, help="MLP width (default 2.75 x hidden)")
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip-naive", action="store_true")
+    args = ap.parse_args()
+    dtype_name = "bfloat16" if args.device.startswith("cuda") else "float32"
+    dtype = getattr(torch, dtype_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = str(build_model(tmp / "model", args.hidden, args.layers, args.inter or int(args.hidden * 2.75),
+                                args.vocab, args.heads))
+        pool = build_pool(tmp / "pool.jsonl", args.rows)
+        print(f"model: Llama hidden={args.hidden} layers={args.layers} vocab={args.vocab}  device={args.device} "
+              f"dtype={dtype_name}  torch threads={torch.get_num_threads()}  pool rows={args.rows}")
+        ours(model, pool, tmp / "warm", args.device, dtype_name, False)  # warm-up: kernels, caches
+        t_ours, tok_ours, w_ours = ours(model, pool, tmp / "s", args.device, dtype_name, False)
+        t_loss, _, _ = ours(model, pool, tmp / "sl", args.device, dtype_name, True)
+        print(f"ours        {tok_ours / t_ours:10,.0f} tok/s   wall {t_ours:7.2f}s   padding waste {w_ours:6.2%}")
+        print(f"ours+loss   {tok_ours / t_loss:10,.0f} tok/s   wall {t_loss:7.2f}s   loss cost x{t_loss / t_ours:.2f}")
+        if not args.skip_naive:
+            t_naive, tok_naive, w_naive = naive(model, pool, args.device, dtype)
+            assert tok_naive == tok_ours, (tok_naive, tok_ours)
+            print(f"naive HF    {tok_naive / t_naive:10,.0f} tok/s   wall {t_naive:7.2f}s   padding waste {w_naive:6.2%}")
+            print(f"speed-up (ours / naive): x{t_naive / t_ours:.2f}")
+
+
+if __name__ == "__main__":
+    main()
