@@ -85,6 +85,24 @@ def embed(
 
 
 @app.command()
+def score(
+    store: Annotated[Path, typer.Argument(help="Store folder (from `dataselect embed`).")],
+    pool: Annotated[Path, typer.Option("--pool", help="The pool the store was embedded from.")],
+    with_ifd: Annotated[bool, typer.Option("--with-ifd", help="Also the NLL of the response alone (IFD).")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16.")] = "auto",
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch (0: by device).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+):
+    """Add per-sample losses to a store embedded without --with-loss (resumable)."""
+    from dataselect.embed.score import score_store
+
+    man = score_store(store, pool, with_ifd=with_ifd, device=device, dtype=dtype, batch_tokens=batch_tokens,
+                      progress=not quiet)
+    _echo(f"scored {man['counts']['rows_stored']:,} rows of {store}")
+
+
+@app.command()
 def inspect(store: Annotated[Path, typer.Argument(help="Store folder.")],
             as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False):
     """Print a store's manifest summary and counts."""

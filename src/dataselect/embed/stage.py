@@ -21,11 +21,10 @@ from tqdm.auto import tqdm
 
 from dataselect import __version__
 from dataselect.atomic import remove_stale_tmp, write_json
-from dataselect.embed.batching import token_budget_batches
-from dataselect.embed.forward import forward_batch
+from dataselect.embed.compute import RowEmbedder
 from dataselect.embed.model import describe, load_model
 from dataselect.embed.pooling import POOLINGS
-from dataselect.embed.text import TEMPLATES, Encoded, Formatter
+from dataselect.embed.text import TEMPLATES, Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool import PoolReader, PoolRow, pool_fingerprint
 from dataselect.store.manifest import (
@@ -36,9 +35,7 @@ from dataselect.store.manifest import (
     load_manifest,
     store_hash,
 )
-from dataselect.store.writer import embedding_array, file_sha256, shard_name, write_shard
-
-_ENCODE_CHUNK = 1024
+from dataselect.store.writer import file_sha256, shard_name, write_shard
 
 
 @dataclass
@@ -133,8 +130,10 @@ class EmbedStage:
                            revision=o.revision)
         self.model = model
         self.max_length = min(o.max_length, model.max_positions or o.max_length)
-        self.formatter = Formatter(model.tokenizer, o.template, self.max_length, causal=model.causal)
-        self.batch_tokens = o.batch_tokens or (65536 if model.device.type == "cuda" else 16384)
+        formatter = Formatter(model.tokenizer, o.template, self.max_length, causal=model.causal)
+        self.embedder = RowEmbedder(model, formatter, o.pooling, with_loss=o.with_loss, with_ifd=o.with_ifd,
+                                    padding_side=o.padding_side, batch_tokens=o.batch_tokens)
+        self.batch_tokens = self.embedder.batch_tokens
         config = self._identity(model)
         old = self._prepare_dir(config)
         man = old or {
@@ -183,6 +182,14 @@ class EmbedStage:
         write_json(self.out / MANIFEST, man)
         return man
 
+    def _progress(self, bar):
+        def update(rows: int, tokens: int) -> None:
+            self._tokens += tokens
+            bar.update(rows)
+            rate = self._tokens / max(time.perf_counter() - self._t_start, 1e-9)
+            bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+        return update
+
     def _shard_ok(self, s: dict) -> bool:
         p = self.out / s["file"]
         return p.is_file() and p.stat().st_size == s["bytes"] and file_sha256(p) == s["sha256"]
@@ -210,7 +217,7 @@ class EmbedStage:
             else:
                 raise InputError(r.where, r.error + " (pass --skip-invalid to skip and count such rows)")
         bar.update(len(skipped))
-        cols = self._embed_rows(valid, bar)
+        cols = self.embedder([r.messages for r in valid], self._progress(bar))
         cols = {"row": pa.array([r.row for r in valid], pa.int64()),
                 "id": pa.array([r.id for r in valid], pa.string()),
                 "source": pa.array([r.source for r in valid], pa.string()),
@@ -222,7 +229,9 @@ class EmbedStage:
         end = max(rows[-1].row + 1, first)
         entry = {"file": name, "first_row": first, "end_row": end, "rows_stored": len(valid),
                  "rows_skipped": len(skipped), "truncated": int(np.sum(cols["truncated"].to_numpy(zero_copy_only=False))),
-                 "tokens": int(cols["n_tokens"].to_numpy().sum()), **info}
+                 "tokens": int(cols["n_tokens"].to_numpy().sum()),
+                 "loss_columns": [c for c in ("loss_response", "n_response_tokens", "loss_response_alone") if c in cols],
+                 **info}
         man["shards"] = sorted([s for s in man["shards"] if s["first_row"] != first] + [entry],
                                key=lambda s: s["first_row"])
         room = MAX_SKIPPED_EXAMPLES - len(man["skipped_examples"])
@@ -230,45 +239,6 @@ class EmbedStage:
         man["counts"] = self._counts(man)
         write_json(self.out / MANIFEST, man)
         return 1
-
-    def _embed_rows(self, rows: list[PoolRow], bar) -> dict[str, pa.Array]:
-        o = self.opts
-        n = len(rows)
-        seqs: list[Encoded] = []
-        for lo in range(0, n, _ENCODE_CHUNK):
-            seqs += self.formatter.encode_many([r.messages for r in rows[lo:lo + _ENCODE_CHUNK]])
-        items = list(range(n))  # item i < n: row i's full sequence; n + i: row i's response alone (IFD)
-        all_seqs = list(seqs)
-        if o.with_ifd:
-            for lo in range(0, n, _ENCODE_CHUNK):
-                all_seqs += self.formatter.encode_many([r.messages for r in rows[lo:lo + _ENCODE_CHUNK]],
-                                                       response_only=True)
-            items = list(range(2 * n))
-        lengths = np.array([len(s.ids) for s in all_seqs], dtype=np.int64)
-        emb = np.zeros((n, self.model.dim), dtype=np.float32)
-        nll = np.full(len(all_seqs), np.nan, dtype=np.float64)
-        cnt = np.zeros(len(all_seqs), dtype=np.int64)
-        for batch in token_budget_batches(lengths[items], self.batch_tokens):
-            e, sums, counts = forward_batch(self.model, [all_seqs[i] for i in batch], o.pooling,
-                                            want_loss=o.with_loss, padding_side=o.padding_side)
-            main = batch < n
-            emb[batch[main]] = e[main]
-            if o.with_loss:
-                cnt[batch] = counts
-                nll[batch] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-            self._tokens += int(lengths[batch].sum())
-            bar.update(int(main.sum()))
-            bar.set_postfix_str(f"{self._tokens / max(time.perf_counter() - self._t_start, 1e-9):,.0f} tok/s",
-                                refresh=False)
-        cols = {"embedding": embedding_array(emb),
-                "n_tokens": pa.array(lengths[:n].astype(np.int32)),
-                "truncated": pa.array(np.array([s.truncated for s in seqs], dtype=bool))}
-        if o.with_loss:
-            cols["loss_response"] = pa.array(nll[:n].astype(np.float32))
-            cols["n_response_tokens"] = pa.array(cnt[:n].astype(np.int32))
-        if o.with_ifd:
-            cols["loss_response_alone"] = pa.array(nll[n:].astype(np.float32))
-        return cols
 
 
 def embed(pool, out, **kwargs) -> dict:

@@ -38,8 +38,8 @@ class Store:
         self.path = Path(path)
         self.manifest = load_manifest(self.path)
         if not self.manifest.get("complete") and not allow_incomplete:
-            raise DataselectError(f"{self.path}: store is incomplete (embedding was interrupted); re-run "
-                                  "the same `dataselect embed` command to finish it")
+            raise DataselectError(f"{self.path}: store is incomplete (`dataselect embed` or `dataselect score` "
+                                  "was interrupted); re-run the same command to finish it")
         cfg = self.manifest["config"]
         self.config = cfg
         self.dim = int(cfg["dim"])

@@ -1,0 +1,82 @@
+"""``dataselect score``: add loss columns to a store that was embedded without them.
+
+Runs the store's own model (same name and revision, checked) over the pool rows of each shard and
+rewrites the shard with ``loss_response`` and ``n_response_tokens`` (and ``loss_response_alone``
+with IFD) added; embeddings are kept as stored. Shards are rewritten atomically one at a time and
+recorded in the manifest, so an interrupted run resumes where it stopped. While scoring, the store is
+marked incomplete.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from dataselect.atomic import write_json
+from dataselect.embed.compute import RowEmbedder
+from dataselect.embed.model import load_model
+from dataselect.embed.text import Formatter
+from dataselect.errors import DataselectError, InputError
+from dataselect.pool import PoolReader, pool_fingerprint
+from dataselect.store.manifest import MANIFEST, load_manifest, store_hash
+from dataselect.store.writer import write_shard
+
+
+def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dtype: str = "auto",
+                batch_tokens: int = 0, progress: bool = True) -> dict:
+    """Add loss columns to every shard of ``store`` lacking them; returns the updated manifest."""
+    store = Path(store)
+    man = load_manifest(store)
+    cfg = man["config"]
+    if not man.get("complete") and not man.get("scoring"):
+        raise DataselectError(f"{store}: store is incomplete; finish `dataselect embed` first")
+    if pool_fingerprint(pool) != cfg["pool"]["fingerprint"]:
+        raise DataselectError(f"{pool} is not the pool this store was embedded from ({cfg['pool']['name']!r})")
+    want = ["loss_response", "n_response_tokens"] + (["loss_response_alone"] if with_ifd else [])
+    todo = [s for s in man["shards"] if not set(want) <= set(s.get("loss_columns", []))]
+    if not todo:
+        return man
+    model = load_model(cfg["model"]["name"], device=device, dtype=dtype, with_lm_head=True)
+    if model.revision != cfg["model"]["revision"]:
+        raise DataselectError(f"model {cfg['model']['name']!r} is now at revision {model.revision}, but the store "
+                              f"was embedded at {cfg['model']['revision']}; losses would not match the embeddings")
+    formatter = Formatter(model.tokenizer, cfg["template"], cfg["max_length"], causal=model.causal)
+    embedder = RowEmbedder(model, formatter, cfg["pooling"], with_loss=True, with_ifd=with_ifd,
+                           batch_tokens=batch_tokens)
+    man["complete"], man["scoring"] = False, True
+    write_json(store / MANIFEST, man)
+    reader = PoolReader(pool, check_duplicates=False)
+    bar = tqdm(total=sum(s["rows_stored"] for s in todo), unit="row", desc="score", disable=not progress,
+               file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
+    for shard in todo:
+        path = store / shard["file"]
+        with pa.memory_map(str(path)) as mm:
+            table = pa.ipc.open_file(mm).read_all()
+        wanted = set(table.column("row").to_pylist())
+        msgs = []
+        for r in reader.rows(start_row=shard["first_row"]):
+            if r.row >= shard["end_row"]:
+                break
+            if r.row in wanted:
+                if r.error:
+                    raise InputError(r.where, r.error)
+                msgs.append(r.messages)
+        if len(msgs) != table.num_rows:
+            raise DataselectError(f"{pool}: rows {shard['first_row']}..{shard['end_row']} no longer match {path}")
+        cols = embedder(msgs, lambda rows, tokens: bar.update(rows))
+        columns = {name: table.column(name) for name in table.column_names if name not in want}
+        columns.update({name: cols[name] for name in want})
+        shard.update(write_shard(path, {k: v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v
+                                        for k, v in columns.items()}))
+        shard["loss_columns"] = want
+        write_json(store / MANIFEST, man)
+    bar.close()
+    cfg["with_loss"], cfg["with_ifd"] = True, with_ifd or cfg.get("with_ifd", False)
+    man.pop("scoring")
+    man["complete"] = True
+    man["store_hash"] = store_hash(cfg, man["shards"])
+    write_json(store / MANIFEST, man)
+    return man
