@@ -103,6 +103,39 @@ def score(
 
 
 @app.command()
+def index(
+    store: Annotated[Path, typer.Argument(help="Store folder.")],
+    kind: Annotated[str, typer.Option(help="flat (exact), ivf, ivfpq or hnsw.")] = "flat",
+    nlist: Annotated[int, typer.Option(help="IVF lists (0: about 4 sqrt(n)).")] = 0,
+    m: Annotated[int, typer.Option(help="ivfpq: sub-quantisers (0: dim/16); hnsw: links per node (0: 32).")] = 0,
+    nprobe: Annotated[int, typer.Option(help="IVF lists probed at search time.")] = 16,
+    train_size: Annotated[int, typer.Option(help="Rows sampled to train IVF kinds.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Seed of the training sample.")] = 0,
+):
+    """Build a FAISS index over a store (saved in STORE/index-KIND)."""
+    from dataselect.pool_index import build_index
+    from dataselect.store import open_store
+
+    folder = build_index(open_store(store), kind, nlist=nlist, m=m, nprobe=nprobe, train_size=train_size, seed=seed)
+    _echo(f"built {kind} index -> {folder}")
+
+
+@app.command()
+def neighbors(
+    store: Annotated[Path, typer.Argument(help="Pool store.")],
+    text: Annotated[Optional[str], typer.Option(help="Find pool records near this text (embedded like a query).")] = None,
+    row: Annotated[Optional[int], typer.Option(help="Find pool records near this pool row.")] = None,
+    k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 10,
+    kind: Annotated[str, typer.Option(help="Index to use (flat is exact; built on first use).")] = "flat",
+    pool: Annotated[Optional[Path], typer.Option(help="The pool file, to print each record's first line.")] = None,
+):
+    """Show the nearest pool records to a text or a row: the everyday way to look into a pool."""
+    from dataselect.lookup import neighbors as find
+
+    typer.echo(find(store, text=text, row=row, k=k, kind=kind, pool=pool))
+
+
+@app.command()
 def inspect(store: Annotated[Path, typer.Argument(help="Store folder.")],
             as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False):
     """Print a store's manifest summary and counts."""

@@ -1,0 +1,99 @@
+"""Benchmark the kmeans-sensitivity selector against plain FAISS and scikit-learn clustering.
+
+On a synthetic store (default 1M x 1024 float16, clustered), measured in the same run:
+
+* selector: `kmeans-sensitivity` end to end (sample, FAISS k-means, streamed assignment, sensitivity
+  probabilities, weighted sampling), run in a subprocess with no clustering cache so its peak RSS is
+  its own;
+* baseline: one `faiss.Kmeans` train on the same number of sample points plus one assignment pass of
+  the whole pool (target: selector <= 2x this);
+* scikit-learn: `MiniBatchKMeans` fit on the same sample and `predict` over the whole pool (ratio).
+
+    python scripts/bench_kmeans.py [--rows 1000000] [--dim 1024] [--k 256] [--keep DIR] [--skip-sklearn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+from dataselect.selectors import build_selector
+from dataselect.store import Store
+pool = Store(sys.argv[1])
+t0 = time.perf_counter()
+sel = build_selector("kmeans-sensitivity", {"k": int(sys.argv[2])}).select(pool, int(sys.argv[3]), np.random.default_rng(0))
+print(json.dumps({"wall_s": time.perf_counter() - t0, "picked": len(sel),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=1024)
+    ap.add_argument("--k", type=int, default=256)
+    ap.add_argument("--budget", type=int, default=100_000)
+    ap.add_argument("--keep", type=Path)
+    ap.add_argument("--skip-sklearn", action="store_true")
+    args = ap.parse_args()
+    import faiss
+
+    from dataselect.pool_index.sample import iter_float_blocks, read_positions, sample_positions
+    from dataselect.store import Store
+    from dataselect.store.synthetic import write_store
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench_kmeans_"))
+    path = root / f"clustered_{args.rows}x{args.dim}"
+    if not (path / "manifest.json").exists():
+        rng = np.random.default_rng(0)
+        centres = rng.standard_normal((64, args.dim)).astype(np.float32)
+
+        def block(lo, hi):
+            x = centres[rng.integers(0, 64, hi - lo)] + rng.standard_normal((hi - lo, args.dim), dtype=np.float32)
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+        write_store(path, block, args.rows, args.dim)
+    shutil.rmtree(path / "clusterings", ignore_errors=True)
+    store = Store(path)
+    n_train = min(args.rows, args.k * 256)
+
+    t0 = time.perf_counter()
+    x = read_positions(store, sample_positions(args.rows, n_train, 0))
+    km = faiss.Kmeans(args.dim, args.k, niter=20, seed=0, verbose=False, max_points_per_centroid=256)
+    km.train(x)
+    t_train = time.perf_counter() - t0
+    for _, b in iter_float_blocks(store):
+        km.index.search(b, 1)
+    t_faiss = time.perf_counter() - t0
+
+    res = json.loads(subprocess.run([sys.executable, "-c", CHILD, str(path), str(args.k), str(args.budget)],
+                                    capture_output=True, text=True, check=True).stdout)
+    print(f"pool {args.rows:,} x {args.dim}, k={args.k}, {n_train:,} training points, budget {args.budget:,}")
+    print(f"faiss train + assign     : {t_faiss:7.1f}s  (train {t_train:.1f}s)")
+    print(f"kmeans-sensitivity       : {res['wall_s']:7.1f}s  x{res['wall_s'] / t_faiss:.2f} of faiss   "
+          f"peak RSS {res['peak_rss_mb']:.0f} MB")
+    if not args.skip_sklearn:
+        from sklearn.cluster import MiniBatchKMeans
+
+        t0 = time.perf_counter()
+        mb = MiniBatchKMeans(n_clusters=args.k, random_state=0, batch_size=4096, n_init=1, max_iter=20)
+        mb.fit(x)
+        for _, b in iter_float_blocks(store):
+            mb.predict(b)
+        t_sk = time.perf_counter() - t0
+        print(f"sklearn MiniBatchKMeans  : {t_sk:7.1f}s  (selector is x{t_sk / res['wall_s']:.2f} faster)")
+
+
+if __name__ == "__main__":
+    main()
