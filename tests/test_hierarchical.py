@@ -1,0 +1,128 @@
+"""Hierarchical balanced k-means: water-filling against brute force, edge cases, balance on skewed pools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from dataselect.pool_index.hierarchical import Hierarchy, build_hierarchy, closest_per_cluster, default_levels
+from dataselect.selection import read_selection
+from dataselect.selectors import build_selector
+from dataselect.selectors.hierarchical_kmeans import leaf_targets, water_fill
+from dataselect.store import Store
+from dataselect.store.synthetic import store_from_array
+
+
+def brute_fill(sizes, target):
+    """One row at a time to the open child with the fewest taken (then most rows, then lowest index)."""
+    take = [0] * len(sizes)
+    for _ in range(min(target, sum(sizes))):
+        i = min((i for i in range(len(sizes)) if take[i] < sizes[i]), key=lambda i: (take[i], -sizes[i], i))
+        take[i] += 1
+    return take
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_water_fill_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(0, 40, rng.integers(1, 9))
+    for target in (0, 1, int(sizes.sum()) // 3, int(sizes.sum()) - 1, int(sizes.sum()), int(sizes.sum()) + 5):
+        target = max(target, 0)
+        assert water_fill(sizes, target).tolist() == brute_fill(sizes.tolist(), target), (sizes, target)
+
+
+def brute_tree(labels, budget):
+    """Reference: recursive brute-force fill over an explicit tree built from the label arrays."""
+    rows_of_leaf = {}
+    for pos, c in enumerate(labels[0]):
+        rows_of_leaf.setdefault(int(c), []).append(pos)
+
+    def rows_under(level, c):  # level 0 = leaf clusters
+        if level == 0:
+            return len(rows_of_leaf.get(c, []))
+        return sum(rows_under(level - 1, ch) for ch in range(len(labels[level])) if labels[level][ch] == c)
+
+    out = {}
+
+    def walk(level, c, share):
+        if level == 0:
+            out[c] = share
+            return
+        kids = [ch for ch in range(len(labels[level])) if labels[level][ch] == c]
+        for ch, s in zip(kids, brute_fill([rows_under(level - 1, ch) for ch in kids], share), strict=True):
+            walk(level - 1, ch, s)
+
+    top_level = len(labels)
+    tops = sorted(set(int(x) for x in labels[-1]))
+    for c, s in zip(tops, brute_fill([rows_under(top_level - 1, c) for c in tops], budget), strict=True):
+        walk(top_level - 1, c, s)
+    return [out.get(c, 0) for c in range(max(labels[0]) + 1)]
+
+
+def test_balanced_sampling_exact_counts_on_small_tree():
+    rng = np.random.default_rng(0)
+    leaf = rng.integers(0, 12, 300)  # 300 rows in 12 leaves
+    mid = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3])  # 12 leaves -> 4 mid clusters
+    top = np.array([0, 0, 1, 1])  # 4 mid -> 2 top
+    h = Hierarchy([leaf, mid, top], np.zeros(300, np.float32), [12, 4, 2], np.arange(300), {})
+    for budget in (1, 7, 50, 150, 299, 300):
+        got = leaf_targets(h, budget)
+        assert got.sum() == budget
+        assert got.tolist() == brute_tree([leaf, mid, top], budget), budget
+        assert (got <= np.bincount(leaf, minlength=12)).all()
+
+
+def test_closest_per_cluster():
+    labels = np.array([1, 0, 1, 1, 0, 2])
+    dist2 = np.array([0.5, 0.2, 0.1, 0.9, 0.3, 0.0], np.float32)
+    assert closest_per_cluster(labels, dist2, 2).tolist() == [0, 1, 2, 4, 5]
+    assert default_levels(5_800_000) == [20000, 2000, 200, 20]
+    assert default_levels(1000) == [4]
+
+
+def modes_pool(seed=0, dim=16):
+    """One huge mode (4000 rows) and 19 small ones (50 rows each)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, dim)).astype(np.float32) * 3
+    mode = np.concatenate([np.zeros(4000, int), np.repeat(np.arange(1, 20), 50)])
+    x = centres[mode] + 0.3 * rng.standard_normal((len(mode), dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), mode
+
+
+def entropy(labels, k):
+    p = np.bincount(labels, minlength=k) / len(labels)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def test_far_more_balanced_than_random(tmp_path):
+    x, mode = modes_pool()
+    store_from_array(tmp_path / "p", x, shard_rows=1000)
+    st = Store(tmp_path / "p")
+    sel = build_selector("hierarchical-kmeans", {"k": "200,20", "resamples": 2}).select(st, 400, np.random.default_rng(0))
+    rnd = build_selector("random", {}).select(st, 400, np.random.default_rng(0))
+    h_sel, h_rnd = entropy(mode[sel.rows], 20), entropy(mode[rnd.rows], 20)
+    assert h_sel > 2.5 and h_rnd < 1.6, (h_sel, h_rnd)  # log(20) = 3.0 is perfect balance
+    assert len(set(sel.rows.tolist())) == 400
+    assert all(p.count("/") == 1 for p in sel.extra["cluster_path"])
+
+
+def test_budget_edges_determinism_and_cli(tmp_path):
+    x, _ = modes_pool(1)
+    store_from_array(tmp_path / "p", x, shard_rows=1000)
+    st = Store(tmp_path / "p")
+    sel = lambda b, s=0, **p: build_selector("hierarchical-kmeans", {"k": "30,5", **p}).select(  # noqa: E731
+        st, b, np.random.default_rng(s))
+    everything = sel(st.n_rows)
+    assert sorted(everything.rows.tolist()) == list(range(st.n_rows))
+    assert len(sel(1)) == 1
+    assert sel(500).rows.tolist() == sel(500).rows.tolist()
+    assert sel(500, leaf="closest").rows.tolist() != sel(500).rows.tolist()
+    h = build_hierarchy(st, [30, 5], resamples=3)
+    again = build_hierarchy(st, [30, 5], resamples=3)  # cached
+    assert all(np.array_equal(a, b) for a, b in zip(h.labels, again.labels, strict=True))
+    run_cli("run", "--store", tmp_path / "p", "--method", "hierarchical-kmeans", "--budget", "10%", "--k", "30,5",
+            "--leaf", "closest", "--out", tmp_path / "sel")
+    table, meta = read_selection(tmp_path / "sel")
+    assert table.num_rows == 495 and meta["params"]["k"] == [30, 5] and "cluster_path" in table.column_names
