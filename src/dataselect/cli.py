@@ -6,6 +6,7 @@ traceback. Ctrl-C or SIGTERM stops cleanly (exit 130); re-running the same comma
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import sys
@@ -252,7 +253,10 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     _STATE["debug"] = "--debug" in args
     try:
-        app(args=args, prog_name="dataselect", standalone_mode=False)
+        # typer turns KeyboardInterrupt into Exit(130) and, outside standalone mode, returns exit codes
+        code = app(args=args, prog_name="dataselect", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            raise KeyboardInterrupt if code == EXIT_INTERRUPTED else SystemExit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.ClickException as exc:
@@ -266,4 +270,12 @@ def main(argv: list[str] | None = None) -> None:
         if _STATE["debug"]:
             traceback.print_exc()
         _echo(f"dataselect: error: {exc}")
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:  # disk full, permissions, a vanished file: the user's to fix, not a bug
+        if _STATE["debug"]:
+            traceback.print_exc()
+        what = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        hint = ("; free some space and run the same command again to resume" if exc.errno == errno.ENOSPC
+                else "")
+        _echo(f"dataselect: error: {what}{hint}")
         sys.exit(EXIT_USAGE)

@@ -135,6 +135,7 @@ class EmbedStage:
                                     padding_side=o.padding_side, batch_tokens=o.batch_tokens)
         self.batch_tokens = self.embedder.batch_tokens
         config = self._identity(model)
+        total = self._validate()
         old = self._prepare_dir(config)
         man = old or {
             "format": FORMAT, "kind": "queries" if o.queries else "pool", "config": config,
@@ -149,7 +150,6 @@ class EmbedStage:
             self.reader.remember_ids(self._shard_ids(s))
         write_json(self.out / MANIFEST, man)
 
-        total = self.reader.count_rows()
         rows_done = sum(s["end_row"] - s["first_row"] for s in man["shards"])
         bar = tqdm(total=total, initial=rows_done, unit="row", desc="embed", disable=not o.progress,
                    dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 10, file=sys.stderr)
@@ -181,6 +181,24 @@ class EmbedStage:
             time.perf_counter() - self._t_start, 1e-9), 1)}
         write_json(self.out / MANIFEST, man)
         return man
+
+    def _validate(self) -> int:
+        """Read the whole pool once before any output is made; return its row count.
+
+        A bad row stops the run here, with nothing written (unless --skip-invalid). Parsing is cheap
+        next to the model, and failing in the first minute beats failing after hours of GPU time.
+        """
+        n, first_bad = 0, None
+        for r in self.reader.rows():
+            n += 1
+            if r.error is not None and first_bad is None:
+                first_bad = r
+                if not self.opts.skip_invalid:
+                    break
+        if first_bad is not None and not self.opts.skip_invalid:
+            raise InputError(first_bad.where, first_bad.error + " (pass --skip-invalid to skip and count such rows)")
+        self.reader.seen_ids.clear()
+        return n
 
     def _progress(self, bar):
         def update(rows: int, tokens: int) -> None:

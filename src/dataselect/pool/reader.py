@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import zlib
 from collections.abc import Iterator
@@ -42,31 +41,49 @@ def _is_datasets_dir(path: Path) -> bool:
     return any((path / marker).exists() for marker in ("dataset_info.json", "state.json", "dataset_dict.json"))
 
 
-def _open_binary(path: Path):
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if name.endswith(".zst"):
-        import zstandard
+def _zstd_chunks(path: Path) -> Iterator[bytes]:
+    """Decompressed chunks of a .zst file; a stream that ends inside a frame raises ``EOFError``."""
+    import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-    return open(path, "rb")
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            while chunk:
+                yield dobj.decompress(chunk)
+                chunk = dobj.unused_data
+                if chunk:
+                    dobj = zstandard.ZstdDecompressor().decompressobj()  # next frame
+    if not dobj.eof:
+        raise EOFError("zstd stream ended in the middle of a frame")
+
+
+def _raw_lines(path: Path) -> Iterator[bytes]:
+    name = path.name.lower()
+    if name.endswith(".zst"):
+        rest = b""
+        for chunk in _zstd_chunks(path):
+            parts = (rest + chunk).split(b"\n")
+            rest = parts.pop()
+            yield from (p + b"\n" for p in parts)
+        if rest:
+            yield rest
+        return
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        yield from fh
 
 
 def _binary_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """Yield (1-based line number, raw line) for non-blank lines; compression errors name the line."""
     line_no = 0
     try:
-        with _open_binary(path) as raw:
-            for line in io.BufferedReader(raw, 1 << 20) if path.suffix == ".zst" else raw:
-                line_no += 1
-                if line.strip():
-                    yield line_no, line
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
-        if isinstance(exc, (FileNotFoundError, PermissionError)):
-            raise
+        for line in _raw_lines(path):
+            line_no += 1
+            if line.strip():
+                yield line_no, line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{path}:{line_no + 1}", f"compressed stream is corrupt or cut short ({exc})") from None
-    except Exception as exc:  # zstandard.ZstdError is not an OSError
+    except Exception as exc:  # zstandard.ZstdError
         if type(exc).__name__ == "ZstdError":
             raise InputError(f"{path}:{line_no + 1}", f"zstd stream is corrupt or cut short ({exc})") from None
         raise
@@ -127,7 +144,7 @@ class PoolReader:
                                          f"{self.max_record_bytes / 2**20:.0f} MiB record limit")
                 continue
             try:
-                text = line.decode("utf-8")
+                text = line.decode("utf-8-sig" if line_no == 1 else "utf-8")  # tolerate a byte-order mark
             except UnicodeDecodeError as exc:
                 yield where, RecordError(f"invalid UTF-8 at byte {exc.start} of the line")
                 continue
@@ -215,7 +232,10 @@ class PoolReader:
             if self.check_duplicates:
                 key = hashlib.blake2b(rid.encode("utf-8"), digest_size=8).digest()
                 if key in self.seen_ids:
-                    raise RecordError(f"duplicate id {rid!r} (an earlier record has the same id)")
+                    if isinstance(rec, dict) and rec.get("id") is not None:
+                        raise RecordError(f"duplicate id {rid!r} (an earlier record has the same id)")
+                    rid = f"{rid}-{row}"  # exact duplicate content without ids: keep both, ids stay unique
+                    key = hashlib.blake2b(rid.encode("utf-8"), digest_size=8).digest()
                 self.seen_ids.add(key)
         except RecordError as exc:
             return PoolRow(row=row, id="", messages=[], where=where, error=str(exc), record=rec)

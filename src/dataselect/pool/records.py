@@ -8,7 +8,8 @@ Accepted record shapes (the first that matches wins):
 * ``prompt`` / ``completion``
 
 Each becomes a list of ``{"role", "content"}`` dicts. ``id`` is kept when present (string or
-integer), otherwise a stable hash of the messages is used; ``source`` (or ``dataset``) is kept.
+integer; two records with the same id are an error), otherwise a stable hash of the messages is
+used (an exact duplicate of an earlier record gets ``HASH-ROW``); ``source`` (or ``dataset``) is kept.
 """
 
 from __future__ import annotations

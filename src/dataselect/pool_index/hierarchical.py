@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
+import time
 from dataclasses import dataclass
 
 import faiss
@@ -115,6 +117,15 @@ def build_hierarchy(store: Store, ks: list[int], *, resamples: int = 3, sample_s
         labels = [np.load(folder / f"labels-{i}.npy") for i in range(len(ks))]
         return Hierarchy(labels, np.load(folder / "dist2.npy"), ks, store.rows(), meta)
 
+    clock = [time.perf_counter()]
+    timings = []
+
+    def lap(level: int) -> None:
+        now = time.perf_counter()
+        timings.append({"level": level, "seconds": round(now - clock[0], 3),
+                        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+        clock[0] = now
+
     base = cluster_store(store, ks[0], niter=niter, seed=seed, max_points_per_centroid=max_points_per_centroid,
                          pca_dim=pca_dim, cache=cache)
     labels0, dist2, centroids = base.labels, base.dist2, base.centroids
@@ -123,6 +134,7 @@ def build_hierarchy(store: Store, ks: list[int], *, resamples: int = 3, sample_s
         x = base.transform(read_positions(store, pos))
         centroids = kmeans_fit(x, ks[0], niter=niter, seed=seed + 1 + r, max_points_per_centroid=max_points_per_centroid)
         labels0, dist2 = _assign_store(store, centroids, base.pca)
+    lap(1)
     labels = [labels0.astype(np.int32)]
     points = centroids
     for level, k in enumerate(ks[1:], start=1):
@@ -134,8 +146,9 @@ def build_hierarchy(store: Store, ks: list[int], *, resamples: int = 3, sample_s
             lab, d2 = assign(points, cent)
         labels.append(lab.astype(np.int32))
         points = cent
+        lap(level + 1)
     ks_real = [int(labels[0].max()) + 1] + [len(lab_) and int(lab_.max()) + 1 for lab_ in labels[1:]]
-    meta = {**params, "store_hash": store.hash, "n": n, "ks_effective": ks_real}
+    meta = {**params, "store_hash": store.hash, "n": n, "ks_effective": ks_real, "timings": timings}
     hierarchy = Hierarchy(labels, dist2, ks, store.rows(), meta)
     if cache:
         with atomic_dir(folder, overwrite=True) as tmp:

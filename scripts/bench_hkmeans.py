@@ -1,0 +1,65 @@
+"""Benchmark hierarchical k-means + balanced sampling: wall time and peak RSS per level.
+
+On a synthetic clustered store (default 1M x 1024 float16; a few dense modes plus a uniform
+background), builds the hierarchy without cache and samples a budget. Level 1 is FAISS k-means on a
+sample of k1 x max_points_per_centroid rows plus streamed assignment of the whole pool (once per
+resampling step); upper levels cluster centroids in memory.
+
+    python scripts/bench_hkmeans.py [--rows 1000000] [--dim 1024] [--k 1000,100,20] [--resamples 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=1024)
+    ap.add_argument("--k", default="1000,100,20")
+    ap.add_argument("--resamples", type=int, default=1)
+    ap.add_argument("--max-points-per-centroid", type=int, default=64)
+    ap.add_argument("--budget", type=int, default=100_000)
+    ap.add_argument("--keep", type=Path)
+    args = ap.parse_args()
+    from dataselect.pool_index.hierarchical import build_hierarchy
+    from dataselect.selectors.hierarchical_kmeans import leaf_targets
+    from dataselect.store import Store
+    from dataselect.store.synthetic import write_store
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench_hk_"))
+    path = root / f"clustered_{args.rows}x{args.dim}"
+    if not (path / "manifest.json").exists():
+        rng = np.random.default_rng(0)
+        centres = rng.standard_normal((64, args.dim)).astype(np.float32)
+
+        def block(lo, hi):
+            x = centres[rng.integers(0, 64, hi - lo)] + rng.standard_normal((hi - lo, args.dim), dtype=np.float32)
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+        write_store(path, block, args.rows, args.dim)
+    store = Store(path)
+    ks = [int(k) for k in args.k.split(",")]
+    t0 = time.perf_counter()
+    h = build_hierarchy(store, ks, resamples=args.resamples, max_points_per_centroid=args.max_points_per_centroid,
+                        cache=False)
+    t_tree = time.perf_counter() - t0
+    targets = leaf_targets(h, args.budget)
+    t_sample = time.perf_counter() - t0 - t_tree
+    print(f"pool {args.rows:,} x {args.dim}, levels k={ks}, resamples={args.resamples}, "
+          f"sample {ks[0] * args.max_points_per_centroid:,} rows for level 1")
+    for t in h.meta["timings"]:
+        print(f"level {t['level']}: {t['seconds']:8.1f}s   peak RSS so far {t['peak_rss_mb']:.0f} MB")
+    print(f"balanced sampling of {int(targets.sum()):,} rows: {t_sample:.2f}s   total {t_tree + t_sample:.1f}s   "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
