@@ -1,7 +1,7 @@
 """Kill `dataselect embed` with SIGKILL at random moments, resume each time, and compare the result
 with an uninterrupted run: every shard byte-identical, every pool row present exactly once.
 
-    python scripts/chaos_embed.py [--kills 10] [--rows 3000] [--seed 0]
+    python scripts/chaos_embed.py [--kills 10] [--rows 20000] [--seed 0]
 
 Prints e.g. ``kills survived: 10/10, rows lost: 0, rows duplicated: 0``. The test suite runs a
 3-kill version (tests/test_reliability.py).
@@ -39,7 +39,7 @@ def store_rows(out: Path) -> list[int]:
     return rows
 
 
-def run_chaos(work: Path, kills: int = 10, rows: int = 3000, seed: int = 0, verbose: bool = True) -> dict:
+def run_chaos(work: Path, kills: int = 10, rows: int = 20000, seed: int = 0, verbose: bool = True) -> dict:
     from conftest import make_records, write_jsonl
     from tinymodel import build_llama
 
@@ -53,19 +53,23 @@ def run_chaos(work: Path, kills: int = 10, rows: int = 3000, seed: int = 0, verb
     rng = random.Random(seed)
     survived = 0
     for i in range(kills):
+        man = work / "chaos" / "manifest.json"
+        before = man.stat().st_mtime_ns if man.exists() else 0
         proc = subprocess.Popen(embed_cmd(pool, model, work / "chaos"), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        delay = rng.uniform(0.3, full_time * 0.9)
+        # kill at a random moment once this run has started writing (start-up is not what we test)
+        while proc.poll() is None and not (man.exists() and man.stat().st_mtime_ns != before):
+            time.sleep(0.01)
+        delay = rng.uniform(0.0, 0.15) * full_time
         time.sleep(delay)
         killed = proc.poll() is None
         if killed:
             proc.send_signal(signal.SIGKILL)
         proc.wait()
-        man = work / "chaos" / "manifest.json"
         shards = len(json.loads(man.read_text())["shards"]) if man.exists() else 0
         if verbose:
-            print(f"kill {i + 1}: after {delay:5.2f}s ({'killed' if killed else 'had finished'}), "
-                  f"{shards} shards recorded")
+            print(f"kill {i + 1}: {delay:5.2f}s into writing ({'killed' if killed else 'had finished'}), "
+                  f"{shards} of {-(-rows // 100)} shards recorded")
         survived += 1
     done = subprocess.run(embed_cmd(pool, model, work / "chaos"), env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -84,7 +88,7 @@ def run_chaos(work: Path, kills: int = 10, rows: int = 3000, seed: int = 0, verb
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kills", type=int, default=10)
-    ap.add_argument("--rows", type=int, default=3000)
+    ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

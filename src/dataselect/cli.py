@@ -230,6 +230,43 @@ def export(
 
 
 @app.command()
+def report(
+    selection: Annotated[Path, typer.Argument(help="Selection folder.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file (default SELECTION/report.html).")] = None,
+    png: Annotated[Optional[Path], typer.Option("--png", help="Also write the figures as PNG files here.")] = None,
+    pool: Annotated[Optional[Path], typer.Option(help="The pool file, to show example prompts.")] = None,
+):
+    """Write a self-contained HTML report (figures embedded) about a selection."""
+    from dataselect.report import build_report
+
+    _echo(f"report -> {build_report(selection, out, png, pool)}")
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="First selection folder.")],
+    b: Annotated[Path, typer.Argument(help="Second selection folder.")],
+    png: Annotated[Optional[Path], typer.Option("--png", help="Write a per-source figure to this PNG file.")] = None,
+):
+    """Overlap, Jaccard and per-task / per-source differences of two selections."""
+    from dataselect.report import compare_selections
+
+    typer.echo(compare_selections(a, b, png)["text"])
+
+
+@app.command()
+def explain(
+    selection: Annotated[Path, typer.Argument(help="Selection folder.")],
+    row: Annotated[Optional[int], typer.Option(help="Pool row number.")] = None,
+    id: Annotated[Optional[str], typer.Option("--id", help="Record id.")] = None,
+):
+    """Why a row was (or was not) picked: its scores, ranks, the cut-offs, the nearest queries."""
+    from dataselect.report import explain_row
+
+    typer.echo(explain_row(selection, row=row, id=id)["text"])
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's stores and outputs.")] = Path("demo-out"),
     budget: Annotated[str, typer.Option(help="Rows to select.")] = "200",

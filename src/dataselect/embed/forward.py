@@ -17,7 +17,7 @@ from dataselect.embed.model import LoadedModel
 from dataselect.embed.pooling import pool_hidden
 from dataselect.embed.text import Encoded
 
-LOGIT_BUDGET = 1 << 25  # logits per chunk (32M floats = 128 MiB)
+LOGIT_BUDGET = {"cpu": 1 << 25, "cuda": 1 << 28}  # logits per chunk: 128 MiB on CPU, 1 GiB (fp32) on GPU
 
 
 @functools.cache
@@ -54,7 +54,7 @@ def response_nll(model: LoadedModel, hidden: torch.Tensor, ids: torch.Tensor, ma
     counts = torch.bincount(b_idx, minlength=ids.shape[0])
     if len(b_idx):
         vocab = model.lm_head.out_features if hasattr(model.lm_head, "out_features") else model.config.vocab_size
-        chunk = max(16, LOGIT_BUDGET // max(int(vocab), 1))
+        chunk = max(16, LOGIT_BUDGET.get(hidden.device.type, LOGIT_BUDGET["cpu"]) // max(int(vocab), 1))
         for lo in range(0, len(b_idx), chunk):
             bi, ti = b_idx[lo:lo + chunk], t_idx[lo:lo + chunk]
             logits = model.lm_head(hidden[bi, ti]).float()

@@ -239,7 +239,8 @@ class EmbedStage:
         cols = {"row": pa.array([r.row for r in valid], pa.int64()),
                 "id": pa.array([r.id for r in valid], pa.string()),
                 "source": pa.array([r.source for r in valid], pa.string()),
-                **({"task": pa.array([r.task for r in valid], pa.string())} if o.queries else {}),
+                **({"task": pa.array([r.task for r in valid], pa.string()),
+                    "text": pa.array([_prompt(r.messages) for r in valid], pa.string())} if o.queries else {}),
                 **cols}
         name = shard_name(k)
         info = write_shard(self.out / name, cols)
@@ -257,6 +258,11 @@ class EmbedStage:
         man["counts"] = self._counts(man)
         write_json(self.out / MANIFEST, man)
         return 1
+
+
+def _prompt(messages: list[dict], limit: int = 500) -> str:
+    """A query's prompt text, kept in query stores so reports can show the nearest query."""
+    return next((m["content"] for m in messages if m["role"] == "user"), messages[0]["content"])[:limit]
 
 
 def embed(pool, out, **kwargs) -> dict:

@@ -1,0 +1,65 @@
+"""What the report pieces share: opening a selection with its stores, sampling, figure encoding."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from dataselect.selection import read_selection
+from dataselect.store import Store, open_store
+
+PLOT_SAMPLE = 20_000
+
+
+@dataclass
+class Opened:
+    """A selection with its table, metadata and the stores it was made from."""
+
+    path: Path
+    table: pa.Table
+    meta: dict
+    pool: Store
+    queries: list[Store]
+
+    def column(self, name: str) -> np.ndarray:
+        return np.asarray(self.table.column(name).to_pylist(), dtype=object) if name in ("task", "id") \
+            else self.table.column(name).to_numpy()
+
+
+def open_selection(path) -> Opened:
+    table, meta = read_selection(path)
+    pool = open_store(meta["pool_store"]["path"], kind="pool")
+    queries = [open_store(q["path"]) for q in meta.get("query_stores", [])]
+    return Opened(Path(path), table, meta, pool, queries)
+
+
+def sample_positions(n: int, size: int = PLOT_SAMPLE, seed: int = 0) -> np.ndarray:
+    return np.arange(n) if n <= size else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def source_counts(store: Store, rows: np.ndarray | None = None) -> dict[str, int]:
+    """Rows per source in the store (or among ``rows``), '' for none; reads only the source column."""
+    src = store.column("source") if "source" in store.columns else np.array([None] * store.n_rows, dtype=object)
+    if rows is not None:
+        pos = np.searchsorted(store.rows(), rows)
+        src = src[pos]
+    names, counts = np.unique(np.array(["" if s is None else s for s in src], dtype=object), return_counts=True)
+    return dict(zip(names.tolist(), counts.tolist(), strict=True))

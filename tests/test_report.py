@@ -1,0 +1,136 @@
+"""Reports for every selector, compare and explain against hand-computed values, Chromium rendering."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from dataselect.report import build_report, compare_selections, explain_row
+from dataselect.run import RunSpec, run_selection
+from dataselect.selection import Selection, read_selection, write_selection
+from dataselect.store import Store
+from dataselect.store.synthetic import store_from_array, unit_rows
+
+METHODS = {"random": {}, "rds+": {}, "kmeans-sensitivity": {"k": 8}, "hierarchical-kmeans": {"k": [20, 4]},
+           "loss": {"score": "ppl", "pick": "middle"}}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    rng = np.random.default_rng(0)
+    n = 600
+    sources = [["web", "code", "math"][i % 3] for i in range(n)]
+    loss = rng.gamma(2.0, 0.5, n).astype(np.float32)
+    store_from_array(tmp / "pool", unit_rows(rng, n, 16), sources=sources, shard_rows=200,
+                     extra={"loss_response": loss, "loss_response_alone": loss + 0.3})
+    store_from_array(tmp / "q", unit_rows(rng, 5, 16), kind="queries", tasks=["a", "a", "b", "b", "b"])
+    sels = {}
+    for method, params in METHODS.items():
+        out = tmp / f"sel-{method}"
+        run_selection(RunSpec(method=method, store=str(tmp / "pool"), budget="60",
+                              queries=[str(tmp / "q")] if method == "rds+" else [], params=params, out=str(out)))
+        sels[method] = out
+    return tmp, sels
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_report_has_every_figure_and_table(world, method):
+    tmp, sels = world
+    html_path = build_report(sels[method], tmp / f"{method}.html", png_dir=tmp / f"png-{method}")
+    page = html_path.read_text()
+    figures = ["tasks", "sources", "scores", "projection"] + (["clusters"] if "kmeans" in method else [])
+    for name in figures:
+        assert f"id='{name}'" in page and f"alt='{name}'" in page and (tmp / f"png-{method}" / f"{name}.png").stat().st_size > 1000
+    assert page.count("<img ") == len(figures) and page.count("data:image/png;base64,") == len(figures)
+    assert "id='examples'" in page and "id='run'" in page and page.count("<table>") >= 2
+    assert "src='http" not in page  # self-contained
+    if method == "rds+":
+        assert page.count("<td>a</td>") == 5 and page.count("<td>b</td>") == 5  # top 5 per task
+
+
+def test_compare_against_hand_computed(world):
+    tmp, _ = world
+    pool = Store(tmp / "pool")
+    _, meta = read_selection(tmp / "sel-random")
+
+    def make(name, rows, tasks):
+        ids = pool.take(rows, ("id",))["id"]
+        m = {**meta, "counts_per_task": {t: tasks.count(t) for t in set(tasks)}, "selected": len(rows)}
+        sel = Selection(rows=np.array(rows), scores=np.zeros(len(rows)), tasks=np.array(tasks, dtype=object))
+        write_selection(tmp / name, sel.table(ids), m, overwrite=True)
+
+    make("A", list(range(0, 10)), ["x"] * 10)
+    make("B", list(range(5, 15)), ["x"] * 4 + ["y"] * 6)
+    res = compare_selections(tmp / "A", tmp / "B", png=tmp / "cmp.png")
+    assert (res["overlap"], res["only_a"], res["only_b"]) == (5, 5, 5)
+    assert res["jaccard"] == pytest.approx(5 / 15)
+    assert res["tasks"] == {"x": (10, 4), "y": (0, 6)}
+    # row i has source [web, code, math][i % 3]: rows 0..9 -> 4 web, 3 code, 3 math; rows 5..14 -> 3, 3, 4
+    assert res["sources"] == {"web": (4, 3), "code": (3, 3), "math": (3, 4)}
+    assert (tmp / "cmp.png").stat().st_size > 1000
+
+
+def test_explain_against_hand_computed(world, capsys):
+    tmp, sels = world
+    pool, q = Store(tmp / "pool"), Store(tmp / "q")
+    table, _ = read_selection(sels["rds+"])
+    emb, Q = pool.embeddings(), q.embeddings()
+    scores = np.stack([(emb @ Q[:2].T).max(1), (emb @ Q[2:].T).max(1)], axis=1)
+    picked_row = table.column("row")[7].as_py()
+    not_picked = next(r for r in range(600) if r not in set(table.column("row").to_pylist()))
+    for row in (picked_row, not_picked):
+        res = explain_row(sels["rds+"], row=row)
+        assert res["picked"] == (row == picked_row)
+        for t, name in enumerate(["a", "b"]):
+            s = scores[:, t]
+            rank = int((s > s[row]).sum() + ((s == s[row]) & (np.arange(600) < row)).sum())
+            tasks = np.array(table.column("task").to_pylist())
+            cutoff = table.column("score").to_numpy()[tasks == name].min()
+            got = res["tasks"][name]
+            assert got["score"] == pytest.approx(s[row], abs=1e-5)
+            assert abs(got["rank"] - rank) <= 1  # float32 vs float64 ties aside
+            assert got["cutoff"] == pytest.approx(cutoff)
+        sims = emb[row] @ Q.T
+        assert res["nearest_queries"][0]["sim"] == pytest.approx(sims.max(), abs=1e-5)
+    assert explain_row(sels["rds+"], id=f"r{picked_row}")["row"] == picked_row
+    run_cli("explain", sels["rds+"], "--row", picked_row)
+    assert f"row {picked_row} (id r{picked_row}): PICKED by rds+" in capsys.readouterr().out
+    run_cli("compare", sels["rds+"], sels["random"])
+    assert "Jaccard" in capsys.readouterr().out
+
+
+def _chromium() -> str | None:
+    if shutil.which("chromium"):
+        return shutil.which("chromium")
+    try:  # the test set-up installs Debian's chromium when it is missing
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, timeout=600)
+        if not shutil.which("chromium"):
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, timeout=600)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return shutil.which("chromium")
+
+
+def test_report_renders_in_headless_chromium(world):
+    if _chromium() is None:
+        pytest.skip("Debian's chromium could not be installed here (apt-get install chromium failed)")
+    tmp, sels = world
+    html_path = build_report(sels["hierarchical-kmeans"], tmp / "render.html")
+    png = tmp / "render.png"
+    script = Path(__file__).parents[1] / "scripts" / "screenshot_report.py"
+    subprocess.run([sys.executable, str(script), str(html_path), str(png), "--height", "2400"], check=True,
+                   capture_output=True, timeout=180)
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size == (1200, 2400)
+        colours = len(set(im.convert("RGB").resize((120, 240)).getdata()))
+    assert colours > 50  # a rendered page with figures, not a blank one
