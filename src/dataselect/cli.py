@@ -70,7 +70,7 @@ def embed(
                         skip_invalid=skip_invalid, overwrite=overwrite, progress=not quiet,
                         max_shards=max_shards)
     if engine == "ray":
-        from dataselect.engines.ray_embed import ray_embed
+        from dataselect.engines.ray_engine import ray_embed
 
         man = ray_embed(pool, out, opts, address=address, workers=workers, num_gpus_per_worker=num_gpus_per_worker)
     elif engine == "local":

@@ -104,7 +104,7 @@ def run_selection(spec: RunSpec, overwrite: bool = False) -> tuple[Path, dict]:
     budget = parse_budget(spec.budget, pool.n_rows, spec.allow_all)
     rng = np.random.default_rng(spec.seed)
     if spec.engine == "ray":
-        from dataselect.engines.ray_select import ray_select
+        from dataselect.engines.ray_engine import ray_select
 
         selection = ray_select(selector, pool, budget, rng, queries, address=spec.address)
     elif spec.engine == "local":

@@ -116,18 +116,19 @@ def score_block(emb: np.ndarray, Q: np.ndarray, starts: np.ndarray, aggregate: s
 
 
 def score_tasks(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str = "max",
-                block_rows: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stream the pool: returns (rows (N,) int64, scores (N, T) float32) in pool order."""
+                block_rows: int = 0, shards: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stream the pool (or some of its shards): returns (rows (N,) int64, scores (N, T) float32) in pool order."""
     if aggregate not in AGGREGATES:
         raise DataselectError(f"--aggregate {aggregate!r}: choose from {', '.join(AGGREGATES)}")
-    n, T = pool.n_rows, len(starts)
+    T = len(starts)
+    n = pool.n_rows if shards is None else sum(pool.shards[i]["rows_stored"] for i in shards)
     rows = np.empty(n, dtype=np.int64)
     scores = np.empty((n, T), dtype=np.float32)
     block_rows = block_rows or block_rows_for(pool.dim, Q.shape[0])
     buffers = (np.empty((block_rows, pool.dim), np.float32), np.empty((block_rows, Q.shape[0]), np.float32))
     at = 0
     with single_torch_thread():
-        for block in pool.iter_blocks(("row", "embedding"), block_rows):
+        for block in pool.iter_blocks(("row", "embedding"), block_rows, shards):
             b = len(block["row"])
             rows[at:at + b] = block["row"]
             scores[at:at + b] = score_block(block["embedding"], Q, starts, aggregate, buffers)

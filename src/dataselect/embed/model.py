@@ -83,8 +83,12 @@ def model_revision(name: str, config) -> str:
 
 
 def load_model(name: str, *, device: str = "auto", dtype: str = "auto", with_lm_head: bool = False,
-               revision: str | None = None) -> LoadedModel:
-    """Load tokenizer and model. Encoders work for embeddings; ``with_lm_head`` needs a causal LM."""
+               revision: str | None = None, weights: bool = True) -> LoadedModel:
+    """Load tokenizer and model. Encoders work for embeddings; ``with_lm_head`` needs a causal LM.
+
+    ``weights=False`` loads config and tokenizer only (``base`` is None): what a driver that hands the
+    model to remote workers needs to describe the store.
+    """
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -108,8 +112,15 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", with_lm_
     if with_lm_head and not causal:
         raise DataselectError(f"--with-loss needs a causal language model; {name!r} is "
                               f"{', '.join(archs) or config.model_type} (an encoder without an LM head)")
-    dev = resolve_device(device)
+    dev = resolve_device(device) if weights else torch.device("cpu")
     torch_dtype = resolve_dtype(dtype, dev)
+    if not weights:
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        max_pos = getattr(config, "max_position_embeddings", None)
+        return LoadedModel(base=None, lm_head=None, tokenizer=tokenizer, config=config, name=name,
+                           revision=model_revision(path, config), causal=causal, device=dev, dtype=torch_dtype,
+                           max_positions=int(max_pos) if max_pos else None)
     try:
         if with_lm_head:
             full = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype)

@@ -126,14 +126,8 @@ class EmbedStage:
     def run(self) -> dict:
         o = self.opts
         t0 = time.perf_counter()
-        model = load_model(o.model, device=o.device, dtype=o.dtype, with_lm_head=o.with_loss,
-                           revision=o.revision)
+        model = self._load_model()
         self.model = model
-        self.max_length = min(o.max_length, model.max_positions or o.max_length)
-        formatter = Formatter(model.tokenizer, o.template, self.max_length, causal=model.causal)
-        self.embedder = RowEmbedder(model, formatter, o.pooling, with_loss=o.with_loss, with_ifd=o.with_ifd,
-                                    padding_side=o.padding_side, batch_tokens=o.batch_tokens)
-        self.batch_tokens = self.embedder.batch_tokens
         config = self._identity(model)
         total = self._validate()
         old = self._prepare_dir(config)
@@ -161,9 +155,10 @@ class EmbedStage:
         for prow in self.reader.rows(start_row=first_todo):
             k = prow.row // S
             if pending and pending[0].row // S != k:
-                written_now += self._finish_shard(man, pending, bar)
+                written_now += self._shard_ready(man, pending, bar)
                 pending = []
                 if o.max_shards is not None and written_now >= o.max_shards:
+                    self._drain(man, bar)
                     bar.close()
                     return man
             if k * S in done:
@@ -171,7 +166,8 @@ class EmbedStage:
                 continue
             pending.append(prow)
         if pending:
-            self._finish_shard(man, pending, bar)
+            self._shard_ready(man, pending, bar)
+        self._drain(man, bar)
         bar.close()
         man["complete"] = True
         man["counts"] = self._counts(man)
@@ -181,6 +177,15 @@ class EmbedStage:
             time.perf_counter() - self._t_start, 1e-9), 1)}
         write_json(self.out / MANIFEST, man)
         return man
+
+    def _load_model(self):
+        """Load the model and build the shard embedder (engines that compute elsewhere override this)."""
+        o = self.opts
+        model = load_model(o.model, device=o.device, dtype=o.dtype, with_lm_head=o.with_loss, revision=o.revision)
+        self.max_length = effective_max_length(model, o)
+        self.embedder = make_embedder(model, o, self.max_length)
+        self.batch_tokens = self.embedder.batch_tokens
+        return model
 
     def _validate(self) -> int:
         """Read the whole pool once before any output is made; return its row count.
@@ -223,19 +228,31 @@ class EmbedStage:
                        for s in man["shards"]) for k in keys}
 
     # -- one shard ---------------------------------------------------------------------------------
-    def _finish_shard(self, man: dict, rows: list[PoolRow], bar) -> int:
-        o = self.opts
-        k = rows[0].row // o.shard_rows
+    def _split(self, rows: list[PoolRow]) -> tuple[list[PoolRow], list[dict]]:
         valid, skipped = [], []
         for r in rows:
             if r.error is None:
                 valid.append(r)
-            elif o.skip_invalid:
+            elif self.opts.skip_invalid:
                 skipped.append({"where": r.where, "reason": r.error})
             else:
                 raise InputError(r.where, r.error + " (pass --skip-invalid to skip and count such rows)")
+        return valid, skipped
+
+    def _shard_ready(self, man: dict, rows: list[PoolRow], bar) -> int:
+        """A shard's rows are read: compute and write it (engines may defer; returns shards written)."""
+        valid, skipped = self._split(rows)
         bar.update(len(skipped))
         cols = self.embedder([r.messages for r in valid], self._progress(bar))
+        return self._write_shard(man, rows, valid, skipped, cols)
+
+    def _drain(self, man: dict, bar) -> None:
+        """Wait for shards still being computed (nothing to wait for in the local engine)."""
+
+    def _write_shard(self, man: dict, rows: list[PoolRow], valid: list[PoolRow], skipped: list[dict],
+                     cols: dict) -> int:
+        o = self.opts
+        k = rows[0].row // o.shard_rows
         cols = {"row": pa.array([r.row for r in valid], pa.int64()),
                 "id": pa.array([r.id for r in valid], pa.string()),
                 "source": pa.array([r.source for r in valid], pa.string()),
@@ -258,6 +275,17 @@ class EmbedStage:
         man["counts"] = self._counts(man)
         write_json(self.out / MANIFEST, man)
         return 1
+
+
+def effective_max_length(model, o: EmbedOptions) -> int:
+    """--max-length, capped by the model's position table (encoders such as MiniLM see 512 tokens)."""
+    return min(o.max_length, model.max_positions or o.max_length)
+
+
+def make_embedder(model, o: EmbedOptions, max_length: int) -> RowEmbedder:
+    formatter = Formatter(model.tokenizer, o.template, max_length, causal=model.causal)
+    return RowEmbedder(model, formatter, o.pooling, with_loss=o.with_loss, with_ifd=o.with_ifd,
+                       padding_side=o.padding_side, batch_tokens=o.batch_tokens)
 
 
 def _prompt(messages: list[dict], limit: int = 500) -> str:

@@ -71,13 +71,14 @@ class Store:
         for i in range(reader.num_record_batches):
             yield reader.get_batch(i)
 
-    def iter_blocks(self, columns=("row", "embedding"), block_rows: int | None = None
-                    ) -> Iterator[dict[str, np.ndarray]]:
+    def iter_blocks(self, columns=("row", "embedding"), block_rows: int | None = None,
+                    shards: list[int] | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Yield dicts of numpy arrays, shard by shard (``block_rows`` splits shards further).
 
         ``embedding`` comes as a zero-copy (n, dim) float16 view of the mapped file; copy what you keep.
+        ``shards`` restricts the scan to those shard indexes (one Ray task scores one shard).
         """
-        for shard in self.shards:
+        for shard in (self.shards if shards is None else [self.shards[i] for i in shards]):
             for batch in self._batches(shard):
                 arrays = {c: _column_numpy(batch, c, self.dim) for c in columns}
                 n = batch.num_rows

@@ -1,0 +1,1 @@
+"""Engines beyond one process: Ray (started locally by default, or joined with --address)."""
