@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,19 +30,11 @@ def main() -> None:
     from dataselect.pool_index.hierarchical import build_hierarchy
     from dataselect.selectors.hierarchical_kmeans import leaf_targets
     from dataselect.store import Store
-    from dataselect.store.synthetic import write_store
+    from dataselect.store.synthetic import clustered_store
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_hk_"))
     path = root / f"clustered_{args.rows}x{args.dim}"
-    if not (path / "manifest.json").exists():
-        rng = np.random.default_rng(0)
-        centres = rng.standard_normal((64, args.dim)).astype(np.float32)
-
-        def block(lo, hi):
-            x = centres[rng.integers(0, 64, hi - lo)] + rng.standard_normal((hi - lo, args.dim), dtype=np.float32)
-            return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-        write_store(path, block, args.rows, args.dim)
+    clustered_store(path, args.rows, args.dim)
     store = Store(path)
     ks = [int(k) for k in args.k.split(",")]
     t0 = time.perf_counter()

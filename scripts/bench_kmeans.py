@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
@@ -51,19 +49,11 @@ def main() -> None:
 
     from dataselect.pool_index.sample import iter_float_blocks, read_positions, sample_positions
     from dataselect.store import Store
-    from dataselect.store.synthetic import write_store
+    from dataselect.store.synthetic import clustered_store
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_kmeans_"))
     path = root / f"clustered_{args.rows}x{args.dim}"
-    if not (path / "manifest.json").exists():
-        rng = np.random.default_rng(0)
-        centres = rng.standard_normal((64, args.dim)).astype(np.float32)
-
-        def block(lo, hi):
-            x = centres[rng.integers(0, 64, hi - lo)] + rng.standard_normal((hi - lo, args.dim), dtype=np.float32)
-            return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-        write_store(path, block, args.rows, args.dim)
+    clustered_store(path, args.rows, args.dim)
     shutil.rmtree(path / "clusterings", ignore_errors=True)
     store = Store(path)
     n_train = min(args.rows, args.k * 256)

@@ -105,3 +105,16 @@ def test_console_scripts_installed():
         assert exe.is_file(), f"console script {name} not installed"
         out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
         assert "embed" in out and "run" in out
+
+
+def test_shipped_presets_are_valid():
+    from pathlib import Path
+
+    from dataselect.run import load_config
+    from dataselect.selectors import build_selector
+
+    presets = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(presets) >= 4
+    for path in presets:
+        cfg = load_config(path)
+        build_selector(cfg["method"], cfg.get("params", {}))  # known method, valid parameters

@@ -67,3 +67,18 @@ def write_store(out, blocks: Callable[[int, int], np.ndarray], n_rows: int, dim:
 def store_from_array(out, emb: np.ndarray, **kwargs) -> Path:
     """Write an in-memory (n, dim) array as a store."""
     return write_store(out, lambda lo, hi: emb[lo:hi], len(emb), emb.shape[1], **kwargs)
+
+
+def clustered_store(out, n_rows: int, dim: int, modes: int = 64, seed: int = 0) -> Path:
+    """A store of unit vectors around ``modes`` random centres (unit-variance noise); reused if present."""
+    out = Path(out)
+    if (out / MANIFEST).exists():
+        return out
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((modes, dim)).astype(np.float32)
+
+    def block(lo: int, hi: int) -> np.ndarray:
+        x = centres[rng.integers(0, modes, hi - lo)] + rng.standard_normal((hi - lo, dim), dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    return write_store(out, block, n_rows, dim)
