@@ -120,6 +120,7 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--ray", action="store_true", help="also time the Ray engine (one worker per GPU)")
     args = ap.parse_args()
     dtype_name = "bfloat16" if args.device.startswith("cuda") else "float32"
     dtype = getattr(torch, dtype_name)
@@ -136,6 +137,19 @@ def main() -> None:
         print(f"ours        {tok_ours / t_ours:10,.0f} tok/s   wall {t_ours:7.2f}s   padding waste {w_ours:6.2%} "
               f"({ours.shard_waste:.2%} on a 50k-row shard of the same length mix)")
         print(f"ours+loss   {tok_ours / t_loss:10,.0f} tok/s   wall {t_loss:7.2f}s   loss cost x{t_loss / t_ours:.2f}")
+        if args.ray:
+            from dataselect.embed.stage import EmbedOptions
+            from dataselect.engines.ray_engine import RayEmbedStage
+
+            gpus = 1.0 if args.device.startswith("cuda") else 0.0
+            o = EmbedOptions(model=model, device=args.device, dtype=dtype_name, progress=False, overwrite=True)
+            RayEmbedStage(pool, tmp / "ray_warm", o, workers=1, num_gpus_per_worker=gpus).run()  # start Ray, workers
+            sync()
+            t0 = time.perf_counter()
+            man = RayEmbedStage(pool, tmp / "ray", o, workers=1, num_gpus_per_worker=gpus).run()
+            t_ray = time.perf_counter() - t0
+            print(f"ray engine  {man['counts']['tokens'] / t_ray:10,.0f} tok/s   wall {t_ray:7.2f}s   "
+                  f"(1 worker; x{t_ours / t_ray:.2f} of the local engine, model load per run included)")
         if not args.skip_naive:
             t_naive, tok_naive, w_naive = naive(model, pool, args.device, dtype)
             assert tok_naive == tok_ours, (tok_naive, tok_ours)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,24 +52,55 @@ def test_ray_store_and_selection_match_local(tmp_path, tiny_llama, ray_cluster):
     assert read_selection(tmp_path / "sel_local")[0].equals(read_selection(tmp_path / "sel_ray")[0])
 
 
+def test_ray_skips_and_duplicate_content_like_local(tmp_path, tiny_llama, ray_cluster):
+    from dataselect.engines.ray_engine import RayEmbedStage
+
+    lines = [json.dumps(r) for r in make_records(90)]
+    lines[5] = '{"prompt": "broken'
+    lines[50] = json.dumps({"messages": [{"role": "user", "content": "no answer"}]})
+    twin = json.dumps({"prompt": "same text", "completion": "same answer"})
+    lines[10], lines[70] = twin, twin  # duplicate content without ids: the second gets HASH-ROW
+    pool = write_jsonl(tmp_path / "p.jsonl", lines)
+    local = EmbedStage(pool, tmp_path / "local", opts(tiny_llama, skip_invalid=True)).run()
+    remote = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama, skip_invalid=True), workers=2).run()
+    assert remote["counts"] == local["counts"] and local["counts"]["rows_skipped"] == 2
+    assert remote["skipped_examples"] == local["skipped_examples"]
+    assert [s["sha256"] for s in remote["shards"]] == [s["sha256"] for s in local["shards"]]
+
+
+def _worker_pids() -> list[int]:
+    """Processes of Ray Data model actors (Ray titles them after the map function's class)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"ShardEmbedder" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
 def test_killed_worker_loses_and_duplicates_nothing(tmp_path, tiny_llama, ray_cluster):
     from dataselect.engines.ray_engine import RayEmbedStage
 
-    class KillOnce(RayEmbedStage):
-        killed = False
+    pool = write_jsonl(tmp_path / "p.jsonl", make_records(400))
+    killed = []
 
-        def _write_one(self, man, bar):
-            written = super()._write_one(man, bar)
-            if not self.killed and self.inflight:
-                pid = ray.get(self.actors[0].pid.remote())
-                os.kill(pid, signal.SIGKILL)  # a worker dies with shards in flight
-                KillOnce.killed = True
-            return written
+    def kill_one_worker_mid_run():
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((tmp_path / "ray").glob("shard-*.arrow")):
+            time.sleep(0.02)
+        pids = _worker_pids()
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)  # a model worker dies with shards still to do
+            killed.append(pids[0])
 
-    pool = write_jsonl(tmp_path / "p.jsonl", make_records(240))
-    man = KillOnce(pool, tmp_path / "ray", opts(tiny_llama), workers=2).run()
-    assert KillOnce.killed and man["complete"]
+    killer = threading.Thread(target=kill_one_worker_mid_run)
+    killer.start()
+    man = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama), workers=2).run()
+    killer.join()
+    assert killed and man["complete"]
     rows = Store(tmp_path / "ray").rows()
-    assert sorted(rows.tolist()) == list(range(240)) and len(set(rows.tolist())) == 240
+    assert sorted(rows.tolist()) == list(range(400)) and len(set(rows.tolist())) == 400
     ref = EmbedStage(pool, tmp_path / "local", opts(tiny_llama)).run()
     assert [s["sha256"] for s in man["shards"]] == [s["sha256"] for s in ref["shards"]]

@@ -27,6 +27,7 @@ from dataselect.embed.pooling import POOLINGS
 from dataselect.embed.text import TEMPLATES, Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool import PoolReader, PoolRow, pool_fingerprint
+from dataselect.pool.records import content_id
 from dataselect.store.manifest import (
     FORMAT,
     MANIFEST,
@@ -148,6 +149,22 @@ class EmbedStage:
         bar = tqdm(total=total, initial=rows_done, unit="row", desc="embed", disable=not o.progress,
                    dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 10, file=sys.stderr)
         self._tokens, self._t_start = 0, time.perf_counter()
+        finished = self._embed_shards(man, done, bar)
+        bar.close()
+        if not finished:
+            return man
+        man["complete"] = True
+        man["counts"] = self._counts(man)
+        man["store_hash"] = store_hash(man["config"], man["shards"])
+        wall = time.perf_counter() - t0
+        man["timings"] = {"wall_s": round(wall, 3), "tokens_per_s_this_run": round(self._tokens / max(
+            time.perf_counter() - self._t_start, 1e-9), 1)}
+        write_json(self.out / MANIFEST, man)
+        return man
+
+    def _embed_shards(self, man: dict, done: dict, bar) -> bool:
+        """Embed every shard not in ``done``; False when stopped early by --max-shards."""
+        o = self.opts
         S = o.shard_rows
         first_todo = next((k * S for k in range(len(done) + 1) if k * S not in done), 0)
         pending: list[PoolRow] = []
@@ -158,25 +175,14 @@ class EmbedStage:
                 written_now += self._shard_ready(man, pending, bar)
                 pending = []
                 if o.max_shards is not None and written_now >= o.max_shards:
-                    self._drain(man, bar)
-                    bar.close()
-                    return man
+                    return False
             if k * S in done:
                 bar.update(1)
                 continue
             pending.append(prow)
         if pending:
             self._shard_ready(man, pending, bar)
-        self._drain(man, bar)
-        bar.close()
-        man["complete"] = True
-        man["counts"] = self._counts(man)
-        man["store_hash"] = store_hash(man["config"], man["shards"])
-        wall = time.perf_counter() - t0
-        man["timings"] = {"wall_s": round(wall, 3), "tokens_per_s_this_run": round(self._tokens / max(
-            time.perf_counter() - self._t_start, 1e-9), 1)}
-        write_json(self.out / MANIFEST, man)
-        return man
+        return True
 
     def _load_model(self):
         """Load the model and build the shard embedder (engines that compute elsewhere override this)."""
@@ -194,15 +200,22 @@ class EmbedStage:
         next to the model, and failing in the first minute beats failing after hours of GPU time.
         """
         n, first_bad = 0, None
+        self.invalid: dict[int, tuple[str, str]] = {}  # row -> (where, reason)
+        self.id_overrides: dict[int, str] = {}  # rows whose id depends on earlier rows (duplicate content)
         for r in self.reader.rows():
             n += 1
-            if r.error is not None and first_bad is None:
-                first_bad = r
-                if not self.opts.skip_invalid:
-                    break
+            if r.error is not None:
+                self.invalid[r.row] = (r.where, r.error)
+                if first_bad is None:
+                    first_bad = r
+                    if not self.opts.skip_invalid:
+                        break
+            elif isinstance(r.record, dict) and r.record.get("id") is None and r.id != content_id(r.messages):
+                self.id_overrides[r.row] = r.id
         if first_bad is not None and not self.opts.skip_invalid:
             raise InputError(first_bad.where, first_bad.error + " (pass --skip-invalid to skip and count such rows)")
         self.reader.seen_ids.clear()
+        self.n_pool = n
         return n
 
     def _progress(self, bar):
@@ -234,47 +247,47 @@ class EmbedStage:
             if r.error is None:
                 valid.append(r)
             elif self.opts.skip_invalid:
-                skipped.append({"where": r.where, "reason": r.error})
+                skipped.append({"row": r.row, "where": r.where, "reason": r.error})
             else:
                 raise InputError(r.where, r.error + " (pass --skip-invalid to skip and count such rows)")
         return valid, skipped
 
     def _shard_ready(self, man: dict, rows: list[PoolRow], bar) -> int:
-        """A shard's rows are read: compute and write it (engines may defer; returns shards written)."""
+        """A shard's rows are read: compute and write it (returns shards written)."""
         valid, skipped = self._split(rows)
         bar.update(len(skipped))
-        cols = self.embedder([r.messages for r in valid], self._progress(bar))
-        return self._write_shard(man, rows, valid, skipped, cols)
+        cols = {**row_columns(valid, self.opts.queries), **self.embedder([r.messages for r in valid], self._progress(bar))}
+        return self._write_shard(man, rows[0].row // self.opts.shard_rows, rows[-1].row + 1, skipped, cols)
 
-    def _drain(self, man: dict, bar) -> None:
-        """Wait for shards still being computed (nothing to wait for in the local engine)."""
-
-    def _write_shard(self, man: dict, rows: list[PoolRow], valid: list[PoolRow], skipped: list[dict],
-                     cols: dict) -> int:
+    def _write_shard(self, man: dict, k: int, end: int, skipped: list[dict], cols: dict) -> int:
+        """Write shard ``k`` (pool rows k*S .. end-1) from its Arrow columns and record it."""
         o = self.opts
-        k = rows[0].row // o.shard_rows
-        cols = {"row": pa.array([r.row for r in valid], pa.int64()),
-                "id": pa.array([r.id for r in valid], pa.string()),
-                "source": pa.array([r.source for r in valid], pa.string()),
-                **({"task": pa.array([r.task for r in valid], pa.string()),
-                    "text": pa.array([_prompt(r.messages) for r in valid], pa.string())} if o.queries else {}),
-                **cols}
         name = shard_name(k)
         info = write_shard(self.out / name, cols)
         first = k * o.shard_rows
-        end = max(rows[-1].row + 1, first)
-        entry = {"file": name, "first_row": first, "end_row": end, "rows_stored": len(valid),
+        entry = {"file": name, "first_row": first, "end_row": end, "rows_stored": len(cols["row"]),
                  "rows_skipped": len(skipped), "truncated": int(np.sum(cols["truncated"].to_numpy(zero_copy_only=False))),
                  "tokens": int(cols["n_tokens"].to_numpy().sum()),
                  "loss_columns": [c for c in ("loss_response", "n_response_tokens", "loss_response_alone") if c in cols],
                  **info}
         man["shards"] = sorted([s for s in man["shards"] if s["first_row"] != first] + [entry],
                                key=lambda s: s["first_row"])
-        room = MAX_SKIPPED_EXAMPLES - len(man["skipped_examples"])
-        man["skipped_examples"] += skipped[:max(room, 0)]
+        # the first reasons in pool order, whatever order shards finish in
+        man["skipped_examples"] = sorted(man["skipped_examples"] + skipped,
+                                         key=lambda e: e["row"])[:MAX_SKIPPED_EXAMPLES]
         man["counts"] = self._counts(man)
         write_json(self.out / MANIFEST, man)
         return 1
+
+
+def row_columns(valid: list[PoolRow], queries: bool) -> dict[str, pa.Array]:
+    """The per-row identity columns of a shard (row, id, source; task and prompt text in query stores)."""
+    cols = {"row": pa.array([r.row for r in valid], pa.int64()), "id": pa.array([r.id for r in valid], pa.string()),
+            "source": pa.array([r.source for r in valid], pa.string())}
+    if queries:
+        cols["task"] = pa.array([r.task for r in valid], pa.string())
+        cols["text"] = pa.array([_prompt(r.messages) for r in valid], pa.string())
+    return cols
 
 
 def effective_max_length(model, o: EmbedOptions) -> int:

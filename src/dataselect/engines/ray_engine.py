@@ -1,11 +1,14 @@
 """The Ray engine: embedding spread over model actors (one per GPU, or CPU workers), scoring over shards.
 
-Embedding: the driver reads and validates the pool exactly as the local engine does, cuts it into the
-same shards, and hands each shard's records to a pool of model actors through Ray's object store (at
-most two shards in flight per actor). An actor that dies is restarted by Ray and its task retried
-(``max_restarts``/``max_task_retries``), and the driver writes each shard once, when its result
-arrives: no row is lost or written twice. Shards, manifest and resume are those of the local engine,
-so every later command works unchanged.
+Embedding: the driver validates the pool exactly as the local engine does (so row numbers, skips and
+errors are the same) and cuts it into the same shards. Ray Data then reads the pool: a datasource
+with one read task per shard still to embed, each reading and normalising that shard's rows. A Ray
+Data row is one whole shard (its records as an Arrow IPC payload), so ``map_batches(batch_size=1)``
+hands each model actor (one per GPU, or CPU workers) exactly one shard per call: never a shard split
+or two merged, and its length-sorted batches are those of the local engine. Ray Data
+restarts an actor that dies and retries its shard; the driver writes each shard once, when its block
+arrives, so no row is lost or written twice. Shards, manifest and resume are those of the local
+engine, so every later command works unchanged.
 
 Scoring (``run --method rds+ --engine ray``): each shard is scored by a Ray task that returns its
 rows' per-task scores; the round-robin merge runs on the driver, giving the local engine's selection.
@@ -13,13 +16,17 @@ rows' per-task scores; the round-robin merge runs on the driver, giving the loca
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 
 import numpy as np
+import pyarrow as pa
 
 from dataselect.embed.model import load_model
-from dataselect.embed.stage import EmbedOptions, EmbedStage, effective_max_length, make_embedder
+from dataselect.embed.stage import EmbedOptions, EmbedStage, effective_max_length, make_embedder, row_columns
 from dataselect.errors import DataselectError
+from dataselect.pool import PoolReader, PoolRow
 
 HF_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "TOKENIZERS_PARALLELISM")
 
@@ -43,8 +50,40 @@ def init_ray(address: str | None = None):
     return ray
 
 
-class _ShardEmbedder:
-    """A model actor: loads the model once, then embeds whole shards."""
+def read_shard(spec: dict, k: int):
+    """Ray Data read task: pool rows of shard ``k`` as one Arrow block (messages as JSON text).
+
+    Errors and content-derived ids that depend on earlier rows come from the driver's validation pass.
+    """
+    S, queries = spec["shard_rows"], spec["queries"]
+    reader = PoolReader(spec["pool"], require_response=not queries, task=spec["task"], require_task=queries,
+                        check_duplicates=False)
+    rows: list[PoolRow] = []
+    for r in reader.rows(start_row=k * S):
+        if r.row >= (k + 1) * S:
+            break
+        rows.append(r)
+    valid = [r for r in rows if r.row not in spec["invalid"]]
+    for r in valid:
+        r.id = spec["id_overrides"].get(r.row, r.id)
+    cols = row_columns(valid, queries)
+    cols["messages"] = pa.array([json.dumps(r.messages, ensure_ascii=False) for r in valid], pa.string())
+    yield pa.table({"shard": [k], "payload": [to_ipc(pa.table(cols))]})
+
+
+def to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+class ShardEmbedder:
+    """A model actor of the Ray Data actor pool: loads the model once, embeds one shard per call."""
 
     def __init__(self, opts: EmbedOptions, max_length: int, gpu: bool):
         import torch
@@ -56,15 +95,41 @@ class _ShardEmbedder:
                            with_lm_head=opts.with_loss, revision=opts.revision)
         self.embedder = make_embedder(model, opts, max_length)
 
-    def embed(self, messages):
-        return self.embedder(messages)
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        shard = from_ipc(batch.column("payload")[0].as_py())
+        messages = [json.loads(m) for m in shard.column("messages").to_pylist()]
+        cols = {name: shard.column(name).combine_chunks() for name in shard.column_names if name != "messages"}
+        cols.update(self.embedder(messages))
+        return pa.table({"shard": batch.column("shard"), "result": [to_ipc(pa.table(cols))]})
 
-    def pid(self) -> int:
-        return os.getpid()
+
+def _reader(spec: dict, k: int):
+    def read_pool_shard():  # a named function: Ray labels read tasks by the function's __name__
+        return read_shard(spec, k)
+
+    return read_pool_shard
+
+
+def shard_datasource(spec: dict, shards: list[int]):
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class PoolShards(Datasource):
+        def estimate_inmemory_data_size(self):
+            return None
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            try:
+                meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
+            except TypeError:  # Ray < 2.40 also wants the schema
+                meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None, schema=None)
+            return [ReadTask(_reader(spec, k), meta) for k in shards]
+
+    return PoolShards()
 
 
 class RayEmbedStage(EmbedStage):
-    """:class:`EmbedStage` whose shards are computed by Ray actors (see module docstring)."""
+    """:class:`EmbedStage` whose shards are read and embedded by Ray Data (see module docstring)."""
 
     def __init__(self, pool, out, options: EmbedOptions, *, address: str | None = None, workers: int = 0,
                  num_gpus_per_worker: float = 0.0):
@@ -76,39 +141,55 @@ class RayEmbedStage(EmbedStage):
         info = load_model(o.model, revision=o.revision, with_lm_head=o.with_loss, weights=False)
         self.max_length = effective_max_length(info, o)
         self.batch_tokens = o.batch_tokens or (65536 if self.gpus else 16384)
+        return info
+
+    def _embed_shards(self, man, done, bar) -> bool:
+        o = self.opts
+        S = o.shard_rows
+        n_shards = -(-self.n_pool // S)
+        todo = [k for k in range(n_shards) if k * S not in done][: o.max_shards or None]
+        if not todo:
+            return True
         ray = init_ray(self.address)
+        from ray import data as ray_data
+
+        ctx = ray_data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # ours counts rows and tokens
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         res = ray.cluster_resources()
         gpus = self.gpus or (1.0 if res.get("GPU", 0) >= 1 else 0.0)
         n = self.workers or (int(res.get("GPU", 0) // gpus) if gpus else max(1, min(8, int(res.get("CPU", 1)))))
-        actor = ray.remote(_ShardEmbedder).options(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)
-        self.ray, self.actors = ray, [actor.remote(o, self.max_length, bool(gpus)) for _ in range(n)]
-        self.inflight: dict = {}
-        self._next = 0
-        return info
+        spec = {"pool": str(self.pool_path), "shard_rows": S, "queries": o.queries, "task": o.task,
+                "invalid": self.invalid, "id_overrides": self.id_overrides}
+        # reading a shard is light work: no CPU reservation, so model actors holding every CPU cannot starve it
+        ds = ray_data.read_datasource(shard_datasource(spec, todo), override_num_blocks=len(todo),
+                                      ray_remote_args={"num_cpus": 0})
+        out = ds.map_batches(ShardEmbedder, fn_constructor_args=(o, self.max_length, bool(gpus)), batch_size=1,
+                             batch_format="pyarrow", compute=ray_data.ActorPoolStrategy(size=n),
+                             zero_copy_batch=True, max_restarts=-1, max_task_retries=-1,
+                             **({"num_gpus": gpus} if gpus else {"num_cpus": 1}))  # older Ray refuses both
+        seen = set()
+        for item in out.iter_rows():
+            k = int(item["shard"])
+            if k in seen:
+                raise RuntimeError(f"shard {k} came back twice from Ray")
+            seen.add(k)
+            self._write_ray_block(man, k, from_ipc(item["result"]), bar)
+        missing = set(todo) - seen
+        if missing:
+            raise RuntimeError(f"Ray returned no result for shards {sorted(missing)}")
+        return len(todo) == len([k for k in range(n_shards) if k * S not in done])
 
-    def _shard_ready(self, man, rows, bar) -> int:
-        valid, skipped = self._split(rows)
+    def _write_ray_block(self, man, k, block, bar) -> None:
+        S = self.opts.shard_rows
+        end = min((k + 1) * S, self.n_pool)
+        skipped = [{"row": row, "where": w, "reason": r} for row, (w, r) in sorted(self.invalid.items())
+                   if k * S <= row < end]
+        cols = {name: block.column(name).combine_chunks() for name in block.column_names}
+        tokens = int(cols["n_tokens"].to_numpy().sum()) if len(cols["n_tokens"]) else 0
         bar.update(len(skipped))
-        actor = self.actors[self._next % len(self.actors)]
-        self._next += 1
-        ref = actor.embed.remote(self.ray.put([r.messages for r in valid]))
-        self.inflight[ref] = (rows, valid, skipped)
-        written = 0
-        while len(self.inflight) >= 2 * len(self.actors):
-            written += self._write_one(man, bar)
-        return written
-
-    def _write_one(self, man, bar) -> int:
-        done, _ = self.ray.wait(list(self.inflight), num_returns=1)
-        rows, valid, skipped = self.inflight.pop(done[0])
-        cols = self.ray.get(done[0])
-        tokens = int(cols["n_tokens"].to_numpy().sum())
-        self._progress(bar)(len(valid), tokens)
-        return self._write_shard(man, rows, valid, skipped, cols)
-
-    def _drain(self, man, bar) -> None:
-        while self.inflight:
-            self._write_one(man, bar)
+        self._progress(bar)(len(cols["row"]), tokens)
+        self._write_shard(man, k, end, skipped, cols)
 
 
 def ray_embed(pool, out, opts: EmbedOptions, *, address=None, workers=0, num_gpus_per_worker=0.0) -> dict:

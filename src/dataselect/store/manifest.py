@@ -7,7 +7,7 @@ Layout::
                 pool: {path, format, fingerprint}, task},
      "shards": [{"file", "first_row", "end_row", "rows_stored", "rows_skipped", "bytes", "sha256"}],
      "counts": {"rows_read", "rows_stored", "rows_skipped", "truncated", "tokens"},
-     "skipped_examples": [{"where", "reason"}],   # the first few
+     "skipped_examples": [{"row", "where", "reason"}],   # the first 20, in pool order
      "complete": bool, "store_hash": sha256 over config and shard hashes (when complete),
      "created_with": "dataselect X.Y.Z", "timings": {...}}
 
