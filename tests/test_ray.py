@@ -68,6 +68,17 @@ def test_ray_skips_and_duplicate_content_like_local(tmp_path, tiny_llama, ray_cl
     assert [s["sha256"] for s in remote["shards"]] == [s["sha256"] for s in local["shards"]]
 
 
+def test_ray_resumes_a_partial_store(tmp_path, tiny_llama, ray_cluster):
+    from dataselect.engines.ray_engine import RayEmbedStage
+
+    pool = write_jsonl(tmp_path / "p.jsonl", make_records(160))
+    part = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama, max_shards=2), workers=2).run()
+    assert not part["complete"] and len(part["shards"]) == 2
+    done = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama), workers=2).run()
+    ref = EmbedStage(pool, tmp_path / "local", opts(tiny_llama)).run()
+    assert done["complete"] and done["store_hash"] == ref["store_hash"]
+
+
 def _worker_pids() -> list[int]:
     """Processes of Ray Data model actors (Ray titles them after the map function's class)."""
     pids = []

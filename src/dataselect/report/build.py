@@ -19,7 +19,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from dataselect.atomic import atomic_path
-from dataselect.report.data import Opened, data_uri, open_selection, png_bytes, sample_positions, source_counts
+from dataselect.report.data import (
+    Opened,
+    data_uri,
+    open_selection,
+    png_bytes,
+    query_texts,
+    sample_positions,
+    source_counts,
+)
 from dataselect.scoring import query_matrix, score_block
 
 SECTIONS = ("tasks", "sources", "scores", "projection", "clusters", "examples", "run")
@@ -139,11 +147,7 @@ def top_examples(op: Opened, per_task: int = 5, pool=None) -> list[dict]:
     nearest = {}
     if op.queries and picks:
         Q, starts, names = query_matrix(op.pool, op.queries)
-        texts = np.concatenate([q.column("text") if "text" in q.columns else np.array([""] * q.n_rows, dtype=object)
-                                for q in op.queries])
-        qtask = np.concatenate([q.column("task") for q in op.queries])
-        order = np.argsort([names.index(t) for t in qtask], kind="stable")
-        texts, qtask = texts[order], qtask[order]
+        texts, qtask = query_texts(op.queries, names)
         emb = op.pool.take(rows[[i for i, _ in picks]])["embedding"]
         sims = emb @ Q.T
         for j, (i, task) in enumerate(picks):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dataselect.errors import DataselectError
-from dataselect.report.data import open_selection
+from dataselect.report.data import open_selection, query_texts
 from dataselect.scoring import query_matrix, score_block, score_tasks
 
 
@@ -56,11 +56,7 @@ def explain_row(selection, row: int | None = None, id: str | None = None, n_quer
             out["tasks"][name] = {"score": float(mine[t]), "rank": rank, "cutoff": cutoff}
             lines.append(f"  task {name}: score {mine[t]:.4f}, rank {rank:,} of {len(rows):,}, cut-off "
                          + (f"{cutoff:.4f}" if cutoff is not None else "-"))
-        texts = np.concatenate([q.column("text") if "text" in q.columns else np.array([""] * q.n_rows, dtype=object)
-                                for q in op.queries])
-        qtask = np.concatenate([q.column("task") for q in op.queries])
-        order = np.argsort([names.index(t) for t in qtask], kind="stable")
-        texts, qtask = texts[order], qtask[order]
+        texts, qtask = query_texts(op.queries, names)
         sims = (info["embedding"] @ Q.T)[0]
         best = np.argsort(-sims, kind="stable")[:n_queries]
         out["nearest_queries"] = [{"task": str(qtask[j]), "sim": float(sims[j]), "text": str(texts[j])} for j in best]
