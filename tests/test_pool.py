@@ -81,8 +81,7 @@ def test_compressed_parquet_datasets_and_folders_agree(tmp_path):
     expected = [(r.row, r.id, r.messages) for r in _read_all(plain)]
     for p in ["p.jsonl.gz", "p.jsonl.zst", "p.parquet", "ds", "folder"]:
         got = [(r.row, r.id, r.messages) for r in _read_all(tmp_path / p)]
-        assert got == expected, p
-        assert PoolReader(tmp_path / p).count_rows() == 30
+        assert got == expected and len(got) == 30, p
     # resuming mid-pool reads the same rows, also across files of a folder
     assert [r.row for r in PoolReader(folder).rows(start_row=12)] == list(range(12, 30))
     assert [r.id for r in PoolReader(tmp_path / "p.parquet").rows(start_row=25)] == [f"id{i}" for i in range(25, 30)]

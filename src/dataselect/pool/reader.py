@@ -258,17 +258,6 @@ class PoolReader:
             return sum(1 for _ in self._raw_datasets(path, 0))
         return sum(1 for _ in _binary_lines(path))
 
-    def count_rows(self) -> int:
-        """Number of records (cheap for Parquet; a fast line scan for JSONL, used for progress ETA)."""
-        if self.format == "datasets":
-            import datasets
-
-            ds = datasets.load_from_disk(str(self.path))
-            if isinstance(ds, datasets.DatasetDict):
-                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-            return len(ds)
-        return sum(self._count_file(p, _kind_of(p)) for p in self.files)
-
 
 def pool_fingerprint(path) -> str:
     """A quick identity of a pool: sha256 over each file's name, size, first and last MiB.
