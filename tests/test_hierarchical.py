@@ -29,7 +29,8 @@ def test_water_fill_matches_brute_force(seed):
     sizes = rng.integers(0, 40, rng.integers(1, 9))
     for target in (0, 1, int(sizes.sum()) // 3, int(sizes.sum()) - 1, int(sizes.sum()), int(sizes.sum()) + 5):
         target = max(target, 0)
-        assert water_fill(sizes, target).tolist() == brute_fill(sizes.tolist(), target), (sizes, target)
+        got = water_fill(sizes, target, remainder="largest")
+        assert got.tolist() == brute_fill(sizes.tolist(), target), (sizes, target)
 
 
 def brute_tree(labels, budget):
@@ -67,7 +68,7 @@ def test_balanced_sampling_exact_counts_on_small_tree():
     top = np.array([0, 0, 1, 1])  # 4 mid -> 2 top
     h = Hierarchy([leaf, mid, top], np.zeros(300, np.float32), [12, 4, 2], np.arange(300), {})
     for budget in (1, 7, 50, 150, 299, 300):
-        got = leaf_targets(h, budget)
+        got = leaf_targets(h, budget, remainder="largest")
         assert got.sum() == budget
         assert got.tolist() == brute_tree([leaf, mid, top], budget), budget
         assert (got <= np.bincount(leaf, minlength=12)).all()
@@ -121,6 +122,7 @@ def test_budget_edges_determinism_and_cli(tmp_path):
     assert sel(500, leaf="closest").rows.tolist() != sel(500).rows.tolist()
     h = build_hierarchy(st, [30, 5], resamples=3)
     again = build_hierarchy(st, [30, 5], resamples=3)  # cached
+    assert h.meta["niter"] == 50 and h.meta["resamples"] == 3
     assert all(np.array_equal(a, b) for a, b in zip(h.labels, again.labels, strict=True))
     run_cli("run", "--store", tmp_path / "p", "--method", "hierarchical-kmeans", "--budget", "10%", "--k", "30,5",
             "--leaf", "closest", "--out", tmp_path / "sel")

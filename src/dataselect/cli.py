@@ -180,6 +180,11 @@ def run(
     engine: Annotated[Optional[str], typer.Option(help="local, or ray for scoring shards as Ray tasks.")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: local Ray).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing selection folder.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="auto (CUDA when there is a GPU), cpu, cuda, cuda:N.")] = None,
+    max_memory: Annotated[Optional[str], typer.Option(
+        help="Memory budget of the whole process, e.g. 4GB (default: the smaller of 4 GiB and half the "
+             "available memory).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Select rows from a pool store. Method parameters go as --name value (see `dataselect methods`)."""
     from dataselect.run import load_config, merge_spec, run_selection
@@ -188,10 +193,10 @@ def run(
     cfg = load_config(config) if config else {}
     cli = {"method": method, "store": str(store) if store else None, "budget": budget, "seed": seed,
            "queries": [str(q) for q in queries or []], "out": str(out) if out else None,
-           "allow_all": allow_all or None, "engine": engine, "address": address,
-           "params": parse_extra_args(list(ctx.args))}
+           "allow_all": allow_all or None, "engine": engine, "address": address, "device": device,
+           "max_memory": max_memory, "params": parse_extra_args(list(ctx.args))}
     spec = merge_spec(cfg, cli)
-    folder, meta = run_selection(spec, overwrite=overwrite)
+    folder, meta = run_selection(spec, overwrite=overwrite, progress=not quiet)
     per_task = ", ".join(f"{t}: {n:,}" for t, n in meta["counts_per_task"].items())
     _echo(f"selected {meta['selected']:,} of {meta['pool_store']['rows']:,} rows with {spec.method} in "
           f"{meta['wall_s']:.1f}s -> {folder}" + (f"  ({per_task})" if per_task else ""))

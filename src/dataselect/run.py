@@ -25,12 +25,13 @@ import yaml
 from dataselect import __version__
 from dataselect.budget import parse_budget
 from dataselect.errors import DataselectError
+from dataselect.resources import Resources
 from dataselect.selection import write_selection
 from dataselect.selectors import build_selector
 from dataselect.store import open_store
 
 CONFIG_KEYS = {"method", "store", "queries", "budget", "seed", "out", "params", "allow_all", "engine",
-               "address"}
+               "address", "device", "max_memory"}
 
 
 @dataclass
@@ -47,6 +48,8 @@ class RunSpec:
     allow_all: bool = False
     engine: str = "local"
     address: str | None = None
+    device: str = "auto"
+    max_memory: str | None = None
 
 
 def load_config(path) -> dict:
@@ -92,9 +95,10 @@ def _task_counts(tasks) -> dict:
     return dict(Counter(t for t in tasks))
 
 
-def run_selection(spec: RunSpec, overwrite: bool = False) -> tuple[Path, dict]:
+def run_selection(spec: RunSpec, overwrite: bool = False, progress: bool = False) -> tuple[Path, dict]:
     """Run ``spec``; write the selection folder; return (folder, selection.json contents)."""
     t0 = time.perf_counter()
+    resources = Resources.make(spec.device, spec.max_memory, progress)
     pool = open_store(spec.store, kind="pool")
     queries = [open_store(q) for q in spec.queries]
     selector = build_selector(spec.method, spec.params)
@@ -108,7 +112,7 @@ def run_selection(spec: RunSpec, overwrite: bool = False) -> tuple[Path, dict]:
 
         selection = ray_select(selector, pool, budget, rng, queries, address=spec.address)
     elif spec.engine == "local":
-        selection = selector.select(pool, budget, rng, queries)
+        selection = selector.select(pool, budget, rng, queries, resources)
     else:
         raise DataselectError(f"--engine {spec.engine!r}: choose local or ray")
     ids_sources = pool.take(selection.rows, ("id", "source"))
@@ -122,7 +126,8 @@ def run_selection(spec: RunSpec, overwrite: bool = False) -> tuple[Path, dict]:
         "query_stores": [{"path": str(q.path), "store_hash": q.hash, "rows": q.n_rows} for q in queries],
         "counts_per_task": _task_counts(selection.tasks),
         "counts_per_source": dict(Counter("" if s is None else s for s in ids_sources["source"])),
-        "engine": spec.engine, "version": __version__, "wall_s": round(wall, 3),
+        "engine": spec.engine, "resources": resources.describe(), "method_info": selection.info,
+        "version": __version__, "wall_s": round(wall, 3),
     }
     out = write_selection(spec.out, selection.table(ids_sources["id"]), meta, overwrite=overwrite)
     return out, meta

@@ -116,21 +116,52 @@ def score_block(emb: np.ndarray, Q: np.ndarray, starts: np.ndarray, aggregate: s
 
 
 def score_tasks(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str = "max",
-                block_rows: int = 0, shards: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stream the pool (or some of its shards): returns (rows (N,) int64, scores (N, T) float32) in pool order."""
+                block_rows: int = 0, shards: list[int] | None = None, device=None,
+                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Stream the pool (or some of its shards): returns (rows (N,) int64, scores (N, T) float32) in pool order.
+
+    ``device``: a CUDA ``torch.device`` streams float16 blocks to the GPU and multiplies there in
+    float32 (same scores as the CPU path up to float rounding); None or CPU uses numpy BLAS.
+    """
     if aggregate not in AGGREGATES:
         raise DataselectError(f"--aggregate {aggregate!r}: choose from {', '.join(AGGREGATES)}")
+    from dataselect.progress import bar
+
     T = len(starts)
     n = pool.n_rows if shards is None else sum(pool.shards[i]["rows_stored"] for i in shards)
     rows = np.empty(n, dtype=np.int64)
     scores = np.empty((n, T), dtype=np.float32)
-    block_rows = block_rows or block_rows_for(pool.dim, Q.shape[0])
-    buffers = (np.empty((block_rows, pool.dim), np.float32), np.empty((block_rows, Q.shape[0]), np.float32))
+    gpu = device is not None and torch.device(device).type == "cuda"
+    block_rows = block_rows or (1 << 16 if gpu else block_rows_for(pool.dim, Q.shape[0]))
+    if gpu:
+        score = _gpu_scorer(Q, starts, aggregate, torch.device(device))
+    else:
+        buffers = (np.empty((block_rows, pool.dim), np.float32), np.empty((block_rows, Q.shape[0]), np.float32))
+
+        def score(emb):
+            return score_block(emb, Q, starts, aggregate, buffers)
     at = 0
-    with single_torch_thread():
+    with single_torch_thread(), bar(n, "score", enabled=progress) as pbar:
         for block in pool.iter_blocks(("row", "embedding"), block_rows, shards):
             b = len(block["row"])
             rows[at:at + b] = block["row"]
-            scores[at:at + b] = score_block(block["embedding"], Q, starts, aggregate, buffers)
+            scores[at:at + b] = score(block["embedding"])
             at += b
+            pbar.update(b)
     return rows, scores
+
+
+def _gpu_scorer(Q: np.ndarray, starts: np.ndarray, aggregate: str, device: torch.device):
+    """Block scorer on a GPU: float16 rows in, float32 products and per-task reduction there."""
+    q = torch.as_tensor(Q, dtype=torch.float32, device=device)
+    bounds = list(zip(starts.tolist(), [*starts[1:].tolist(), len(Q)], strict=True))
+
+    def score(emb: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only mapped source: only copied
+            x = torch.from_numpy(np.ascontiguousarray(emb)).to(device, non_blocking=False).float()
+        sims = x @ q.T
+        reduce = (lambda s: s.amax(1)) if aggregate == "max" else (lambda s: s.mean(1))
+        return torch.stack([reduce(sims[:, lo:hi]) for lo, hi in bounds], 1).cpu().numpy()
+
+    return score

@@ -35,6 +35,7 @@ class Selection:
     tasks : (n,) object array of task names, or None.
     weights : (n,) float32 importance weights, or None (= all ones).
     extra : further (n,) columns to store, e.g. ``cluster_path``.
+    info : what the method wants recorded in ``selection.json`` (effective parameters, timings).
     """
 
     rows: np.ndarray
@@ -42,6 +43,7 @@ class Selection:
     tasks: np.ndarray | None = None
     weights: np.ndarray | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.rows = np.asarray(self.rows, dtype=np.int64)

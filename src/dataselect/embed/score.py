@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
@@ -80,3 +81,32 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
     man["store_hash"] = store_hash(cfg, man["shards"])
     write_json(store / MANIFEST, man)
     return man
+
+
+def row_losses(store, rows, model_name: str, pool, *, device: str = "auto", dtype: str = "auto") -> np.ndarray:
+    """Mean response NLL of a few pool ``rows`` (e.g. k cluster representatives) under ``model_name``.
+
+    One pass over the pool file to collect those records, one forward pass over them: the cost is k
+    model calls, not n. Rows with no response token left get NaN. ``store`` gives the template and
+    maximum length the rows were embedded with; ``pool`` must be the file it was embedded from.
+    """
+    cfg = store.config
+    if pool_fingerprint(pool) != cfg["pool"]["fingerprint"]:
+        raise DataselectError(f"{pool} is not the pool this store was embedded from ({cfg['pool']['name']!r})")
+    rows = np.asarray(rows, dtype=np.int64)
+    wanted = set(rows.tolist())
+    found: dict[int, list] = {}
+    for r in PoolReader(pool, check_duplicates=False).rows():
+        if r.row in wanted:
+            if r.error:
+                raise InputError(r.where, r.error)
+            found[r.row] = r.messages
+            if len(found) == len(wanted):
+                break
+    missing = wanted - set(found)
+    if missing:
+        raise DataselectError(f"{pool}: rows {sorted(missing)[:5]} are not in the pool file")
+    model = load_model(model_name, device=device, dtype=dtype, with_lm_head=True)
+    formatter = Formatter(model.tokenizer, cfg["template"], cfg["max_length"], causal=model.causal)
+    cols = RowEmbedder(model, formatter, cfg["pooling"], with_loss=True)([found[int(r)] for r in rows])
+    return cols["loss_response"].to_numpy(zero_copy_only=False).astype(np.float64)

@@ -1,35 +1,51 @@
-"""Hierarchical k-means with resampling steps (Vo et al. 2024, "Automatic Data Curation for
-Self-Supervised Learning: A Clustering-Based Approach").
+"""Hierarchical k-means with resampling steps (Vo et al. 2024), as facebookresearch/ssl-data-curation does it.
 
-Level 1 clusters the pool embeddings (FAISS k-means trained on a sample, every row assigned shard by
-shard -- nothing holds pool x k distances); level l+1 clusters the centroids of level l. At every
-level, after k-means, ``resamples`` resampling-clustering steps follow: take the ``sample_size``
-points of each cluster closest to its centroid, run k-means again on the union of those points, and
-reassign all points to the new centroids. Dense regions then no longer pull many centroids: the
-top-level clusters spread evenly over concepts instead of following density.
+Level 1 clusters the pool embeddings; level l+1 clusters the centroids of level l. At every level:
 
-Level 1 uses FAISS (pool scale, random initialisation from a sample). Upper levels cluster at most
-k1 centroids in memory and use scikit-learn's ``KMeans`` with k-means++ initialisation, as the
-paper does: with random initialisation the many centroids of a dense region would also dominate the
-top level.
+1. k-means on the level's points: k-means++ seeding (greedy, ``2 + ln k`` trials) and exactly
+   ``niter`` Lloyd updates (reference: 50, ``hierarchical_kmeans_gpu.py``); empty clusters keep
+   their centroid and stay in the next level's input.
+2. ``resamples`` resampling steps (reference: ``n_resampling_steps: 10`` = the first run plus 9):
+   take ``sample_size`` points of each cluster -- the ones ``closest`` to its centroid, or at
+   ``random`` (reference ``sampling_strategy`` ``c`` / ``r``) -- run a fresh k-means (k-means++ and
+   ``niter`` updates) on their union, and reassign *all* the level's points to the new centroids.
+   The level's centroids are those of the last run. ``sample_size`` defaults to half the mean
+   cluster size of the level (the reference configs' advice); a size <= 1 turns resampling off.
+
+At level 1 the k-means input is a uniform sample of the pool sized by the memory budget (the
+reference uses the whole pool, which it spreads over many GPUs), the pool is assigned shard by
+shard after every run, and a resampling union larger than the budget holds is cut to fewer points
+per cluster (said in one line, recorded in the metadata). Upper levels hold at most k1 centroids.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import time
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
+import torch
 
 from dataselect.atomic import atomic_dir
 from dataselect.errors import DataselectError
-from dataselect.pool_index.kmeans import assign, cluster_store, kmeans_fit
-from dataselect.pool_index.sample import iter_float_blocks, read_positions
+from dataselect.pool_index.kmeans import (
+    POINTS_PER_CENTROID,
+    assign_store,
+    default_trials,
+    fit_kmeans,
+    plan_memory,
+    resolve_search,
+    sample_note,
+)
+from dataselect.pool_index.sample import load_rows, sample_positions
+from dataselect.pool_index.search import CentroidSearch
+from dataselect.progress import bar, note
+from dataselect.resources import Resources, current_rss
 from dataselect.store import Store
+
+RESAMPLE_STRATEGIES = ("closest", "random")
 
 
 def default_levels(n: int) -> list[int]:
@@ -41,12 +57,16 @@ def default_levels(n: int) -> list[int]:
 
 
 def closest_per_cluster(labels: np.ndarray, dist2: np.ndarray, size: int) -> np.ndarray:
-    """Sorted positions of the ``size`` points of each cluster closest to its centroid."""
+    """Sorted positions of the ``size`` points of each cluster closest to its centroid (ties by position)."""
     order = np.lexsort((np.arange(len(labels)), dist2, labels))
     lab = labels[order]
-    first = np.searchsorted(lab, lab, side="left")
-    rank_in_cluster = np.arange(len(lab)) - first
+    rank_in_cluster = np.arange(len(lab)) - np.searchsorted(lab, lab, side="left")
     return np.sort(order[rank_in_cluster < size])
+
+
+def random_per_cluster(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of ``min(size, |C|)`` points drawn without replacement from each cluster C."""
+    return closest_per_cluster(labels, rng.random(len(labels)), size)
 
 
 @dataclass
@@ -69,86 +89,105 @@ class Hierarchy:
         return ["/".join(str(int(c)) for c in reversed(t)) for t in zip(*cols, strict=True)]
 
 
-def kmeans_pp(x: np.ndarray, k: int, *, niter: int, seed: int) -> np.ndarray:
-    """Centroids of an in-memory set with k-means++ initialisation (scikit-learn); k capped at len(x)."""
-    from sklearn.cluster import KMeans
-
-    k = int(min(k, len(x)))
-    km = KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=max(niter, 50), random_state=seed)
-    return km.fit(np.ascontiguousarray(x, dtype=np.float32)).cluster_centers_.astype(np.float32)
+def _default_sample_sizes(n: int, ks: list[int]) -> list[int]:
+    return [max(2, int(0.5 * m / k)) for m, k in zip([n, *ks[:-1]], ks, strict=True)]
 
 
-def _assign_store(store: Store, centroids: np.ndarray, pca) -> tuple[np.ndarray, np.ndarray]:
-    index = faiss.IndexFlatL2(centroids.shape[1])
-    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    labels = np.empty(store.n_rows, dtype=np.int32)
-    dist2 = np.empty(store.n_rows, dtype=np.float32)
-    for start, block in iter_float_blocks(store):
-        d2, lab = index.search(pca.apply(block) if pca is not None else block, 1)
-        labels[start:start + len(block)] = lab[:, 0]
-        dist2[start:start + len(block)] = d2[:, 0]
-    return labels, dist2
-
-
-def build_hierarchy(store: Store, ks: list[int], *, resamples: int = 3, sample_sizes: list[int] | None = None,
-                    niter: int = 20, seed: int = 0, max_points_per_centroid: int = 256, pca_dim: int = 0,
-                    cache: bool = True) -> Hierarchy:
+def build_hierarchy(store: Store, ks: list[int], *, resamples: int = 9, sample_sizes: list[int] | None = None,
+                    strategy: str = "closest", niter: int = 50, seed: int = 0, sample_size: int = 0,
+                    init_sample: int = 0, backend: str = "auto", assign: str = "exact",
+                    resources: Resources | None = None, cache: bool = True) -> Hierarchy:
     """Cluster ``store`` into a hierarchy with ``ks[l]`` clusters at level l+1 (see module docstring).
 
-    ``sample_sizes[l]``: points kept per cluster in level l+1's resampling steps (default: half the
-    mean cluster size of that level, at least 2).
+    ``sample_sizes[l]``: points kept per cluster in level l+1's resampling steps. ``sample_size``:
+    level-1 training rows (0: 256 k1, within the memory budget). ``init_sample``: see
+    :func:`dataselect.pool_index.kmeans.fit_kmeans`.
     """
+    resources = resources or Resources.make(progress=False)
     n = store.n_rows
     if not ks or any(k < 1 for k in ks) or ks[0] > n or any(b > a for a, b in zip(ks, ks[1:], strict=False)):
         raise DataselectError(f"--k {','.join(map(str, ks))}: cluster counts must be >= 1, not increase with the "
                               f"level, and the first must not exceed the pool ({n:,} rows)")
-    sizes_in = [n, *ks[:-1]]
-    sample_sizes = sample_sizes or [max(2, int(0.5 * m / k)) for m, k in zip(sizes_in, ks, strict=True)]
+    if strategy not in RESAMPLE_STRATEGIES:
+        raise DataselectError(f"--resample {strategy!r}: choose from {', '.join(RESAMPLE_STRATEGIES)}")
+    sample_sizes = list(sample_sizes or _default_sample_sizes(n, ks))
     if len(sample_sizes) != len(ks):
-        raise DataselectError("--sample-sizes needs one value per level")
-    params = {"ks": ks, "resamples": resamples, "sample_sizes": sample_sizes, "niter": niter, "seed": seed,
-              "max_points_per_centroid": max_points_per_centroid, "pca_dim": pca_dim}
+        raise DataselectError(f"--sample-sizes needs one value per level ({len(ks)})")
+    device = resources.torch_device()
+    search = resolve_search(backend, assign, device)
+    plan = plan_memory(store, ks[0], store.dim, sample_size or ks[0] * POINTS_PER_CENTROID, device, resources,
+                       keep_rows=ks[0] * max(sample_sizes[0], 1))
+    params = {"ks": ks, "resamples": resamples, "sample_sizes": sample_sizes, "strategy": strategy,
+              "niter": niter, "seed": seed, "sample_rows": plan.sample_rows, "init_sample": init_sample,
+              "n_local_trials": [default_trials(k) for k in ks], "search": search}
     key = "hk-" + hashlib.sha256(json.dumps({**params, "store": store.hash}, sort_keys=True).encode()).hexdigest()[:16]
     folder = store.path / "clusterings" / key
     if cache and (folder / "meta.json").is_file():
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta["store_hash"] != store.hash:
-            raise DataselectError(f"{folder} is stale: it was made for another version of the store")
-        labels = [np.load(folder / f"labels-{i}.npy") for i in range(len(ks))]
-        return Hierarchy(labels, np.load(folder / "dist2.npy"), ks, store.rows(), meta)
+        return _load(folder, store, len(ks))
 
-    clock = [time.perf_counter()]
-    timings = []
+    progress = resources.progress
+    timings: list[dict] = []
+    notes: list[str] = []
+    if plan.limited_by_budget:
+        notes.append(sample_note(f"hierarchical k-means level 1 (k={ks[0]:,})", plan, ks[0]))
+        note(notes[-1])
 
-    def lap(level: int) -> None:
-        now = time.perf_counter()
-        timings.append({"level": level, "seconds": round(now - clock[0], 3),
-                        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
-        clock[0] = now
+    def fit(x: torch.Tensor, k: int, run_seed: int):
+        return fit_kmeans(x, k, niter=niter, seed=run_seed, init_sample=init_sample, search=search,
+                          progress=progress)
 
-    base = cluster_store(store, ks[0], niter=niter, seed=seed, max_points_per_centroid=max_points_per_centroid,
-                         pca_dim=pca_dim, cache=cache)
-    labels0, dist2, centroids = base.labels, base.dist2, base.centroids
-    for r in range(resamples):
-        pos = closest_per_cluster(labels0, dist2, sample_sizes[0])
-        x = base.transform(read_positions(store, pos))
-        centroids = kmeans_fit(x, ks[0], niter=niter, seed=seed + 1 + r, max_points_per_centroid=max_points_per_centroid)
-        labels0, dist2 = _assign_store(store, centroids, base.pca)
-    lap(1)
+    # Level 1: the pool, through a budgeted sample and streamed assignment.
+    t0 = time.perf_counter()
+    s1 = sample_sizes[0]
+    steps = 1 + (resamples if s1 > 1 else 0)
+    rng = np.random.default_rng(seed)
+    with bar(steps, "level 1 runs", unit="run", enabled=progress) as pbar:
+        x = load_rows(store, sample_positions(n, plan.sample_rows, seed), device, progress)
+        centroids = fit(x, ks[0], seed).centroids
+        del x
+        labels0, dist2 = assign_store(store, centroids, search=search, device=device, block_rows=plan.block_rows,
+                                      progress=progress, desc="assign pool")
+        pbar.update(1)
+        for r in range(steps - 1):
+            s = s1
+            if ks[0] * s > plan.sample_rows:  # the union must fit where the training sample did
+                s = max(1, plan.sample_rows // ks[0])
+                if r == 0:
+                    notes.append(f"level 1 resampling keeps {s} points per cluster, not {s1}: the memory budget "
+                                 f"holds {plan.sample_rows:,} rows; raise --max-memory to keep more")
+                    note(notes[-1])
+            pos = (closest_per_cluster(labels0, dist2, s) if strategy == "closest"
+                   else random_per_cluster(labels0, s, rng))
+            x = load_rows(store, pos, device)
+            centroids = fit(x, ks[0], seed + 1 + r).centroids
+            del x, pos
+            labels0, dist2 = assign_store(store, centroids, search=search, device=device,
+                                          block_rows=plan.block_rows, progress=progress, desc="assign pool")
+            pbar.update(1)
+    timings.append(_lap(1, t0))
+
+    # Upper levels: the previous level's centroids, in memory.
     labels = [labels0.astype(np.int32)]
-    points = centroids
+    points = torch.as_tensor(centroids, device=device)
     for level, k in enumerate(ks[1:], start=1):
-        cent = kmeans_pp(points, k, niter=niter, seed=seed + 100 * level)
-        lab, d2 = assign(points, cent)
-        for r in range(resamples):
-            pos = closest_per_cluster(lab, d2, sample_sizes[level])
-            cent = kmeans_pp(points[pos], k, niter=niter, seed=seed + 100 * level + 1 + r)
-            lab, d2 = assign(points, cent)
-        labels.append(lab.astype(np.int32))
+        t0 = time.perf_counter()
+        s = sample_sizes[level]
+        cent = torch.as_tensor(fit(points, k, seed + 1000 * level).centroids, device=device)
+        lab, d2 = CentroidSearch(cent, search)(points)
+        for r in range(resamples if s > 1 else 0):
+            lab_np, d2_np = lab.cpu().numpy(), d2.cpu().numpy()
+            pos = (closest_per_cluster(lab_np, d2_np, s) if strategy == "closest"
+                   else random_per_cluster(lab_np, s, rng))
+            cent = torch.as_tensor(fit(points[torch.as_tensor(pos, device=device)], k,
+                                       seed + 1000 * level + 1 + r).centroids, device=device)
+            lab, d2 = CentroidSearch(cent, search)(points)
+        labels.append(lab.cpu().numpy().astype(np.int32))
         points = cent
-        lap(level + 1)
-    ks_real = [int(labels[0].max()) + 1] + [len(lab_) and int(lab_.max()) + 1 for lab_ in labels[1:]]
-    meta = {**params, "store_hash": store.hash, "n": n, "ks_effective": ks_real, "timings": timings}
+        timings.append(_lap(level + 1, t0))
+    meta = {**params, "store_hash": store.hash, "n": n, "ks_effective": [int(len(lab_)) and int(lab_.max()) + 1 for lab_ in labels],
+            "sample_rows_wanted": plan.wanted_rows, "sample_limited_by_memory": plan.limited_by_budget,
+            "device": plan.device, "backend": "torch" if search == "torch" else "faiss", "notes": notes,
+            "timings": timings}
     hierarchy = Hierarchy(labels, dist2, ks, store.rows(), meta)
     if cache:
         with atomic_dir(folder, overwrite=True) as tmp:
@@ -157,3 +196,19 @@ def build_hierarchy(store: Store, ks: list[int], *, resamples: int = 3, sample_s
             np.save(tmp / "dist2.npy", dist2)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return hierarchy
+
+
+def _lap(level: int, t0: float) -> dict:
+    return {"level": level, "seconds": round(time.perf_counter() - t0, 3),
+            "rss_mb": round(current_rss() / 2**20, 1)}
+
+
+def _load(folder, store: Store, levels: int) -> Hierarchy:
+    meta = json.loads((folder / "meta.json").read_text())
+    if meta.get("store_hash") != store.hash:
+        raise DataselectError(f"{folder} is stale: it was made for another version of the store")
+    labels = [np.load(folder / f"labels-{i}.npy") for i in range(levels)]
+    dist2 = np.load(folder / "dist2.npy")
+    if len(labels[0]) != store.n_rows or len(dist2) != store.n_rows:
+        raise DataselectError(f"{folder}: cached hierarchy does not match the store; delete it and run again")
+    return Hierarchy(labels, dist2, meta["ks"], store.rows(), meta)

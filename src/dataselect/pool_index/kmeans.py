@@ -1,46 +1,323 @@
-"""FAISS k-means over a store, with the full pool assigned streaming and the result cached on disk.
+"""The k-means engine both clustering selectors use: k-means++ and Lloyd on a sample, streamed assignment.
 
-``cluster_store`` trains ``faiss.Kmeans`` on a uniform sample of ``k * max_points_per_centroid`` rows
-(FAISS's own cap), optionally after a ``faiss.PCAMatrix`` reduction to ``pca_dim``, then assigns every
-row shard by shard (nearest centroid by L2, which on unit vectors orders like cosine). The result
-(centroids, per-row label and squared distance) is cached in ``STORE/clusterings/KEY/`` where KEY
-hashes the parameters and the store hash, so a second selector run does not cluster again; a cache
-whose recorded store hash differs from the store's is refused.
+Steps, each under the run's memory budget (:mod:`dataselect.resources`) and with a progress bar:
+
+1. **Sample.** ``sample_size`` rows drawn uniformly (default: k-means' rule of thumb, ``256 k``
+   rows, as FAISS caps its training set), shrunk to what the budget holds -- said in one line and
+   recorded in the metadata when that happens.
+2. **k-means++** (:func:`kmeans_plusplus`) on the sample: greedy D^2 seeding as scikit-learn and
+   ssl-data-curation do it -- at each step ``2 + ln k`` candidates are drawn with probability
+   proportional to the squared distance to the nearest chosen centre, and the one that lowers the
+   potential most is kept. Exact triangle-inequality pruning skips rows no candidate can move, so
+   seeding 20,000 centres costs minutes, not hours.
+3. **Lloyd** (:func:`lloyd`): exactly ``niter`` updates, centroids as means (``index_add``); an
+   empty cluster keeps its centroid, as in ssl-data-curation.
+4. **Assignment** of every pool row, streamed shard by shard (:func:`assign_store`); only per-row
+   label and squared distance are kept (8 bytes a row).
+
+Backends (:mod:`dataselect.pool_index.search`): FAISS on the CPU (``flat``, or ``hnsw`` over the
+centroids for large k), torch matrix multiplies on CUDA (or on the CPU, where tests check it
+against FAISS). The seeding code is shared, so the same seed gives the same k-means++ seeds on
+every CPU backend.
+
+``cluster_store`` caches the result in ``STORE/clusterings/KEY/`` (KEY hashes the effective
+parameters and the store hash); a cache whose store hash differs is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
+import torch
 
 from dataselect.atomic import atomic_dir
 from dataselect.errors import DataselectError
-from dataselect.pool_index.sample import iter_float_blocks, read_positions, sample_positions
+from dataselect.pool_index.sample import device_blocks, load_rows, sample_positions
+from dataselect.pool_index.search import CentroidSearch
+from dataselect.progress import bar, note
+from dataselect.resources import MiB, Resources, fmt_bytes
+from dataselect.scoring import single_torch_thread
 from dataselect.store import Store
 
+POINTS_PER_CENTROID = 256  # k-means' rule of thumb for the training sample (FAISS's own cap)
+MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this
+ASSIGN_KINDS = ("exact", "hnsw")
+BACKENDS = ("auto", "faiss", "torch")
+_STEP_ROWS = 16384  # rows per distance block in seeding and Lloyd (CPU)
+_SUM_BLOCK = 4096  # rows per partial sum of the k-means++ potential
 
-def kmeans_fit(x: np.ndarray, k: int, *, niter: int = 20, seed: int = 0, spherical: bool = False,
-               max_points_per_centroid: int = 256) -> np.ndarray:
-    """Centroids (k, dim) float32 of ``x`` (n, dim) with ``faiss.Kmeans``; k is capped at n."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+
+def default_trials(k: int) -> int:
+    return 2 + int(math.log(k)) if k > 1 else 1
+
+
+def _rows_in_chunks(n: int, rows: int):
+    for lo in range(0, n, rows):
+        yield lo, min(n, lo + rows)
+
+
+def kmeans_plusplus(x: torch.Tensor, k: int, rng: np.random.Generator, n_local_trials: int | None = None,
+                    progress: bool = False) -> np.ndarray:
+    """Greedy k-means++ seeding: indices (k,) into ``x`` (n, d) of the chosen centres, in order.
+
+    The first centre is ``rng.integers(n)``. Then, for each next centre, ``u = rng.random(T) * pot``
+    picks T candidates (T = ``n_local_trials``, default ``2 + int(ln k)``) by inverse CDF of the
+    squared distances D (``searchsorted(cumsum(D), u)``); the candidate whose adoption gives the
+    smallest potential ``sum(min(D, d(cand)^2))`` wins (first on ties). Distances are squared L2
+    from float32 products; sums are float64. Rows no candidate can come nearer to -- those with
+    ``|cand - c(x)|^2 >= 4 D(x)`` for every candidate, c(x) the row's current centre -- are
+    skipped without changing the result.
+    """
+    n = len(x)
+    k = int(min(k, n))
+    T = int(n_local_trials or default_trials(k))
+    dev = x.device
+    step = _STEP_ROWS if dev.type == "cpu" else 1 << 18
+    xx = torch.empty(n, dtype=torch.float32, device=dev)
+    for lo, hi in _rows_in_chunks(n, step):
+        xx[lo:hi] = torch.linalg.vector_norm(x[lo:hi], dim=1, dtype=torch.float32).square_()
+    chosen = np.empty(k, dtype=np.int64)
+    cent = torch.empty((k, x.shape[1]), dtype=torch.float32, device=dev)
+    cc = torch.empty(k, dtype=torch.float32, device=dev)
+
+    def dist_to(c: torch.Tensor, c2: torch.Tensor, rows: torch.Tensor | None, lo: int, hi: int) -> torch.Tensor:
+        xb = (x[lo:hi] if rows is None else x[rows[lo:hi]]).float()
+        xxb = xx[lo:hi] if rows is None else xx[rows[lo:hi]]
+        return (xxb[:, None] - 2 * (xb @ c.T) + c2[None, :]).clamp_min_(0)
+
+    first = int(rng.integers(n))
+    chosen[0] = first
+    cent[0] = x[first].float()
+    cc[0] = xx[first]
+    D = torch.empty(n, dtype=torch.float32, device=dev)
+    for lo, hi in _rows_in_chunks(n, step):
+        D[lo:hi] = dist_to(cent[:1], cc[:1], None, lo, hi)[:, 0]
+    near = torch.zeros(n, dtype=torch.int32, device=dev)  # index (into chosen) of each row's nearest centre
+    nblocks = -(-n // _SUM_BLOCK)
+    block_of = torch.arange(n, device=dev) // _SUM_BLOCK
+
+    def block_sums() -> torch.Tensor:
+        return torch.zeros(nblocks, dtype=torch.float64, device=dev).index_add_(0, block_of, D.double())
+
+    sums = block_sums()
+    with bar(k, "k-means++", unit="centre", enabled=progress) as pbar:
+        pbar.update(1)
+        for t in range(1, k):
+            if t % 1024 == 0:
+                sums = block_sums()  # no drift from the incremental updates
+            pot = float(sums.sum())
+            if pot <= 0:  # every row sits on a centre already: draw uniformly
+                cand = torch.as_tensor(rng.integers(n, size=T), device=dev)
+            else:
+                u = torch.as_tensor(rng.random(T) * pot, dtype=torch.float64, device=dev)
+                cum = torch.cumsum(sums, 0)
+                b = torch.searchsorted(cum, u).clamp_(max=nblocks - 1)
+                rest = u - torch.where(b > 0, cum[(b - 1).clamp_(min=0)], torch.zeros_like(u))
+                cand = torch.empty(T, dtype=torch.int64, device=dev)
+                for j in range(T):  # inverse CDF inside the chosen block
+                    lo = int(b[j]) * _SUM_BLOCK
+                    within = torch.cumsum(D[lo:lo + _SUM_BLOCK].double(), 0)
+                    cand[j] = lo + int(torch.searchsorted(within, rest[j:j + 1]).clamp_(max=len(within) - 1))
+            cx = x[cand].float()
+            c2 = (cx * cx).sum(1)
+            dcc = (c2[:, None] - 2 * (cx @ cent[:t].T) + cc[None, :t]).clamp_min_(0)  # (T, t)
+            movable = dcc.min(0).values[near] < 4 * D
+            rows = None if bool(movable.float().mean() > 0.5) else torch.nonzero(movable).flatten()
+            m = n if rows is None else len(rows)
+            dist = torch.empty((m, T), dtype=torch.float32, device=dev)  # candidates' squared distances
+            for lo, hi in _rows_in_chunks(m, step):
+                dist[lo:hi] = dist_to(cx, c2, rows, lo, hi)
+            cur = D if rows is None else D[rows]
+            gain = (cur[:, None] - torch.minimum(dist, cur[:, None])).sum(0, dtype=torch.float64)
+            best = int(torch.argmax(gain))
+            better = torch.nonzero(dist[:, best] < cur).flatten()
+            moved = better if rows is None else rows[better]
+            d_new = dist[better, best]
+            sums.index_add_(0, block_of[moved], (d_new - D[moved]).double())
+            D[moved] = d_new
+            near[moved] = t
+            chosen[t] = int(cand[best])
+            cent[t] = cx[best]
+            cc[t] = c2[best]
+            pbar.update(1)
+    return chosen
+
+
+def lloyd(x: torch.Tensor, centroids: torch.Tensor, niter: int, search: str = "flat", spherical: bool = False,
+          progress: bool = False, chunk_bytes: int = 64 << 20) -> tuple[torch.Tensor, float]:
+    """``niter`` Lloyd updates from ``centroids`` (k, d) float32 on ``x``'s device.
+
+    Returns (centroids, inertia of the last assignment). Empty clusters keep their centroid.
+    """
+    k = len(centroids)
+    c = centroids.clone()
+    inertia = float("nan")
+    rows = _STEP_ROWS * 4 if x.device.type == "cpu" else 1 << 18
+    with bar(niter, "k-means", unit="iter", enabled=progress) as pbar:
+        for _ in range(niter):
+            find = CentroidSearch(c, search, chunk_bytes=chunk_bytes)
+            sums = torch.zeros_like(c)
+            counts = torch.zeros(k, dtype=torch.int64, device=c.device)
+            total = torch.zeros((), dtype=torch.float64, device=c.device)
+            for lo, hi in _rows_in_chunks(len(x), rows):
+                xb = x[lo:hi]
+                lab, d2 = find(xb)
+                sums.index_add_(0, lab, xb.float())
+                counts += torch.bincount(lab, minlength=k)
+                total += d2.sum(dtype=torch.float64)
+            full = counts > 0
+            c[full] = sums[full] / counts[full, None]
+            if spherical:
+                c /= torch.linalg.vector_norm(c, dim=1, keepdim=True).clamp_min_(1e-12)
+            inertia = float(total)
+            pbar.update(1)
+            pbar.set_postfix(inertia=f"{inertia:.4g}")
+    return c, inertia
+
+
+@dataclass
+class KMeansFit:
+    """k-means of an in-memory set: centroids (k, d) float32, seed indices (k,), inertia, seconds."""
+
+    centroids: np.ndarray
+    seeds: np.ndarray
+    inertia: float
+    seconds: dict = field(default_factory=dict)
+
+
+def fit_kmeans(x: torch.Tensor, k: int, *, niter: int = 20, seed: int = 0, n_local_trials: int | None = None,
+               init_sample: int = 0, search: str = "flat", spherical: bool = False,
+               progress: bool = False) -> KMeansFit:
+    """k-means++ seeding then ``niter`` Lloyd updates on ``x`` (n, d); k is capped at n.
+
+    ``init_sample``: seed on a uniform subsample of ``init_sample * k`` rows of ``x`` (0: on all of
+    ``x``, as ssl-data-curation does). Seeding reads its input once per centre, so on a CPU at large
+    k a subsample is many times faster; Lloyd always runs on all of ``x``.
+    """
     k = int(min(k, len(x)))
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=spherical, verbose=False,
-                      max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1)
-    km.train(x)
-    return km.centroids.copy()
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    if init_sample and init_sample * k < len(x):
+        sub = torch.as_tensor(np.sort(rng.choice(len(x), init_sample * k, replace=False)), device=x.device)
+        seeds = sub[torch.as_tensor(kmeans_plusplus(x[sub], k, rng, n_local_trials, progress),
+                                    device=x.device)].cpu().numpy()
+    else:
+        seeds = kmeans_plusplus(x, k, rng, n_local_trials, progress)
+    t1 = time.perf_counter()
+    init = x[torch.as_tensor(seeds, device=x.device)].float()
+    if spherical:
+        init /= torch.linalg.vector_norm(init, dim=1, keepdim=True).clamp_min_(1e-12)
+    if search == "torch":
+        cent, inertia = lloyd(x, init, niter, search, spherical, progress)
+    else:
+        with single_torch_thread():  # FAISS's OpenMP threads need the cores
+            cent, inertia = lloyd(x, init, niter, search, spherical, progress)
+    return KMeansFit(cent.cpu().numpy(), seeds, inertia,
+                     {"kmeans++": round(t1 - t0, 3), "lloyd": round(time.perf_counter() - t1, 3)})
 
 
-def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid of each row: (labels int64 (n,), squared L2 distances float32 (n,))."""
-    index = faiss.IndexFlatL2(centroids.shape[1])
-    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    d2, lab = index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
-    return lab[:, 0], d2[:, 0]
+@dataclass
+class Projection:
+    """PCA to fewer dimensions: ``(x - mean) @ components.T`` (components (d_out, d_in))."""
+
+    mean: np.ndarray
+    components: np.ndarray
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, dim: int) -> Projection:
+        mean = x.float().mean(0)
+        cov = torch.zeros((x.shape[1], x.shape[1]), dtype=torch.float64, device=x.device)
+        for lo, hi in _rows_in_chunks(len(x), _STEP_ROWS):
+            xc = (x[lo:hi].float() - mean).double()
+            cov += xc.T @ xc
+        _, vecs = torch.linalg.eigh(cov)
+        comp = vecs[:, -dim:].flip(1).T.float()
+        return cls(mean.cpu().numpy(), comp.cpu().numpy())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.as_tensor(self.mean, device=x.device)
+        comp = torch.as_tensor(self.components, device=x.device)
+        return (x.float() - mean) @ comp.T
+
+
+def resolve_search(backend: str, assign: str, device: torch.device) -> str:
+    """The centroid search kind for a backend choice, assignment mode and device."""
+    if backend not in BACKENDS:
+        raise DataselectError(f"--backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    if assign not in ASSIGN_KINDS:
+        raise DataselectError(f"--assign {assign!r}: choose from {', '.join(ASSIGN_KINDS)}")
+    if backend == "faiss" and device.type != "cpu":
+        raise DataselectError("--backend faiss runs on the CPU (faiss-cpu); use --backend torch with --device cuda")
+    if backend == "torch" or (backend == "auto" and device.type != "cpu"):
+        if assign == "hnsw":
+            raise DataselectError("--assign hnsw is a FAISS CPU option; on the torch backend assignment is exact")
+        return "torch"
+    return "flat" if assign == "exact" else "hnsw"
+
+
+def assign_store(store: Store, centroids: np.ndarray, *, search: str, device: torch.device,
+                 projection: Projection | None = None, block_rows: int = 32768, progress: bool = False,
+                 desc: str = "assign") -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every stored row, streamed: (labels (n,) int32, squared distances (n,) float32)."""
+    labels = np.empty(store.n_rows, dtype=np.int32)
+    dist2 = np.empty(store.n_rows, dtype=np.float32)
+    find = CentroidSearch(torch.as_tensor(centroids, device=device), search)
+    at = 0
+    with bar(store.n_rows, desc, enabled=progress) as pbar:
+        for lo, block in device_blocks(store, device, block_rows):
+            xb = projection(block) if projection is not None else block
+            lab, d2 = find(xb)
+            labels[lo:lo + len(block)] = lab.cpu().numpy()
+            dist2[lo:lo + len(block)] = d2.cpu().numpy()
+            at = lo + len(block)
+            pbar.update(len(block))
+    assert at == store.n_rows
+    return labels, dist2
+
+
+@dataclass
+class Plan:
+    """Memory plan of one clustering: how many sample rows fit, and what the rule of thumb wanted."""
+
+    sample_rows: int
+    wanted_rows: int
+    block_rows: int
+    host_bytes: int
+    device: str
+    limited_by_budget: bool
+
+
+def plan_memory(store: Store, k: int, d_cluster: int, wanted: int, device: torch.device,
+                resources: Resources, keep_rows: int = 0, extra: int = 0) -> Plan:
+    """Size the training sample and streaming blocks from the memory budget (see module docstring).
+
+    Host memory: per-row state (labels, distances, row numbers: 16 B/row, plus ``keep_rows`` more
+    int64 positions), centroid state (3 k d float32), the k-means++ state (13 B per sample row), a
+    streaming block (float32 copy plus k distances a row), one mapped shard of float16, and -- on
+    the CPU -- the float32 sample itself. On CUDA the sample lives in GPU memory as float16.
+    """
+    d = store.dim
+    n = store.n_rows
+    shard_rows = max((s["rows_stored"] for s in store.shards), default=0)
+    budget = resources.memory
+    free = budget.free()
+    block_rows = int(max(256, min(32768, min(64 * MiB, free // 8) // (4 * (d + k)))))  # <= 1/8 of what is free
+    fixed = (extra + 16 * n + 8 * keep_rows + 3 * 4 * k * max(d, d_cluster) + block_rows * 4 * (d + k) + shard_rows * d * 2)
+    per_row = 13 + (4 * max(d, d_cluster) if device.type == "cpu" else 0)
+    minimum = fixed + per_row * k
+    budget.require(minimum, f"clustering {n:,} rows into k={k:,} clusters ({d}-dim)", free)
+    fit = (free - fixed) // per_row if device.type == "cpu" else wanted
+    if device.type == "cuda":
+        gpu_free, _ = torch.cuda.mem_get_info(device)
+        fit = int(min(fit, 0.8 * gpu_free // (2 * d + 16)))
+    rows = int(min(wanted, n, fit))
+    return Plan(rows, int(min(wanted, n)), block_rows, fixed + per_row * rows, str(device), rows < min(wanted, n))
 
 
 @dataclass
@@ -51,6 +328,7 @@ class Clustering:
     labels : (n,) int32 cluster of each row.
     dist2 : (n,) float32 squared distance of each row to its centroid.
     rows : (n,) int64 pool row numbers.
+    meta : effective parameters (k, sample size, device, backend, timings).
     """
 
     centroids: np.ndarray
@@ -58,7 +336,7 @@ class Clustering:
     dist2: np.ndarray
     rows: np.ndarray
     meta: dict
-    pca: faiss.PCAMatrix | None = None
+    projection: Projection | None = None
 
     @property
     def k(self) -> int:
@@ -70,60 +348,89 @@ class Clustering:
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Map (n, dim) vectors into the space the centroids live in."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        return self.pca.apply(x) if self.pca is not None else x
+        return self.projection(torch.from_numpy(x)).numpy() if self.projection is not None else x
+
+    def save(self, folder: Path) -> None:
+        with atomic_dir(folder, overwrite=True) as tmp:
+            np.save(tmp / "centroids.npy", self.centroids)
+            np.save(tmp / "labels.npy", self.labels)
+            np.save(tmp / "dist2.npy", self.dist2)
+            if self.projection is not None:
+                np.savez(tmp / "pca.npz", mean=self.projection.mean, components=self.projection.components)
+            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2) + "\n")
 
     @classmethod
     def load(cls, folder, store: Store) -> Clustering:
         folder = Path(folder)
         meta = json.loads((folder / "meta.json").read_text())
-        if meta["store_hash"] != store.hash:
+        if meta.get("store_hash") != store.hash:
             raise DataselectError(f"{folder} is stale: it was made for another version of the store; delete it "
                                   "and run again to re-cluster")
-        pca = faiss.read_VectorTransform(str(folder / "pca.faiss")) if (folder / "pca.faiss").exists() else None
-        return cls(np.load(folder / "centroids.npy"), np.load(folder / "labels.npy"), np.load(folder / "dist2.npy"),
-                   store.rows(), meta, pca)
+        labels, dist2 = np.load(folder / "labels.npy"), np.load(folder / "dist2.npy")
+        centroids = np.load(folder / "centroids.npy")
+        if len(labels) != store.n_rows or len(dist2) != store.n_rows or len(centroids) != meta.get("k_effective"):
+            raise DataselectError(f"{folder}: cached clustering does not match the store ({store.n_rows:,} rows); "
+                                  "delete it and run again")
+        proj = None
+        if (folder / "pca.npz").exists():
+            z = np.load(folder / "pca.npz")
+            proj = Projection(z["mean"], z["components"])
+        return cls(centroids, labels, dist2, store.rows(), meta, proj)
+
+
+def sample_note(what: str, plan: Plan, k: int) -> str:
+    return (f"{what}: the memory budget holds a {plan.sample_rows:,}-row training sample "
+            f"({plan.sample_rows / k:.0f} per centroid), not the {plan.wanted_rows:,} rows of the rule of thumb "
+            f"({POINTS_PER_CENTROID} per centroid); raise --max-memory for a larger sample")
 
 
 def cluster_store(store: Store, k: int, *, niter: int = 20, seed: int = 0, spherical: bool = False,
-                  max_points_per_centroid: int = 256, pca_dim: int = 0, cache: bool = True) -> Clustering:
+                  sample_size: int = 0, pca_dim: int = 0, n_local_trials: int | None = None, init_sample: int = 0,
+                  backend: str = "auto", assign: str = "exact", resources: Resources | None = None,
+                  cache: bool = True) -> Clustering:
     """Cluster the store (see module docstring); returns the cached clustering when there is one."""
+    resources = resources or Resources.make(progress=False)
     n = store.n_rows
     if not 1 <= k <= n:
         raise DataselectError(f"--k {k}: must be between 1 and the pool size ({n:,})")
     if pca_dim and not 0 < pca_dim < store.dim:
         raise DataselectError(f"--pca-dim {pca_dim}: must be between 1 and the dimension {store.dim}")
-    params = {"k": k, "niter": niter, "seed": seed, "spherical": spherical,
-              "max_points_per_centroid": max_points_per_centroid, "pca_dim": pca_dim}
+    if sample_size < 0 or niter < 1:
+        raise DataselectError("--sample-size must be >= 0 and --niter >= 1")
+    device = resources.torch_device()
+    search = resolve_search(backend, assign, device)
+    wanted = sample_size or k * POINTS_PER_CENTROID
+    seed_copy = 4 * init_sample * k * store.dim if device.type == "cpu" else 0  # the seeding subsample
+    plan = plan_memory(store, k, pca_dim or store.dim, wanted, device, resources, extra=seed_copy)
+    params = {"k": k, "niter": niter, "seed": seed, "spherical": spherical, "sample_rows": plan.sample_rows,
+              "pca_dim": pca_dim, "n_local_trials": n_local_trials or default_trials(k), "init_sample": init_sample,
+              "search": search}
     key = hashlib.sha256(json.dumps({**params, "store": store.hash}, sort_keys=True).encode()).hexdigest()[:16]
     folder = store.path / "clusterings" / key
     if cache and (folder / "meta.json").is_file():
         return Clustering.load(folder, store)
-    train = read_positions(store, sample_positions(n, k * max_points_per_centroid, seed))
-    pca = None
+    if plan.limited_by_budget:
+        note(sample_note(f"k-means with k={k:,}", plan, k))
+    t0 = time.perf_counter()
+    x = load_rows(store, sample_positions(n, plan.sample_rows, seed), device, progress=resources.progress)
+    proj = None
     if pca_dim:
-        pca = faiss.PCAMatrix(store.dim, pca_dim)
-        pca.train(train)
-        train = pca.apply(train)
-    centroids = kmeans_fit(train, k, niter=niter, seed=seed, spherical=spherical,
-                           max_points_per_centroid=max_points_per_centroid)
-    del train
-    labels = np.empty(n, dtype=np.int32)
-    dist2 = np.empty(n, dtype=np.float32)
-    index = faiss.IndexFlatL2(centroids.shape[1])
-    index.add(centroids)
-    for start, block in iter_float_blocks(store):
-        x = pca.apply(block) if pca is not None else block
-        d2, lab = index.search(x, 1)
-        labels[start:start + len(block)] = lab[:, 0]
-        dist2[start:start + len(block)] = d2[:, 0]
-    meta = {**params, "store_hash": store.hash, "n": n}
-    clustering = Clustering(centroids, labels, dist2, store.rows(), meta, pca)
+        proj = Projection.fit(x, pca_dim)
+        x = proj(x).to(x.dtype)
+    t_sample = time.perf_counter() - t0
+    fit = fit_kmeans(x, k, niter=niter, seed=seed, n_local_trials=n_local_trials, init_sample=init_sample,
+                     search=search, spherical=spherical, progress=resources.progress)
+    del x
+    t1 = time.perf_counter()
+    labels, dist2 = assign_store(store, fit.centroids, search=search, device=device, projection=proj,
+                                 block_rows=plan.block_rows, progress=resources.progress)
+    meta = {**params, "store_hash": store.hash, "n": n, "k_effective": len(fit.centroids),
+            "sample_rows_wanted": plan.wanted_rows, "sample_limited_by_memory": plan.limited_by_budget,
+            "planned_host_bytes": plan.host_bytes, "planned_host": fmt_bytes(plan.host_bytes),
+            "device": plan.device, "backend": "faiss" if search in ("flat", "hnsw") else "torch",
+            "sample_inertia": fit.inertia, "pool_inertia": float(dist2.astype(np.float64).sum()),
+            "seconds": {"sample": round(t_sample, 3), **fit.seconds, "assign": round(time.perf_counter() - t1, 3)}}
+    clustering = Clustering(fit.centroids, labels, dist2, store.rows(), meta, proj)
     if cache:
-        with atomic_dir(folder, overwrite=True) as tmp:
-            np.save(tmp / "centroids.npy", centroids)
-            np.save(tmp / "labels.npy", labels)
-            np.save(tmp / "dist2.npy", dist2)
-            if pca is not None:
-                faiss.write_VectorTransform(pca, str(tmp / "pca.faiss"))
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        clustering.save(folder)
     return clustering

@@ -1,10 +1,18 @@
-"""Uniform row samples of a store, read shard by shard (sorted positions, one pass)."""
+"""Rows of a store read onto a device: uniform samples, chosen positions, or all of it in blocks.
+
+Everything streams shard by shard in one pass over sorted positions; on the CPU rows arrive as
+float32, on CUDA as float16 (the store's own precision) so that a large sample fits on the GPU.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import warnings
 
-from dataselect.scoring import half_to_float
+import numpy as np
+import torch
+
+from dataselect.progress import bar
+from dataselect.scoring import half_to_float, single_torch_thread
 from dataselect.store import Store
 
 
@@ -17,24 +25,57 @@ def sample_positions(n: int, size: int, seed: int) -> np.ndarray:
 
 def read_positions(store: Store, positions: np.ndarray) -> np.ndarray:
     """float32 embeddings at sorted store positions (0..n_rows-1), streaming the store once."""
-    out = np.empty((len(positions), store.dim), dtype=np.float32)
+    return load_rows(store, positions, torch.device("cpu")).numpy()
+
+
+def load_rows(store: Store, positions: np.ndarray, device: torch.device, progress: bool = False) -> torch.Tensor:
+    """Embeddings at sorted store ``positions`` as a (len, dim) tensor on ``device``.
+
+    float32 on the CPU, float16 on CUDA (copied there block by block: the host never holds them all).
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    cpu = device.type == "cpu"
+    out = torch.empty((len(positions), store.dim), dtype=torch.float32 if cpu else torch.float16, device=device)
     at = start = 0
-    for block in store.iter_blocks(("embedding",)):
-        b = len(block["embedding"])
-        lo, hi = np.searchsorted(positions, [start, start + b])
-        if hi > lo:
-            half_to_float(block["embedding"][positions[lo:hi] - start], out[at:at + hi - lo])
-            at += hi - lo
-        start += b
+    with bar(len(positions), "read sample", enabled=progress and len(positions) > 0) as pbar, single_torch_thread():
+        for block in store.iter_blocks(("embedding",)):
+            b = len(block["embedding"])
+            lo, hi = np.searchsorted(positions, [start, start + b])
+            if hi > lo:
+                rows = block["embedding"][positions[lo:hi] - start]
+                if cpu:
+                    half_to_float(rows, out[at:at + hi - lo].numpy())
+                else:
+                    out[at:at + hi - lo] = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float16)).to(device)
+                at += hi - lo
+                pbar.update(hi - lo)
+            start += b
     return out
 
 
-def iter_float_blocks(store: Store, block_rows: int = 65536):
-    """Yield (start position, float32 (b, dim) block) over the whole store."""
+def device_blocks(store: Store, device: torch.device, block_rows: int = 32768):
+    """Yield (start position, (b, dim) tensor) over the whole store on ``device``.
+
+    On the CPU the float32 block is a reused buffer: use it before asking for the next one.
+    """
     start = 0
-    buf = np.empty((block_rows, store.dim), dtype=np.float32)
+    cpu = device.type == "cpu"
+    buf = np.empty((block_rows, store.dim), dtype=np.float32) if cpu else None
     for block in store.iter_blocks(("embedding",), block_rows):
-        b = len(block["embedding"])
-        half_to_float(block["embedding"], buf[:b])
-        yield start, buf[:b]
+        emb = block["embedding"]
+        b = len(emb)
+        if cpu:
+            with single_torch_thread():
+                half_to_float(emb, buf[:b])
+            yield start, torch.from_numpy(buf[:b])
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # read-only mapped source: only copied
+                yield start, torch.from_numpy(np.ascontiguousarray(emb)).to(device)
         start += b
+
+
+def iter_float_blocks(store: Store, block_rows: int = 65536):
+    """Yield (start position, float32 (b, dim) numpy block) over the whole store."""
+    for start, block in device_blocks(store, torch.device("cpu"), block_rows):
+        yield start, block.numpy()

@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from dataselect.errors import DataselectError
+from dataselect.resources import Resources
 from dataselect.selection import Selection
 from dataselect.store import Store
 
@@ -33,8 +34,11 @@ class Selector(ABC):
 
     @abstractmethod
     def select(self, pool: Store, budget: int, rng: np.random.Generator,
-               queries: typing.Sequence[Store] = ()) -> Selection:
-        """Pick ``budget`` distinct rows of ``pool`` (``1 <= budget <= len(pool)``)."""
+               queries: typing.Sequence[Store] = (), resources: Resources | None = None) -> Selection:
+        """Pick ``budget`` distinct rows of ``pool`` (``1 <= budget <= len(pool)``).
+
+        ``resources``: device, memory budget and progress display (defaults: auto, default budget).
+        """
 
     @classmethod
     def parameters(cls) -> dict[str, inspect.Parameter]:

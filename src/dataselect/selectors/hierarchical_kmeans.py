@@ -1,12 +1,15 @@
-"""``hierarchical-kmeans``: balanced hierarchical sampling (Vo et al. 2024).
+"""``hierarchical-kmeans``: balanced hierarchical sampling (Vo et al. 2024, facebookresearch/ssl-data-curation).
 
 The pool is clustered into a hierarchy (see :mod:`dataselect.pool_index.hierarchical`). The budget is
-then split top-down: at each node, its share goes to its children by water-filling -- the largest
-cut c with sum_i min(c, size_i) <= share, so a child smaller than its share gives the rest to the
-others -- and the remainder (fewer than the number of children still open) goes one row each to the
-open children with the most rows (ties by cluster number). At the leaves (level-1 clusters), rows
-are picked ``random`` (seeded) or ``closest`` to the centroid. The selection records each row's
-``cluster_path`` ("top/.../leaf"), and is ordered by a seeded shuffle so every prefix is balanced too.
+then split top-down (reference: ``src/hierarchical_sampling.py``). At each node its share goes to
+its children by water-filling: the largest cut c with ``sum_i min(c, size_i) <= share`` (sizes
+count pool rows under each child), every child gets ``min(c, size_i)``, and the remainder -- fewer
+rows than there are children above the cut -- goes +1 each to children drawn at random, without
+replacement, among those with ``size_i > c`` (``remainder random``, the reference's rule; seeded by
+``--seed``). ``remainder largest`` gives it to the largest such children instead (deterministic).
+At the leaves (level-1 clusters) rows are picked at ``random`` (the reference's default ``r``) or
+``closest`` to the centroid (``c``). The selection records each row's ``cluster_path``
+("top/.../leaf") and is ordered by a seeded shuffle, so every prefix is balanced too.
 """
 
 from __future__ import annotations
@@ -14,29 +17,44 @@ from __future__ import annotations
 import numpy as np
 
 from dataselect.errors import DataselectError
-from dataselect.pool_index.hierarchical import Hierarchy, build_hierarchy, default_levels
+from dataselect.pool_index.hierarchical import RESAMPLE_STRATEGIES, Hierarchy, build_hierarchy, default_levels
 from dataselect.selection import Selection
 from dataselect.selectors.base import Selector, check_choice, register
 
+REMAINDERS = ("random", "largest")
 
-def water_fill(sizes: np.ndarray, target: int) -> np.ndarray:
-    """Split ``target`` over groups of ``sizes`` as evenly as possible (see module docstring)."""
+
+def best_cut(sizes: np.ndarray, target: int) -> int:
+    """The largest integer c with ``sum(min(c, sizes)) <= target`` (``max(sizes)`` when all fit)."""
     sizes = np.asarray(sizes, dtype=np.int64)
     if target >= sizes.sum():
-        return sizes.copy()
-    lo, hi = 0, int(sizes.max())
-    while hi - lo > 1:  # largest c with sum(min(c, sizes)) <= target
+        return int(sizes.max(initial=0))
+    lo, hi = 0, int(sizes.max())  # invariant: f(lo) <= target < f(hi)
+    while hi - lo > 1:
         mid = (lo + hi) // 2
         if np.minimum(mid, sizes).sum() <= target:
             lo = mid
         else:
             hi = mid
-    c = hi if np.minimum(hi, sizes).sum() <= target else lo
+    return lo
+
+
+def water_fill(sizes: np.ndarray, target: int, rng: np.random.Generator | None = None,
+               remainder: str = "random") -> np.ndarray:
+    """Split ``target`` over groups of ``sizes`` as evenly as possible (see module docstring)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if target >= sizes.sum():
+        return sizes.copy()
+    c = best_cut(sizes, target)
     take = np.minimum(c, sizes)
     rest = int(target - take.sum())
     if rest:
         open_ = np.nonzero(sizes > c)[0]
-        take[open_[np.lexsort((open_, -sizes[open_]))[:rest]]] += 1
+        if remainder == "random":
+            rng = rng if rng is not None else np.random.default_rng(0)
+            take[rng.choice(open_, rest, replace=False)] += 1
+        else:
+            take[open_[np.lexsort((open_, -sizes[open_]))[:rest]]] += 1
     return take
 
 
@@ -46,19 +64,21 @@ def _groups(labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return order, np.searchsorted(labels[order], np.arange(k + 1))
 
 
-def leaf_targets(h: Hierarchy, budget: int) -> np.ndarray:
+def leaf_targets(h: Hierarchy, budget: int, rng: np.random.Generator | None = None,
+                 remainder: str = "random") -> np.ndarray:
     """Rows to take from each level-1 cluster (balanced top-down)."""
-    ks = [int(h.labels[0].max()) + 1] + [int(lab.max()) + 1 for lab in h.labels[1:]]
-    counts = [np.bincount(h.labels[0], minlength=ks[0])]
+    # clusters per level: level l's count is the length of its parent array (empty clusters included)
+    ks = [len(lab) for lab in h.labels[1:]] + [int(h.labels[-1].max()) + 1]
+    counts = [np.bincount(h.labels[0], minlength=ks[0])]  # pool rows under each cluster, per level
     for lab, k in zip(h.labels[1:], ks[1:], strict=True):
         counts.append(np.bincount(lab, weights=counts[-1], minlength=k).astype(np.int64))
-    targets = water_fill(counts[-1], budget)
+    targets = water_fill(counts[-1], budget, rng, remainder)
     for level in range(len(ks) - 1, 0, -1):  # split each level-(level+1) cluster's share over its children
         order, starts = _groups(h.labels[level], ks[level])
         child = np.zeros(ks[level - 1], dtype=np.int64)
         for c in np.nonzero(targets)[0]:
             members = order[starts[c]:starts[c + 1]]
-            child[members] = water_fill(counts[level - 1][members], int(targets[c]))
+            child[members] = water_fill(counts[level - 1][members], int(targets[c]), rng, remainder)
         targets = child
     return targets
 
@@ -69,37 +89,53 @@ class HierarchicalKMeans(Selector):
 
     Parameters
     ----------
-    k : clusters per level, bottom to top, e.g. "20000,2000,200,50" (empty: by pool size, see
-        dataselect.pool_index.hierarchical.default_levels).
-    resamples : resampling-clustering steps per level.
-    sample_sizes : points kept per cluster in resampling, one per level (empty: half the mean size).
-    leaf : "random" or "closest" (to the leaf centroid).
-    niter : k-means iterations; pca_dim : PCA before clustering (0: none); cluster_seed : clustering seed.
+    k : clusters per level, bottom to top, e.g. "20000,2000,200,20" (empty: n/256 clamped to
+        [2, 20000], then /10 per level while >= 10, at most 4 levels).
+    resamples : resampling steps per level after the first k-means (reference: 10 runs = 1 + 9).
+    sample_sizes : points kept per cluster in resampling, one per level (empty: half the mean
+        cluster size of the level, the reference configs' advice).
+    resample : "closest" (reference default "c") or "random" points per cluster in resampling.
+    leaf : "random" (reference default "r") or "closest" rows within a leaf cluster.
+    remainder : "random" (reference) or "largest": who gets the rows left after the water-filling cut.
+    niter : Lloyd updates per k-means (reference: 50).
+    sample_size : level-1 training rows (0: 256 per centroid, within the memory budget).
+    init_sample : k-means++ on this many rows per centroid (0: all of the k-means input, as the reference).
+    cluster_seed : seed of the clustering (kept apart from --seed so a re-sample reuses the cache).
+    backend : "auto" (torch on CUDA, FAISS on CPU), "faiss" or "torch".
+    assign : "exact" or "hnsw" (FAISS HNSW over the centroids: approximate, faster at large k on CPU).
     """
 
     name = "hierarchical-kmeans"
 
-    def __init__(self, *, k: list[int] | None = None, resamples: int = 3, sample_sizes: list[int] | None = None,
-                 leaf: str = "random", niter: int = 20, pca_dim: int = 0, cluster_seed: int = 0):
+    def __init__(self, *, k: list[int] | None = None, resamples: int = 9, sample_sizes: list[int] | None = None,
+                 resample: str = "closest", leaf: str = "random", remainder: str = "random", niter: int = 50,
+                 sample_size: int = 0, init_sample: int = 0, cluster_seed: int = 0, backend: str = "auto",
+                 assign: str = "exact"):
+        check_choice("resample", resample, RESAMPLE_STRATEGIES)
         check_choice("leaf", leaf, ("random", "closest"))
-        if resamples < 0 or niter < 1:
-            raise DataselectError("--resamples must be >= 0 and --niter >= 1")
+        check_choice("remainder", remainder, REMAINDERS)
+        if resamples < 0 or niter < 1 or sample_size < 0 or init_sample < 0:
+            raise DataselectError("--resamples, --sample-size and --init-sample must be >= 0 and --niter >= 1")
         self.k, self.resamples, self.sample_sizes = list(k or []), resamples, list(sample_sizes or [])
-        self.leaf, self.niter, self.pca_dim, self.cluster_seed = leaf, niter, pca_dim, cluster_seed
+        self.resample, self.leaf, self.remainder, self.niter = resample, leaf, remainder, niter
+        self.sample_size, self.init_sample, self.cluster_seed = sample_size, init_sample, cluster_seed
+        self.backend, self.assign = backend, assign
 
-    def hierarchy(self, pool) -> Hierarchy:
+    def hierarchy(self, pool, resources=None) -> Hierarchy:
         return build_hierarchy(pool, self.k or default_levels(pool.n_rows), resamples=self.resamples,
-                               sample_sizes=self.sample_sizes or None, niter=self.niter, seed=self.cluster_seed,
-                               pca_dim=self.pca_dim)
+                               sample_sizes=self.sample_sizes or None, strategy=self.resample, niter=self.niter,
+                               seed=self.cluster_seed, sample_size=self.sample_size, init_sample=self.init_sample,
+                               backend=self.backend, assign=self.assign, resources=resources)
 
-    def select(self, pool, budget, rng, queries=()):
+    def select(self, pool, budget, rng, queries=(), resources=None):
         rng = rng if rng is not None else np.random.default_rng(0)
-        h = self.hierarchy(pool)
-        targets = leaf_targets(h, budget)
+        h = self.hierarchy(pool, resources)
+        targets = leaf_targets(h, budget, rng, self.remainder)
         key = h.dist2 if self.leaf == "closest" else rng.random(len(h.dist2))
         order = np.lexsort((np.arange(len(key)), key, h.labels[0]))  # by leaf, then closeness / random key
         starts = np.searchsorted(h.labels[0][order], np.arange(len(targets) + 1))
         picked = np.concatenate([order[starts[c]:starts[c] + targets[c]] for c in np.nonzero(targets)[0]])
         picked = picked[rng.permutation(len(picked))]
         return Selection(rows=h.rows[picked], scores=(-h.dist2[picked]).astype(np.float32),
-                         extra={"cluster_path": np.array(h.paths(picked), dtype=object)})
+                         extra={"cluster_path": np.array(h.paths(picked), dtype=object)},
+                         info={"clustering": h.meta})

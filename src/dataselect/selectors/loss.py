@@ -59,7 +59,7 @@ class LossSelector(Selector):
         self.score = score
         self.pick = pick
 
-    def select(self, pool, budget, rng, queries=()):
+    def select(self, pool, budget, rng, queries=(), resources=None):
         rows, values = loss_scores(pool, self.score)
         if budget > len(rows):
             why = " (rows with IFD >= 1 are dropped)" if self.score == "ifd" else ""

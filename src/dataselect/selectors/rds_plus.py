@@ -99,10 +99,15 @@ class RDSPlus(Selector):
         self.round_robin = round_robin
         self.block_rows = int(block_rows)
 
-    def score(self, pool, queries):
+    def score(self, pool, queries, resources=None):
         """Return (rows (N,), scores (N, T) float32, task names)."""
         Q, starts, names = query_matrix(pool, queries)
-        rows, scores = score_tasks(pool, Q, starts, self.aggregate, self.block_rows)
+        device = resources.torch_device() if resources is not None else None
+        if resources is not None:
+            resources.memory.require(pool.n_rows * (8 + 8 * len(starts)), f"rds+ scores of {pool.n_rows:,} rows "
+                                     f"for {len(starts)} tasks")
+        rows, scores = score_tasks(pool, Q, starts, self.aggregate, self.block_rows, device=device,
+                                   progress=bool(resources and resources.progress))
         return rows, scores, names
 
     def select_from_scores(self, rows, scores, names, budget) -> Selection:
@@ -111,6 +116,6 @@ class RDSPlus(Selector):
         pos, sc, task = rr(orders, scores, budget)
         return Selection(rows=rows[pos], scores=sc, tasks=np.array(names, dtype=object)[task])
 
-    def select(self, pool, budget, rng, queries=()):
-        rows, scores, names = self.score(pool, queries)
+    def select(self, pool, budget, rng, queries=(), resources=None):
+        rows, scores, names = self.score(pool, queries, resources)
         return self.select_from_scores(rows, scores, names, budget)

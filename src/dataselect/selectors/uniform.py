@@ -44,7 +44,7 @@ class RandomSelector(Selector):
         check_choice("stratify", stratify, ("none", "source"))
         self.stratify = stratify
 
-    def select(self, pool, budget, rng, queries=()):
+    def select(self, pool, budget, rng, queries=(), resources=None):
         rows = pool.rows()
         n = len(rows)
         if self.stratify == "none":

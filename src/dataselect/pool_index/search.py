@@ -1,0 +1,82 @@
+"""Nearest centroid of many rows: the kernel every k-means step spends its time in.
+
+Three ways behind one class, all giving (label, squared L2 distance) per row:
+
+* ``flat``  -- FAISS ``IndexFlatL2`` on the CPU: exact, BLAS distances with a fused argmin.
+* ``hnsw``  -- FAISS ``IndexHNSWFlat`` built over the centroids: approximate, for large k on the CPU
+  (tens of thousands of centroids); the returned distance is the exact one to the centroid found.
+* ``torch`` -- chunked matrix multiplies on the tensor's device (CPU or CUDA):
+  ``|x - c|^2 = |x|^2 - 2 x.c + |c|^2``. On CUDA the inputs stay float16 and products accumulate in
+  float32 (``out_dtype``), on the CPU everything is float32.
+
+Rows are torch tensors (CPU tensors share memory with numpy, so FAISS reads them without a copy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+SEARCH_KINDS = ("flat", "hnsw", "torch")
+HNSW_M = 32
+
+
+def _chunk_rows(k: int, chunk_bytes: int) -> int:
+    return int(max(256, min(1 << 16, chunk_bytes // (4 * max(k, 1)))))
+
+
+class CentroidSearch:
+    """Nearest of ``centroids`` (k, d) for rows of ``d`` dims.
+
+    Parameters
+    ----------
+    centroids : (k, d) float32 tensor, on the device the rows will be on.
+    kind : "flat", "hnsw" or "torch" (see module docstring).
+    chunk_bytes : the torch kind's distance block (rows x k float32) stays under this.
+    ef_search : HNSW breadth of search (higher: more exact, slower).
+    """
+
+    def __init__(self, centroids: torch.Tensor, kind: str = "flat", chunk_bytes: int = 64 << 20,
+                 ef_search: int = 128):
+        if kind not in SEARCH_KINDS:
+            raise ValueError(f"unknown centroid search {kind!r}")
+        self.kind = kind
+        self.k, self.d = centroids.shape
+        if kind == "torch":
+            self.centroids = centroids.float()
+            self.cc = (self.centroids * self.centroids).sum(1)
+            self.half = self.centroids.half() if centroids.device.type == "cuda" else None
+            self.rows_per_chunk = _chunk_rows(self.k, chunk_bytes)
+            return
+        import faiss
+
+        c = np.ascontiguousarray(centroids.detach().cpu().numpy(), dtype=np.float32)
+        if kind == "flat":
+            self.index = faiss.IndexFlatL2(self.d)
+        else:
+            self.index = faiss.IndexHNSWFlat(self.d, HNSW_M)
+            self.index.hnsw.efConstruction = 80
+            self.index.hnsw.efSearch = ef_search
+        self.index.add(c)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(m, d) rows -> (labels (m,) int64, squared distances (m,) float32), on the rows' device."""
+        if self.kind != "torch":
+            d2, lab = self.index.search(np.ascontiguousarray(x.numpy(), dtype=np.float32), 1)
+            return torch.from_numpy(lab[:, 0]), torch.from_numpy(np.maximum(d2[:, 0], 0))
+        m = len(x)
+        labels = torch.empty(m, dtype=torch.int64, device=x.device)
+        dist2 = torch.empty(m, dtype=torch.float32, device=x.device)
+        for lo in range(0, m, self.rows_per_chunk):
+            xb = x[lo:lo + self.rows_per_chunk]
+            if self.half is not None and xb.dtype == torch.float16:
+                dots = torch.mm(xb, self.half.T, out_dtype=torch.float32)
+                xx = torch.linalg.vector_norm(xb, dim=1, dtype=torch.float32).square_()
+            else:
+                xb = xb.float()
+                dots = xb @ self.centroids.T
+                xx = (xb * xb).sum(1)
+            val, idx = dots.mul_(-2).add_(self.cc).min(1)
+            labels[lo:lo + len(xb)] = idx
+            dist2[lo:lo + len(xb)] = (val + xx).clamp_min_(0)
+        return labels, dist2
