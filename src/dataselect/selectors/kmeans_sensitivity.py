@@ -191,12 +191,7 @@ class KMeansSensitivity(Selector):
 
     def cluster_losses(self, clustering: Clustering, pool, resources=None) -> tuple[np.ndarray, dict]:
         """Loss l(C) of each cluster's representative (module docstring), and what was used."""
-        has_column = "loss_response" in pool.columns
-        if not has_column and not self.loss_model:
-            raise DataselectError(f"kmeans-sensitivity needs the model's loss: {pool.path} has no loss column. Embed "
-                                  "with --with-loss (or run `dataselect score`), pass --loss-model MODEL --pool POOL "
-                                  "to score only the k cluster representatives, or use --variant coreset")
-        if has_column and not self.loss_model:
+        if "loss_response" in pool.columns and not self.loss_model:
             loss = pool.column("loss_response").astype(np.float64)
             reps = representatives(clustering, np.isfinite(loss))
             rep_loss = np.where(reps >= 0, loss[np.maximum(reps, 0)], np.nan)
@@ -241,6 +236,10 @@ class KMeansSensitivity(Selector):
 
     def select(self, pool, budget, rng, queries=(), resources=None):
         rng = rng if rng is not None else np.random.default_rng(0)
+        if self.variant == "loss" and not self.loss_model and "loss_response" not in pool.columns:
+            raise DataselectError(f"kmeans-sensitivity needs the model's loss: {pool.path} has no loss column. Embed "
+                                  "with --with-loss (or run `dataselect score`), pass --loss-model MODEL --pool POOL "
+                                  "to score only the k cluster representatives, or use --variant coreset")
         cl = self.cluster(pool, resources)
         info = {"clustering": cl.meta, "variant": self.variant}
         if self.variant == "coreset":

@@ -23,14 +23,38 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+_JOB: dict = {}  # what forked writer processes need (set before the pool starts)
+
+
+def _write_one(job: tuple[int, int, int]) -> dict:
+    k, lo, hi = job
+    out, blocks, tasks, sources, extra = (_JOB[key] for key in ("out", "blocks", "tasks", "sources", "extra"))
+    emb = blocks(lo, hi)
+    cols = {"row": pa.array(np.arange(lo, hi, dtype=np.int64)),
+            "id": pa.array([f"r{i}" for i in range(lo, hi)], pa.string()),
+            "source": pa.array(sources[lo:hi] if sources else [None] * (hi - lo), pa.string())}
+    if tasks is not None:
+        cols["task"] = pa.array(tasks[lo:hi], pa.string())
+    cols["embedding"] = embedding_array(emb)
+    cols["n_tokens"] = pa.array(np.full(hi - lo, 100, dtype=np.int32))
+    cols["truncated"] = pa.array(np.zeros(hi - lo, dtype=bool))
+    for name, arr in (extra or {}).items():
+        cols[name] = pa.array(np.asarray(arr(lo, hi) if callable(arr) else arr[lo:hi]))
+    info = write_shard(out / shard_name(k), cols)
+    return {"file": shard_name(k), "first_row": lo, "end_row": hi, "rows_stored": hi - lo,
+            "rows_skipped": 0, "truncated": 0, "tokens": 100 * (hi - lo), **info}
+
+
 def write_store(out, blocks: Callable[[int, int], np.ndarray], n_rows: int, dim: int,
                 *, shard_rows: int = 50_000, kind: str = "pool", tasks: list[str] | None = None,
-                sources: list[str] | None = None, extra: dict[str, np.ndarray] | None = None,
-                model: str = "synthetic") -> Path:
+                sources: list[str] | None = None, extra: dict | None = None,
+                model: str = "synthetic", workers: int = 1, progress: bool = False) -> Path:
     """Write a store of ``n_rows`` vectors. ``blocks(lo, hi)`` returns rows lo..hi as (hi-lo, dim).
 
     ``tasks`` (query stores) and ``sources`` give per-row strings; ``extra`` adds scalar columns
-    (e.g. ``loss_response``).
+    (e.g. ``loss_response``), each an array or a function ``(lo, hi) -> values``. ``workers > 1``
+    writes shards in forked processes: ``blocks`` must then depend on (lo, hi) alone, not on state
+    shared between calls.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -38,23 +62,21 @@ def write_store(out, blocks: Callable[[int, int], np.ndarray], n_rows: int, dim:
               "max_length": 2048, "dim": dim, "dtype": "float16", "with_loss": bool(extra), "with_ifd": False,
               "shard_rows": shard_rows, "task": None,
               "pool": {"name": f"{out.name}.jsonl", "format": "synthetic", "fingerprint": f"synthetic-{out.name}"}}
-    shards = []
-    for k, lo in enumerate(range(0, n_rows, shard_rows)):
-        hi = min(lo + shard_rows, n_rows)
-        emb = blocks(lo, hi)
-        cols = {"row": pa.array(np.arange(lo, hi, dtype=np.int64)),
-                "id": pa.array([f"r{i}" for i in range(lo, hi)], pa.string()),
-                "source": pa.array(sources[lo:hi] if sources else [None] * (hi - lo), pa.string())}
-        if tasks is not None:
-            cols["task"] = pa.array(tasks[lo:hi], pa.string())
-        cols["embedding"] = embedding_array(emb)
-        cols["n_tokens"] = pa.array(np.full(hi - lo, 100, dtype=np.int32))
-        cols["truncated"] = pa.array(np.zeros(hi - lo, dtype=bool))
-        for name, arr in (extra or {}).items():
-            cols[name] = pa.array(np.asarray(arr[lo:hi]))
-        info = write_shard(out / shard_name(k), cols)
-        shards.append({"file": shard_name(k), "first_row": lo, "end_row": hi, "rows_stored": hi - lo,
-                       "rows_skipped": 0, "truncated": 0, "tokens": 100 * (hi - lo), **info})
+    jobs = [(k, lo, min(lo + shard_rows, n_rows)) for k, lo in enumerate(range(0, n_rows, shard_rows))]
+    _JOB.update(out=out, blocks=blocks, tasks=tasks, sources=sources, extra=extra)
+    from dataselect.progress import bar
+
+    with bar(n_rows, "write store", enabled=progress) as pbar:
+        if workers > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                shards = []
+                for shard in pool.imap(_write_one, jobs):
+                    shards.append(shard)
+                    pbar.update(shard["rows_stored"])
+        else:
+            shards = [_write_one(j) for j in jobs]
     man = {"format": FORMAT, "kind": kind, "config": config, "model": {"name": model}, "shards": shards,
            "counts": {"rows_read": n_rows, "rows_stored": n_rows, "rows_skipped": 0, "truncated": 0,
                       "tokens": 100 * n_rows},

@@ -1,0 +1,180 @@
+"""Every selector at the mission's scale: wall time and peak RSS, against a GEMM baseline from the same run.
+
+Writes a synthetic pool store (default 5,800,000 x 4096 float16, ~45 GiB; clustered around 4,096
+Zipf-sized modes, with a per-mode ``loss_response`` column so kmeans-sensitivity runs with its
+defaults), 7 tasks x 100 queries, then runs ``dataselect run --method M --budget B`` for each method
+as its own process. Each step has a time limit: a step that reaches it is interrupted and reported
+with what it reached (last progress line: rate and ETA) and its peak RSS (VmHWM, polled).
+
+The baseline is a numpy float32 GEMM of rds+'s shape (pool x dim times dim x 700), timed on a slice
+and scaled to the pool; rds+'s throughput is reported as a ratio of it.
+
+    python scripts/bench_scale.py --keep /work/bench [--rows 5800000] [--dim 4096] [--budget 2.5M]
+        [--step-limit 1800] [--methods random,rds+,kmeans-sensitivity,hierarchical-kmeans]
+        [--max-memory 4GB] [--device auto] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODES = 4096
+_GEN: dict = {}
+
+
+def _setup(dim: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    _GEN["centres"] = rng.standard_normal((MODES, dim), dtype=np.float32)
+    _GEN["bank"] = 0.45 * rng.standard_normal((8192, dim), dtype=np.float32)
+    sizes = 1.0 / np.arange(1, MODES + 1) ** 0.8  # Zipf-like mode sizes
+    _GEN["cdf"] = np.cumsum(sizes / sizes.sum())
+    _GEN["mode_loss"] = rng.gamma(4.0, 0.3, MODES).astype(np.float32)
+
+
+def _modes(lo: int, hi: int) -> np.ndarray:
+    u = np.random.default_rng(lo).random(hi - lo)
+    return np.minimum(np.searchsorted(_GEN["cdf"], u), MODES - 1)
+
+
+def block(lo: int, hi: int) -> np.ndarray:
+    """Rows lo..hi: a mode centre plus two noise vectors from a shared bank (cheap, deterministic in lo)."""
+    import torch
+
+    rng = np.random.default_rng(lo + 1)
+    bank = _GEN["bank"]
+    out = np.empty((hi - lo, bank.shape[1]), dtype=np.float16)
+    mode = _modes(lo, hi)
+    for a in range(0, hi - lo, 4096):
+        b = min(a + 4096, hi - lo)
+        j1, j2 = rng.integers(0, len(bank), (2, b - a))
+        x = torch.from_numpy(_GEN["centres"][mode[a:b]])
+        x += torch.from_numpy(bank[j1])
+        x += 0.5 * torch.from_numpy(bank[j2])
+        x /= torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        out[a:b] = x.half().numpy()
+    return out
+
+
+def losses(lo: int, hi: int) -> np.ndarray:
+    noise = np.random.default_rng(lo + 2).gamma(2.0, 0.05, hi - lo).astype(np.float32)
+    return _GEN["mode_loss"][_modes(lo, hi)] + noise
+
+
+def gemm_seconds(rows: int, dim: int, nq: int, limit_s: float = 60.0) -> float:
+    """Seconds for a float32 (rows x dim) @ (dim x nq) GEMM, timed on 65,536-row pieces and scaled."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((65536, dim), dtype=np.float32)
+    q = rng.standard_normal((nq, dim), dtype=np.float32)
+    a @ q.T
+    done, t0 = 0, time.perf_counter()
+    while done < rows and time.perf_counter() - t0 < limit_s:
+        a @ q.T
+        done += 65536
+    return (time.perf_counter() - t0) * rows / done
+
+
+def last_progress(text: str) -> str:
+    parts = [p.strip() for p in re.split(r"[\r\n]", text) if "it/s" in p or "/s]" in p]
+    return parts[-1] if parts else ""
+
+
+def run_step(args: list[str], limit_s: float, log: Path) -> dict:
+    """Run ``dataselect ARGS`` as its own process; poll its peak RSS; interrupt it at the limit."""
+    code = "import sys; from dataselect.cli import main; main(sys.argv[1:])"
+    t0 = time.perf_counter()
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], stderr=err, stdout=subprocess.DEVNULL)
+        peak, timed_out = 0, False
+        while proc.poll() is None:
+            try:
+                with open(f"/proc/{proc.pid}/status") as fh:
+                    hwm = [ln for ln in fh if ln.startswith("VmHWM")]
+                peak = max(peak, int(hwm[0].split()[1]) * 1024) if hwm else peak
+            except OSError:
+                pass
+            if time.perf_counter() - t0 > limit_s:
+                timed_out = True
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                break
+            time.sleep(0.5)
+        proc.wait()
+    text = log.read_text(errors="replace")
+    return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_gib": round(peak / 2**30, 2),
+            "exit": proc.returncode, "timed_out": timed_out, "last_progress": last_progress(text),
+            "last_line": text.strip().splitlines()[-1][-300:] if text.strip() else ""}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=5_800_000)
+    ap.add_argument("--dim", type=int, default=4096)
+    ap.add_argument("--budget", default="2.5M")
+    ap.add_argument("--methods", default="random,rds+,kmeans-sensitivity,hierarchical-kmeans")
+    ap.add_argument("--step-limit", type=float, default=1800, help="seconds per selector run")
+    ap.add_argument("--max-memory", default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="store writer processes")
+    ap.add_argument("--extra", default="", help="extra run flags for every clustering method, e.g. '--assign hnsw'")
+    ap.add_argument("--keep", type=Path, required=True, help="folder for the stores (reused when present)")
+    args = ap.parse_args()
+    from dataselect.store.synthetic import store_from_array, unit_rows, write_store
+
+    args.keep.mkdir(parents=True, exist_ok=True)
+    pool = args.keep / f"scale_{args.rows}x{args.dim}"
+    queries = args.keep / f"scale_q_7x100x{args.dim}"
+    _setup(args.dim)
+    if not (pool / "manifest.json").exists():
+        t0 = time.perf_counter()
+        write_store(pool, block, args.rows, args.dim, extra={"loss_response": losses}, workers=args.workers,
+                    progress=True)
+        wall = time.perf_counter() - t0
+        gib = args.rows * args.dim * 2 / 2**30
+        print(f"wrote {args.rows:,} x {args.dim} store ({gib:.1f} GiB) in {wall:.0f}s: {args.rows / wall:,.0f} rows/s, "
+              f"{gib / wall * 1024:.0f} MiB/s", flush=True)
+    if not (queries / "manifest.json").exists():
+        store_from_array(queries, unit_rows(np.random.default_rng(1), 700, args.dim), kind="queries",
+                         tasks=[f"task{i // 100}" for i in range(700)])
+    base = gemm_seconds(args.rows, args.dim, 700)
+    flops = 2.0 * args.rows * args.dim * 700
+    print(f"numpy fp32 GEMM baseline (rds+ shape, {args.rows:,} x {args.dim} x 700): {base:.0f}s, "
+          f"{flops / base / 1e9:.0f} GFLOP/s", flush=True)
+    results = {}
+    for method in args.methods.split(","):
+        out = args.keep / f"sel_{method}"
+        cmd = ["run", "--store", str(pool), "--method", method, "--budget", args.budget, "--out", str(out),
+               "--overwrite", "--device", args.device]
+        if args.max_memory:
+            cmd += ["--max-memory", args.max_memory]
+        if method == "rds+":
+            cmd += ["--queries", str(queries)]
+        if method in ("kmeans-sensitivity", "hierarchical-kmeans") and args.extra:
+            cmd += args.extra.split()
+        res = run_step(cmd, args.step_limit, args.keep / f"log_{method}.txt")
+        if method == "rds+" and not res["timed_out"] and res["exit"] == 0:
+            meta = json.loads((out / "selection.json").read_text())
+            res["vs_gemm"] = round(base / meta["wall_s"], 2)
+        results[method] = res
+        state = "TIME LIMIT" if res["timed_out"] else f"exit {res['exit']}"
+        extra = f"  x{res['vs_gemm']} of GEMM baseline" if "vs_gemm" in res else ""
+        print(f"{method:20s} {res['wall_s']:8.1f}s  peak RSS {res['peak_rss_gib']:.2f} GiB  [{state}]{extra}", flush=True)
+        if res["timed_out"] or res["exit"]:
+            print(f"{'':20s} reached: {res['last_progress'] or res['last_line']}", flush=True)
+    (args.keep / "bench_scale.json").write_text(json.dumps({"baseline_gemm_s": base, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
