@@ -2,14 +2,15 @@
 
 On a synthetic store (default 1M x 1024 float16, clustered), measured in the same run:
 
-* selector: `kmeans-sensitivity` end to end (sample, FAISS k-means, streamed assignment, sensitivity
-  probabilities, weighted sampling), run in a subprocess with no clustering cache so its peak RSS is
+* selector: `kmeans-sensitivity` with its defaults (k = sqrt(n), k-means++ seeding, 20 Lloyd
+  updates on 256 k sampled rows, streamed assignment, the paper's loss rule from the store's loss
+  column, with-replacement draws), run in a subprocess with no clustering cache so its peak RSS is
   its own;
-* baseline: one `faiss.Kmeans` train on the same number of sample points plus one assignment pass of
-  the whole pool (target: selector <= 2x this);
+* baseline: one `faiss.Kmeans` train (FAISS's own random initialisation) on the same number of
+  sample points plus one assignment pass of the whole pool (target: selector <= 2x this);
 * scikit-learn: `MiniBatchKMeans` fit on the same sample and `predict` over the whole pool (ratio).
 
-    python scripts/bench_kmeans.py [--rows 1000000] [--dim 1024] [--k 256] [--keep DIR] [--skip-sklearn]
+    python scripts/bench_kmeans.py [--rows 1000000] [--dim 1024] [--k 0 (default: sqrt(n))] [--keep DIR] [--skip-sklearn]
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from dataselect.store import Store
 pool = Store(sys.argv[1])
 t0 = time.perf_counter()
 sel = build_selector("kmeans-sensitivity", {"k": int(sys.argv[2])}).select(pool, int(sys.argv[3]), np.random.default_rng(0))
-print(json.dumps({"wall_s": time.perf_counter() - t0, "picked": len(sel),
+info = sel.info["clustering"]
+print(json.dumps({"wall_s": time.perf_counter() - t0, "picked": len(sel), "seconds": info["seconds"],
+                  "sample_rows": info["sample_rows"], "k": info["k_effective"],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -40,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=1024)
-    ap.add_argument("--k", type=int, default=256)
+    ap.add_argument("--k", type=int, default=0, help="clusters (0: the selector's default, sqrt(n))")
     ap.add_argument("--budget", type=int, default=100_000)
     ap.add_argument("--keep", type=Path)
     ap.add_argument("--skip-sklearn", action="store_true")
@@ -49,13 +52,15 @@ def main() -> None:
 
     from dataselect.pool_index.sample import iter_float_blocks, read_positions, sample_positions
     from dataselect.store import Store
+    from dataselect.selectors.kmeans_sensitivity import default_k
     from dataselect.store.synthetic import clustered_store
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_kmeans_"))
-    path = root / f"clustered_{args.rows}x{args.dim}"
-    clustered_store(path, args.rows, args.dim)
+    path = root / f"clustered_loss_{args.rows}x{args.dim}"
+    clustered_store(path, args.rows, args.dim, with_loss=True)
     shutil.rmtree(path / "clusterings", ignore_errors=True)
     store = Store(path)
+    args.k = args.k or default_k(args.rows)
     n_train = min(args.rows, args.k * 256)
 
     t0 = time.perf_counter()
@@ -72,7 +77,7 @@ def main() -> None:
     print(f"pool {args.rows:,} x {args.dim}, k={args.k}, {n_train:,} training points, budget {args.budget:,}")
     print(f"faiss train + assign     : {t_faiss:7.1f}s  (train {t_train:.1f}s)")
     print(f"kmeans-sensitivity       : {res['wall_s']:7.1f}s  x{res['wall_s'] / t_faiss:.2f} of faiss   "
-          f"peak RSS {res['peak_rss_mb']:.0f} MB")
+          f"peak RSS {res['peak_rss_mb']:.0f} MB  (k={res['k']}, {res['sample_rows']:,} sample rows, {res['seconds']})")
     if not args.skip_sklearn:
         from sklearn.cluster import MiniBatchKMeans
 

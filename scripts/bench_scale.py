@@ -84,8 +84,13 @@ def gemm_seconds(rows: int, dim: int, nq: int, limit_s: float = 60.0) -> float:
 
 
 def last_progress(text: str) -> str:
-    parts = [p.strip() for p in re.split(r"[\r\n]", text) if "it/s" in p or "/s]" in p]
-    return parts[-1] if parts else ""
+    """The last state of every progress bar in ``text`` (outer ones carry the overall ETA)."""
+    last: dict[str, str] = {}
+    for part in re.split(r"[\r\n]", text.replace("\x1b[A", "")):
+        part = part.strip()
+        if "%|" in part:
+            last[part.split(":")[0]] = part
+    return " | ".join(last.values())
 
 
 def run_step(args: list[str], limit_s: float, log: Path) -> dict:

@@ -215,3 +215,16 @@ def test_resampling_strategies_differ_and_are_deterministic(tmp_path):
     assert a.rows.tolist() == pick(resample="closest").rows.tolist()
     assert a.rows.tolist() != b.rows.tolist()
     assert a.info["clustering"]["strategy"] == "closest" and b.info["clustering"]["strategy"] == "random"
+
+
+def test_methods_states_rule_source_and_every_parameter(capsys):
+    from dataselect.selectors import REGISTRY
+
+    run_cli("methods")
+    out = capsys.readouterr().out
+    for name, cls in REGISTRY.items():
+        assert cls.rule and cls.source and name in out
+        docs = cls.parameter_docs()
+        for p in cls.parameters():
+            assert docs.get(p), f"{name} --{p} has no meaning in its docstring"
+    assert "arXiv 2402.17327" in out and "hierarchical_sampling.py" in out and "--lam (default -1.0)" in out

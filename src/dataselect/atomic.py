@@ -48,32 +48,17 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Build a directory under a temporary name and move it to ``final`` when the block succeeds.
+def atomic_dir(final: str | os.PathLike, overwrite: bool = False, inputs=()) -> Iterator[Path]:
+    """Build a directory under a temporary name and swap it in at ``final`` when the block succeeds.
 
-    An existing ``final`` is replaced only with ``overwrite=True``; the old one is removed after the
-    new one is in place, so a crash leaves either the old or the new directory, never a mix.
+    The rules of :mod:`dataselect.outputs` apply: an existing ``final`` is replaced only with
+    ``overwrite=True`` and only when dataselect made it; ``final`` may not overlap ``inputs``; one
+    writer at a time; a kill at any moment leaves the old or the new directory, never neither.
     """
-    from dataselect.errors import DataselectError
+    from dataselect.outputs import writing
 
-    final = Path(final)
-    if final.exists() and not overwrite and (not final.is_dir() or any(final.iterdir())):
-        raise DataselectError(f"{final} already exists and is not empty; pass --overwrite to replace it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(final)
-    tmp.mkdir()
-    try:
+    with writing(final, overwrite=overwrite, inputs=inputs, directory=True) as tmp:
         yield tmp
-        old = None
-        if final.exists():
-            old = _tmp_name(final)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def remove_stale_tmp(directory: str | os.PathLike) -> int:

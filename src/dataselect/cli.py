@@ -18,6 +18,7 @@ import click
 import typer
 
 from dataselect.errors import EXIT_INTERRUPTED, EXIT_USAGE, DataselectError
+from dataselect.textsafe import printable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pick the best instruction-tuning data from large pools (RDS+, k-means, loss).")
@@ -30,7 +31,7 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks f
 
 
 def _echo(msg: str) -> None:
-    typer.echo(msg, err=True)
+    typer.echo(printable(msg), err=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -69,16 +70,20 @@ def embed(
                         padding_side=padding_side, task=task, queries=queries or task is not None,
                         skip_invalid=skip_invalid, overwrite=overwrite, progress=not quiet,
                         max_shards=max_shards)
-    if engine == "ray":
-        from dataselect.engines.ray_engine import ray_embed
+    from dataselect.outputs import lock
 
-        man = ray_embed(pool, out, opts, address=address, workers=workers, num_gpus_per_worker=num_gpus_per_worker)
-    elif engine == "local":
-        from dataselect.embed.stage import EmbedStage
-
-        man = EmbedStage(pool, out, opts).run()
-    else:
+    if engine not in ("local", "ray"):
         raise DataselectError(f"--engine {engine!r}: choose local or ray")
+    with lock(out):  # one writer per store, for the whole run
+        if engine == "ray":
+            from dataselect.engines.ray_engine import ray_embed
+
+            man = ray_embed(pool, out, opts, address=address, workers=workers,
+                            num_gpus_per_worker=num_gpus_per_worker)
+        else:
+            from dataselect.embed.stage import EmbedStage
+
+            man = EmbedStage(pool, out, opts).run()
     c = man.get("counts", {})
     state = "complete" if man.get("complete") else "partial (re-run to resume)"
     _echo(f"embedded {c.get('rows_stored', 0):,} rows ({c.get('rows_skipped', 0):,} skipped, "
@@ -97,9 +102,11 @@ def score(
 ):
     """Add per-sample losses to a store embedded without --with-loss (resumable)."""
     from dataselect.embed.score import score_store
+    from dataselect.outputs import lock
 
-    man = score_store(store, pool, with_ifd=with_ifd, device=device, dtype=dtype, batch_tokens=batch_tokens,
-                      progress=not quiet)
+    with lock(store):
+        man = score_store(store, pool, with_ifd=with_ifd, device=device, dtype=dtype, batch_tokens=batch_tokens,
+                          progress=not quiet)
     _echo(f"scored {man['counts']['rows_stored']:,} rows of {store}")
 
 
@@ -133,7 +140,7 @@ def neighbors(
     """Show the nearest pool records to a text or a row: the everyday way to look into a pool."""
     from dataselect.lookup import neighbors as find
 
-    typer.echo(find(store, text=text, row=row, k=k, kind=kind, pool=pool))
+    typer.echo(printable(find(store, text=text, row=row, k=k, kind=kind, pool=pool)))
 
 
 @app.command()
@@ -164,6 +171,20 @@ def inspect(store: Annotated[Path, typer.Argument(help="Store folder.")],
     for ex in man.get("skipped_examples", [])[:5]:
         lines.append(f"skipped    {ex['where']}: {ex['reason']}")
     typer.echo("\n".join(lines))
+
+
+@app.command()
+def verify(store: Annotated[Path, typer.Argument(help="Store folder.")]):
+    """Check every shard of a store (names, sizes, sha256, xxh3, schema, row counts) and its hash."""
+    from dataselect.store.verify import verify_store
+
+    problems, summary = verify_store(store)
+    for line in problems:
+        _echo(f"dataselect: {line}")
+    if problems:
+        raise DataselectError(f"{store}: {len(problems)} problem(s) found in {summary['shards']} shards")
+    typer.echo(f"{store}: ok ({summary['shards']} shards, {summary['rows']:,} rows; sizes, sha256, xxh3, schemas and "
+               f"row counts checked{', store hash matches' if summary['complete'] else ', store incomplete'})")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -204,7 +225,7 @@ def run(
 
 @app.command()
 def methods():
-    """List the selectors and their parameters."""
+    """List the selectors: their rule, its source, and every parameter with its meaning and default."""
     import inspect as _inspect
 
     from dataselect.selectors import REGISTRY
@@ -213,8 +234,15 @@ def methods():
         doc = _inspect.getdoc(cls) or ""
         typer.echo(f"{name}{'  (needs --queries)' if cls.needs_queries else ''}")
         typer.echo(f"    {doc.splitlines()[0] if doc else ''}")
+        if cls.rule:
+            typer.echo(f"    rule:   {cls.rule}")
+        if cls.source:
+            typer.echo(f"    source: {cls.source}")
+        meanings = cls.parameter_docs()
         for pname, p in cls.parameters().items():
-            typer.echo(f"    --{pname.replace('_', '-')} (default {p.default!r})")
+            default = p.default if p.default not in (None, [], "") else "none"
+            typer.echo(f"    --{pname.replace('_', '-')} (default {default}): {meanings.get(pname, '')}".rstrip(": "))
+        typer.echo("")
 
 
 @app.command()
@@ -240,11 +268,12 @@ def report(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file (default SELECTION/report.html).")] = None,
     png: Annotated[Optional[Path], typer.Option("--png", help="Also write the figures as PNG files here.")] = None,
     pool: Annotated[Optional[Path], typer.Option(help="The pool file, to show example prompts.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report or figures.")] = False,
 ):
     """Write a self-contained HTML report (figures embedded) about a selection."""
     from dataselect.report import build_report
 
-    _echo(f"report -> {build_report(selection, out, png, pool)}")
+    _echo(f"report -> {build_report(selection, out, png, pool, overwrite=overwrite)}")
 
 
 @app.command()
@@ -252,11 +281,12 @@ def compare(
     a: Annotated[Path, typer.Argument(help="First selection folder.")],
     b: Annotated[Path, typer.Argument(help="Second selection folder.")],
     png: Annotated[Optional[Path], typer.Option("--png", help="Write a per-source figure to this PNG file.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --png figure.")] = False,
 ):
     """Overlap, Jaccard and per-task / per-source differences of two selections."""
     from dataselect.report import compare_selections
 
-    typer.echo(compare_selections(a, b, png)["text"])
+    typer.echo(printable(compare_selections(a, b, png, overwrite=overwrite)["text"]))
 
 
 @app.command()
@@ -268,7 +298,7 @@ def explain(
     """Why a row was (or was not) picked: its scores, ranks, the cut-offs, the nearest queries."""
     from dataselect.report import explain_row
 
-    typer.echo(explain_row(selection, row=row, id=id)["text"])
+    typer.echo(printable(explain_row(selection, row=row, id=id)["text"]))
 
 
 @app.command()

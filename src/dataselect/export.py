@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dataselect.atomic import atomic_path
 from dataselect.errors import DataselectError, InputError
+from dataselect.outputs import claim, writing
 from dataselect.pool import PoolReader, normalize_record, pool_fingerprint
 from dataselect.pool.records import RecordError
 from dataselect.selection import read_selection
@@ -40,8 +40,7 @@ def export_selection(selection_dir, pool, out, *, order: str = "selection", fmt:
     if fmt not in FORMATS:
         raise DataselectError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise DataselectError(f"{out} already exists; pass --overwrite to replace it")
+    claim(out, overwrite=overwrite, inputs=[pool, selection_dir], what="export")
     table, meta = read_selection(selection_dir)
     expected = meta["pool_store"]["pool_fingerprint"]
     if pool_fingerprint(pool) != expected:
@@ -72,7 +71,8 @@ def export_selection(selection_dir, pool, out, *, order: str = "selection", fmt:
         scratch.flush()
         ranks = range(len(rows)) if order == "selection" else seen_order
         out.parent.mkdir(parents=True, exist_ok=True)
-        with mmap.mmap(scratch.fileno(), 0, access=mmap.ACCESS_READ) as mm, atomic_path(out) as tmp:
+        with (mmap.mmap(scratch.fileno(), 0, access=mmap.ACCESS_READ) as mm,
+              writing(out, overwrite=overwrite, inputs=[pool, selection_dir], what="export") as tmp):
             opener = gzip.open if out.name.endswith(".gz") else open
             with opener(tmp, "wb") as fh:
                 for rank in ranks:

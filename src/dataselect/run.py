@@ -120,14 +120,15 @@ def run_selection(spec: RunSpec, overwrite: bool = False, progress: bool = False
     meta = {
         "method": spec.method, "params": selector.get_params(), "seed": spec.seed,
         "budget": {"requested": str(spec.budget), "rows": budget}, "selected": len(selection),
-        "pool_store": {"path": str(Path(spec.store)), "store_hash": pool.hash, "rows": pool.n_rows,
+        "pool_store": {"path": str(Path(spec.store).resolve()), "store_hash": pool.hash, "rows": pool.n_rows,
                        "pool_fingerprint": pool.config["pool"]["fingerprint"],
                        "pool_name": pool.config["pool"]["name"]},
-        "query_stores": [{"path": str(q.path), "store_hash": q.hash, "rows": q.n_rows} for q in queries],
+        "query_stores": [{"path": str(q.path.resolve()), "store_hash": q.hash, "rows": q.n_rows} for q in queries],
         "counts_per_task": _task_counts(selection.tasks),
         "counts_per_source": dict(Counter("" if s is None else s for s in ids_sources["source"])),
         "engine": spec.engine, "resources": resources.describe(), "method_info": selection.info,
         "version": __version__, "wall_s": round(wall, 3),
     }
-    out = write_selection(spec.out, selection.table(ids_sources["id"]), meta, overwrite=overwrite)
+    out = write_selection(spec.out, selection.table(ids_sources["id"]), meta, overwrite=overwrite,
+                          inputs=[spec.store, *spec.queries])
     return out, meta

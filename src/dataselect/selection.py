@@ -74,9 +74,9 @@ class Selection:
         return pa.table(cols)
 
 
-def write_selection(out, table: pa.Table, meta: dict, overwrite: bool = False) -> Path:
+def write_selection(out, table: pa.Table, meta: dict, overwrite: bool = False, inputs=()) -> Path:
     """Write ``selection.arrow`` and ``selection.json`` into the folder ``out`` atomically."""
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
         with pa.OSFile(str(tmp / ARROW), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
             w.write_table(table)
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")

@@ -22,7 +22,7 @@ from dataselect.embed.model import load_model
 from dataselect.embed.text import Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool import PoolReader, pool_fingerprint
-from dataselect.store.manifest import MANIFEST, load_manifest, store_hash
+from dataselect.store.manifest import MANIFEST, load_manifest, shard_path, store_hash
 from dataselect.store.writer import write_shard
 
 
@@ -53,7 +53,7 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
     bar = tqdm(total=sum(s["rows_stored"] for s in todo), unit="row", desc="score", disable=not progress,
                file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
     for shard in todo:
-        path = store / shard["file"]
+        path = shard_path(store, shard["file"])
         with pa.memory_map(str(path)) as mm:
             table = pa.ipc.open_file(mm).read_all()
         wanted = set(table.column("row").to_pylist())

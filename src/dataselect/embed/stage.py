@@ -26,6 +26,7 @@ from dataselect.embed.model import describe, load_model
 from dataselect.embed.pooling import POOLINGS
 from dataselect.embed.text import TEMPLATES, Formatter
 from dataselect.errors import DataselectError, InputError
+from dataselect.outputs import check_inputs, made_by_dataselect
 from dataselect.pool import PoolReader, PoolRow, pool_fingerprint
 from dataselect.pool.records import content_id
 from dataselect.store.manifest import (
@@ -34,9 +35,10 @@ from dataselect.store.manifest import (
     MAX_SKIPPED_EXAMPLES,
     config_differences,
     load_manifest,
+    shard_path,
     store_hash,
 )
-from dataselect.store.writer import file_sha256, shard_name, write_shard
+from dataselect.store.writer import file_sha256, file_xxh3, shard_name, write_shard
 
 
 @dataclass
@@ -105,7 +107,11 @@ class EmbedStage:
     def _prepare_dir(self, config: dict) -> dict | None:
         """Return the existing manifest to resume from, or None for a fresh store."""
         out = self.out
+        check_inputs(out, [self.pool_path], "store")
         if out.exists() and self.opts.overwrite:
+            if made_by_dataselect(out) not in ("store", "empty"):
+                raise DataselectError(f"{out} exists and is not a dataselect store; refusing to replace it even "
+                                      "with --overwrite (move it away, or choose another --out)")
             shutil.rmtree(out)
         if not out.exists():
             out.mkdir(parents=True)
@@ -137,9 +143,10 @@ class EmbedStage:
             "model": describe(model), "shards": [], "counts": {}, "skipped_examples": [],
             "complete": False, "created_with": f"dataselect {__version__}",
         }
-        if man.get("complete"):
-            return man
         done = {s["first_row"]: s for s in man["shards"] if self._shard_ok(s)}
+        if man.get("complete") and len(done) == len(man["shards"]):
+            return man
+        man["complete"] = False  # a changed or missing shard is embedded again
         man["shards"] = sorted(done.values(), key=lambda s: s["first_row"])
         for s in man["shards"]:
             self.reader.remember_ids(self._shard_ids(s))
@@ -227,11 +234,13 @@ class EmbedStage:
         return update
 
     def _shard_ok(self, s: dict) -> bool:
-        p = self.out / s["file"]
-        return p.is_file() and p.stat().st_size == s["bytes"] and file_sha256(p) == s["sha256"]
+        p = shard_path(self.out, s["file"])
+        if not p.is_file() or p.stat().st_size != s["bytes"]:
+            return False
+        return file_xxh3(p) == s["xxh3"] if "xxh3" in s else file_sha256(p) == s["sha256"]
 
     def _shard_ids(self, s: dict) -> list[str]:
-        with pa.memory_map(str(self.out / s["file"])) as mm:
+        with pa.memory_map(str(shard_path(self.out, s["file"]))) as mm:
             return pa.ipc.open_file(mm).read_all().column("id").to_pylist()
 
     @staticmethod

@@ -108,9 +108,7 @@ class PoolReader:
     def __init__(self, path, *, require_response: bool = True, task: str | None = None,
                  require_task: bool = False, check_duplicates: bool = True,
                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise DataselectError(f"{self.path}: no such file or folder")
+        self.path = regular_pool_path(path)
         self.require_response = require_response
         self.task = task
         self.require_task = require_task
@@ -222,6 +220,7 @@ class PoolReader:
             return PoolRow(row=row, id="", messages=[], where=where, error=str(rec))
         try:
             msgs = normalize_record(rec, require_response=self.require_response)
+            _check_unicode(msgs, *(rec.get(k) for k in ("id", "source", "dataset", "task")))
             rid = record_id(rec, msgs)
             task = self.task
             if task is None and self.require_task:
@@ -259,13 +258,35 @@ class PoolReader:
         return sum(1 for _ in _binary_lines(path))
 
 
+def _check_unicode(msgs, *fields) -> None:
+    """Text that cannot be UTF-8 (an unpaired surrogate such as "\\ud800" from a JSON escape) makes the row invalid."""
+    for i, text in enumerate([m["content"] for m in msgs] + [f for f in fields if isinstance(f, str)]):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            what = f"message {i} content" if i < len(msgs) else "id, source or task"
+            raise RecordError(f"{what} holds an unpaired surrogate {text[exc.start]!r} (not valid Unicode)") from None
+
+
+def regular_pool_path(path) -> Path:
+    """``path`` as a Path if it is a regular file or a folder; a FIFO, socket or device would hang or
+    mislead every reader, so it is refused up front."""
+    path = Path(path)
+    if not path.exists():
+        raise DataselectError(f"{path}: no such file or folder")
+    if not (path.is_file() or path.is_dir()):
+        raise DataselectError(f"{path}: not a regular file or folder (a pipe, socket or device); give the pool "
+                              "as a file or folder")
+    return path
+
+
 def pool_fingerprint(path) -> str:
     """A quick identity of a pool: sha256 over each file's name, size, first and last MiB.
 
     Cheap on a 10 GB pool and catches edits, appends, truncation and a different file; it is what
     stores and selections record to refuse exporting against the wrong pool.
     """
-    path = Path(path)
+    path = regular_pool_path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
     for p in files:

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from dataselect.atomic import atomic_path
+from dataselect.outputs import claim, writing
 from dataselect.report.data import (
     Opened,
     data_uri,
@@ -29,6 +29,9 @@ from dataselect.report.data import (
     source_counts,
 )
 from dataselect.scoring import query_matrix, score_block
+from dataselect.textsafe import printable
+
+matplotlib.rcParams["text.parse_math"] = False  # a '$' in a source or task name is text, not math
 
 SECTIONS = ("tasks", "sources", "scores", "projection", "clusters", "examples", "run")
 
@@ -36,7 +39,7 @@ SECTIONS = ("tasks", "sources", "scores", "projection", "clusters", "examples", 
 def fig_tasks(op: Opened):
     counts = op.meta.get("counts_per_task") or {"(no task)": op.table.num_rows}
     fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(list(counts), list(counts.values()), color="#4c72b0")
+    ax.bar([printable(t, False) for t in counts], list(counts.values()), color="#4c72b0")
     ax.set_ylabel("rows picked")
     ax.set_title("Rows picked per task")
     return fig
@@ -51,7 +54,7 @@ def fig_sources(op: Opened):
     fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.7), 3.5))
     ax.bar(x - 0.2, [pool.get(s, 0) / n_pool for s in names], 0.4, label="pool", color="#bbbbbb")
     ax.bar(x + 0.2, [picked.get(s, 0) / n_sel for s in names], 0.4, label="selected", color="#dd8452")
-    ax.set_xticks(x, [s or "(none)" for s in names], rotation=30, ha="right")
+    ax.set_xticks(x, [printable(s, False) or "(none)" for s in names], rotation=30, ha="right")
     ax.set_ylabel("share of rows")
     ax.set_title("Source mix: pool vs selected")
     ax.legend()
@@ -178,11 +181,19 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}img{max-width:100%}.fig
 .note{color:#666;font-size:.85em}"""
 
 
-def build_report(selection, out=None, png_dir=None, pool=None) -> Path:
-    """Write the report of ``selection`` to ``out`` (default SELECTION/report.html); returns the path."""
+def build_report(selection, out=None, png_dir=None, pool=None, overwrite: bool = False) -> Path:
+    """Write the report of ``selection`` to ``out`` (default SELECTION/report.html); returns the path.
+
+    An existing report or figure is replaced only with ``overwrite`` (and only one dataselect made).
+    """
     t0 = time.perf_counter()
     op = open_selection(selection)
     out = Path(out) if out else op.path / "report.html"
+    inputs = [pool, op.path / "selection.json", op.path / "selection.arrow"]
+    claim(out, overwrite=overwrite, inputs=inputs, what="report")
+    if png_dir:
+        for name in ("tasks", "sources", "scores", "projection", "clusters"):
+            claim(Path(png_dir) / f"{name}.png", overwrite=overwrite, inputs=inputs, what="figure")
     positions = sample_positions(op.pool.n_rows)
     figs = {"tasks": fig_tasks(op), "sources": fig_sources(op), "scores": fig_scores(op, positions),
             "projection": fig_projection(op, positions)}
@@ -193,7 +204,7 @@ def build_report(selection, out=None, png_dir=None, pool=None) -> Path:
     if png_dir:
         Path(png_dir).mkdir(parents=True, exist_ok=True)
         for name, data in pngs.items():
-            with atomic_path(Path(png_dir) / f"{name}.png") as tmp:
+            with writing(Path(png_dir) / f"{name}.png", overwrite=overwrite, inputs=inputs, what="figure") as tmp:
                 tmp.write_bytes(data)
     examples = top_examples(op, pool=pool)
     m = op.meta
@@ -225,9 +236,9 @@ def build_report(selection, out=None, png_dir=None, pool=None) -> Path:
                 ["counts per task", m.get("counts_per_task") or "-"], ["selection wall time", f"{m['wall_s']:.2f} s"],
                 ["report built in", f"{time.perf_counter() - t0:.2f} s"], ["dataselect", m.get("version", "")]]
     parts.append("<h2 id='run'>Run</h2>" + _table(["", ""], run_rows))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>dataselect report</title>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='generator' content='dataselect'><title>dataselect report</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
+    with writing(out, overwrite=overwrite, inputs=inputs, what="report") as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out

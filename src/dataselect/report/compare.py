@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from dataselect.errors import DataselectError
+from dataselect.outputs import writing
 from dataselect.report.data import open_selection, png_bytes, source_counts
+from dataselect.textsafe import printable
 
 
-def compare_selections(a, b, png=None) -> dict:
+def compare_selections(a, b, png=None, overwrite: bool = False) -> dict:
     """Overlap, Jaccard, and per-task / per-source counts of selections ``a`` and ``b``.
 
     Returns a dict with ``size_a``, ``size_b``, ``overlap``, ``jaccard``, ``only_a``, ``only_b``,
@@ -44,6 +44,7 @@ def compare_selections(a, b, png=None) -> dict:
         import matplotlib
 
         matplotlib.use("Agg")
+        matplotlib.rcParams["text.parse_math"] = False  # a '$' in a source or task name is text, not math
         import matplotlib.pyplot as plt
 
         names = list(sources)[:20]
@@ -51,8 +52,9 @@ def compare_selections(a, b, png=None) -> dict:
         fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(names)), 3.5))
         ax.bar(x - 0.2, [sources[s][0] for s in names], 0.4, label=f"A ({A.meta['method']})")
         ax.bar(x + 0.2, [sources[s][1] for s in names], 0.4, label=f"B ({B.meta['method']})")
-        ax.set_xticks(x, [s or "(none)" for s in names], rotation=30, ha="right")
+        ax.set_xticks(x, [printable(s, False) or "(none)" for s in names], rotation=30, ha="right")
         ax.set_title(f"Rows per source; overlap {overlap:,}, Jaccard {res['jaccard']:.3f}")
         ax.legend()
-        Path(png).write_bytes(png_bytes(fig))
+        with writing(png, overwrite=overwrite, inputs=[a, b], what="figure") as tmp:
+            tmp.write_bytes(png_bytes(fig))
     return res

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from dataselect.errors import DataselectError
 from dataselect.selection import read_selection
 from dataselect.store import Store, open_store
 
@@ -35,6 +36,11 @@ def open_selection(path) -> Opened:
     table, meta = read_selection(path)
     pool = open_store(meta["pool_store"]["path"], kind="pool")
     queries = [open_store(q["path"]) for q in meta.get("query_stores", [])]
+    for store, rec in [(pool, meta["pool_store"]), *zip(queries, meta.get("query_stores", []), strict=True)]:
+        if store.hash != rec.get("store_hash"):
+            raise DataselectError(f"{path}: the store {store.path} changed since this selection was made "
+                                  "(re-embedded or re-scored); its ranks and counts would be wrong -- run the "
+                                  "selection again")
     return Opened(Path(path), table, meta, pool, queries)
 
 
@@ -44,7 +50,7 @@ def sample_positions(n: int, size: int = PLOT_SAMPLE, seed: int = 0) -> np.ndarr
 
 def png_bytes(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": "dataselect"})
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -31,6 +31,8 @@ class Selector(ABC):
 
     name: ClassVar[str]
     needs_queries: ClassVar[bool] = False
+    rule: ClassVar[str] = ""  # one or two sentences: how rows are picked
+    source: ClassVar[str] = ""  # where the rule comes from (paper section, reference file)
 
     @abstractmethod
     def select(self, pool: Store, budget: int, rng: np.random.Generator,
@@ -44,6 +46,29 @@ class Selector(ABC):
     def parameters(cls) -> dict[str, inspect.Parameter]:
         sig = inspect.signature(cls.__init__)
         return {n: p for n, p in sig.parameters.items() if n != "self" and p.kind == p.KEYWORD_ONLY}
+
+    @classmethod
+    def parameter_docs(cls) -> dict[str, str]:
+        """Meaning of each parameter, from the ``Parameters`` section of the class docstring."""
+        docs: dict[str, str] = {}
+        lines = (inspect.getdoc(cls) or "").splitlines()
+        current = None
+        in_params = False
+        for line in lines:
+            if line.strip() == "Parameters":
+                in_params = True
+                continue
+            if not in_params or set(line.strip()) == {"-"}:
+                continue
+            head, sep, text = line.partition(" : ")
+            if sep and not line.startswith(" ") and head.strip().isidentifier():
+                current = head.strip()
+                docs[current] = text.strip()
+            elif current and line.startswith(" "):
+                docs[current] += " " + line.strip()
+            elif not line.strip():
+                current = None
+        return docs
 
     def get_params(self) -> dict:
         return {n: getattr(self, n) for n in self.parameters()}

@@ -106,6 +106,10 @@ class HierarchicalKMeans(Selector):
     """
 
     name = "hierarchical-kmeans"
+    rule = ("hierarchical k-means (k-means++, 50 Lloyd updates, 1 + 9 resampling runs per level), then the budget "
+            "split top-down by water-filling, the remainder +1 to random clusters above the cut; random rows per leaf.")
+    source = ("Vo et al. 2024, 'Automatic Data Curation for Self-Supervised Learning'; facebookresearch/ssl-data-"
+              "curation src/hierarchical_kmeans_gpu.py, scripts/run_distributed_kmeans.py, src/hierarchical_sampling.py")
 
     def __init__(self, *, k: list[int] | None = None, resamples: int = 9, sample_sizes: list[int] | None = None,
                  resample: str = "closest", leaf: str = "random", remainder: str = "random", niter: int = 50,

@@ -162,6 +162,10 @@ class KMeansSensitivity(Selector):
     """
 
     name = "kmeans-sensitivity"
+    rule = ("k-means; the loss l(C) of the row nearest each centre; draw rows i.i.d. with p(e) ~ l(C) + lam |e - c|^z "
+            "until budget distinct rows; weight = draws / (m p). --variant coreset: p = 1/2 d^2/cost + 1/2 / (k' |C|).")
+    source = ("Axiotis et al. 2024, 'Data-Efficient Learning via Clustering-Based Sensitivity Sampling' (ICML, "
+              "arXiv 2402.17327), Algorithm 1; lam's default estimate is dataselect's choice (see docs)")
 
     def __init__(self, *, variant: str = "loss", lam: float = -1.0, z: float = 2.0, loss_model: str = "",
                  pool: str = "", k: int = 0, niter: int = 20, spherical: bool = False, pca_dim: int = 0,

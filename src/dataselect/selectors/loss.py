@@ -52,6 +52,8 @@ class LossSelector(Selector):
     """
 
     name = "loss"
+    rule = "rank by perplexity exp(L) or IFD exp(L - L0) of the response; take the top, middle or bottom rows."
+    source = "Ivison et al. 2025 (perplexity baselines); Li et al. 2024, Cherry (IFD)"
 
     def __init__(self, *, score: str = "ppl", pick: str = "top"):
         check_choice("score", score, ("ppl", "ifd"))

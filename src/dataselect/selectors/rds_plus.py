@@ -90,6 +90,9 @@ class RDSPlus(Selector):
     """
 
     name = "rds+"
+    rule = ("cosine of RDS+ embeddings to each task's queries, max (or mean) over the task's queries; tasks take "
+            "rows round-robin.")
+    source = "Ivison et al. 2025 (RDS+); hamishivi/automated-instruction-selection get_top_influences.py"
     needs_queries = True
 
     def __init__(self, *, aggregate: str = "max", round_robin: str = "paper", block_rows: int = 0):

@@ -39,6 +39,8 @@ class RandomSelector(Selector):
     """
 
     name = "random"
+    rule = "uniform without replacement (seeded); --stratify source keeps each source's share of the pool."
+    source = "the baseline of every data selection paper"
 
     def __init__(self, *, stratify: str = "none"):
         check_choice("stratify", stratify, ("none", "source"))

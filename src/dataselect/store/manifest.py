@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from dataselect.errors import DataselectError
@@ -26,6 +27,20 @@ from dataselect.errors import DataselectError
 MANIFEST = "manifest.json"
 FORMAT = "dataselect-store/1"
 MAX_SKIPPED_EXAMPLES = 20
+SHARD_NAME = re.compile(r"shard-\d{5}\.arrow")
+
+
+def shard_path(directory, name) -> Path:
+    """The path of shard ``name`` of the store in ``directory``, refusing any name the writer does not
+    produce (``shard-NNNNN.arrow``) and any file that resolves outside the store (a link)."""
+    directory = Path(directory)
+    if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
+        raise DataselectError(f"{directory / MANIFEST}: shard file name {name!r} is not one dataselect writes; "
+                              "refusing to use it")
+    path = directory / name
+    if path.exists() and path.resolve().parent != directory.resolve():
+        raise DataselectError(f"{path}: shard resolves outside the store ({path.resolve()}); refusing it")
+    return path
 
 
 def load_manifest(directory) -> dict:

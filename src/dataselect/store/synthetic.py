@@ -91,16 +91,23 @@ def store_from_array(out, emb: np.ndarray, **kwargs) -> Path:
     return write_store(out, lambda lo, hi: emb[lo:hi], len(emb), emb.shape[1], **kwargs)
 
 
-def clustered_store(out, n_rows: int, dim: int, modes: int = 64, seed: int = 0) -> Path:
-    """A store of unit vectors around ``modes`` random centres (unit-variance noise); reused if present."""
+def clustered_store(out, n_rows: int, dim: int, modes: int = 64, seed: int = 0, with_loss: bool = False) -> Path:
+    """A store of unit vectors around ``modes`` random centres (unit-variance noise); reused if present.
+
+    ``with_loss`` adds a ``loss_response`` column that depends on the row's mode (plus noise).
+    """
     out = Path(out)
     if (out / MANIFEST).exists():
         return out
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((modes, dim)).astype(np.float32)
 
+    mode_loss = rng.gamma(4.0, 0.3, modes).astype(np.float32)
+    mode = rng.integers(0, modes, n_rows)
+
     def block(lo: int, hi: int) -> np.ndarray:
-        x = centres[rng.integers(0, modes, hi - lo)] + rng.standard_normal((hi - lo, dim), dtype=np.float32)
+        x = centres[mode[lo:hi]] + rng.standard_normal((hi - lo, dim), dtype=np.float32)
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
-    return write_store(out, block, n_rows, dim)
+    extra = {"loss_response": mode_loss[mode] + rng.gamma(2.0, 0.05, n_rows).astype(np.float32)} if with_loss else None
+    return write_store(out, block, n_rows, dim, extra=extra)

@@ -1,0 +1,244 @@
+"""Where dataselect may write: its own outputs only, one writer at a time, never half-way.
+
+Every command's output path goes through :func:`claim` and :func:`writing`:
+
+* **Ownership.** An output that is, contains or sits inside one of the command's inputs is refused.
+  An existing output is replaced only with ``--overwrite``, and only when dataselect made it,
+  recognised by its own marker (:func:`made_by_dataselect`): a store's ``manifest.json``, a
+  selection's ``selection.json`` + ``selection.arrow``, an index's ``index.json``, a report's
+  generator tag, a figure's PNG metadata, an export's provenance field. Anything else is refused in
+  one line, ``--overwrite`` or not.
+* **One writer.** :func:`writing` holds an exclusive ``flock`` on ``PARENT/.dataselect-lock.NAME``
+  for the whole write; a second writer is refused in one line naming the holder (pid, command, start).
+* **Crash-safe replacement.** A new output is built under ``.tmp-NAME.new.*``, renamed to
+  ``.tmp-NAME.ready.*`` once complete, then swapped in: the old output is moved to
+  ``.tmp-NAME.old.*``, the ready one to NAME, and the old one deleted. A kill at any moment leaves
+  either the old or the new output reachable: the next writer of NAME (under the lock) rolls a
+  half-done swap forward (a ``ready`` one exists) or back (only an ``old`` one), and deletes every
+  other ``.tmp-NAME.*`` left by killed writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from dataselect.errors import DataselectError
+
+TMP = ".tmp-"
+LOCK = ".dataselect-lock."
+HTML_MARK = "<meta name='generator' content='dataselect'"
+PNG_MARK = b"dataselect"
+
+
+def made_by_dataselect(path: Path) -> str | None:
+    """What dataselect output ``path`` is ("store", "selection", "index", "clustering", "report",
+    "figure", "export", "empty" folder), or None when dataselect did not make it (or cannot tell)."""
+    path = Path(path)
+    if path.is_symlink():
+        return None
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+        if not names:
+            return "empty"
+        if "manifest.json" in names:
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads((path / "manifest.json").read_text()).get("format", "").startswith("dataselect-store"):
+                    return "store"
+        if {"selection.json", "selection.arrow"} <= names:
+            return "selection"
+        if "index.json" in names:
+            return "index"
+        if "meta.json" in names and path.parent.name == "clusterings":
+            return "clustering"
+        return None
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        if path.suffix == ".html" and HTML_MARK.encode() in head:
+            return "report"
+        if path.suffix == ".png" and head.startswith(b"\x89PNG") and PNG_MARK in head:
+            return "figure"
+        if path.name.endswith((".jsonl", ".jsonl.gz")):
+            opener = gzip.open if path.name.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8") as fh:
+                first = fh.readline()
+            if "dataselect" in json.loads(first):
+                return "export"
+    except (OSError, ValueError, EOFError):
+        return None
+    return None
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_inputs(out, inputs: Iterable = (), what: str = "output") -> None:
+    """Refuse an output that is, contains or sits inside one of ``inputs``."""
+    target = Path(out).resolve()
+    for inp in inputs:
+        if inp is None:
+            continue
+        src = Path(inp).resolve()
+        if _overlaps(target, src):
+            raise DataselectError(f"{out}: the {what} would {'replace' if target == src else 'overlap'} the input "
+                                  f"{inp}; choose an --out outside the inputs")
+
+
+def claim(out, *, overwrite: bool, inputs: Iterable = (), what: str = "output") -> Path:
+    """Check that dataselect may write ``out`` (module docstring); returns it as a Path."""
+    out = Path(out)
+    check_inputs(out, inputs, what)
+    if out.exists() or out.is_symlink():
+        kind = made_by_dataselect(out)
+        if kind == "empty":
+            return out
+        if not overwrite:
+            raise DataselectError(f"{out} already exists; pass --overwrite to replace it")
+        if kind is None:
+            raise DataselectError(f"{out} exists and was not made by dataselect; refusing to replace it even with "
+                                  "--overwrite (move it away, or choose another --out)")
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def lock(out) -> Iterator[None]:
+    """Hold the exclusive lock of output ``out`` (module docstring)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f"{LOCK}{out.name}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 1024, 0).decode("utf-8", "replace").strip() or "another process"
+            raise DataselectError(f"{out} is being written by {holder}; wait for it to finish or choose another "
+                                  "--out") from None
+        info = (f"dataselect pid {os.getpid()} (`{' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]}`, "
+                f"since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)
+
+
+def held_by(out) -> str | None:
+    """Who holds the lock of ``out`` right now (None when nobody does)."""
+    path = Path(out).parent / f"{LOCK}{Path(out).name}"
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 1024, 0).decode("utf-8", "replace").strip() or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _temps(out: Path) -> list[tuple[str, Path]]:
+    prefix = f"{TMP}{out.name}."
+    found = []
+    if out.parent.is_dir():
+        for p in out.parent.iterdir():
+            if p.name.startswith(prefix):
+                role = p.name[len(prefix):].split(".", 1)[0]
+                found.append((role, p))
+    return found
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def recover(out) -> list[str]:
+    """Finish or roll back a replacement of ``out`` that a kill interrupted, then delete leftovers of
+    killed writers. Call it holding :func:`lock`. Returns what was done, for the caller to report."""
+    out = Path(out)
+    done = []
+    temps = _temps(out)
+    if not (out.exists() or out.is_symlink()):
+        ready = sorted(p for role, p in temps if role == "ready")
+        old = sorted(p for role, p in temps if role == "old")
+        if ready:
+            os.replace(ready[-1], out)
+            done.append(f"finished replacing {out} (a writer was killed mid-swap)")
+        elif old:
+            os.replace(old[-1], out)
+            done.append(f"restored {out} (a replacement was killed before the new output was complete)")
+        temps = _temps(out)
+    for _, p in temps:
+        _remove(p)
+    if temps:
+        done.append(f"removed {len(temps)} temporary file(s) of killed writers of {out}")
+    return done
+
+
+def _tmp(out: Path, role: str) -> Path:
+    return out.with_name(f"{TMP}{out.name}.{role}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def writing(out, *, overwrite: bool = False, inputs: Iterable = (), what: str = "output",
+            directory: bool = False) -> Iterator[Path]:
+    """Claim and lock ``out``, yield a temporary path to build it at, and swap it in crash-safely.
+
+    ``directory``: the temporary path is created as an empty folder; otherwise it is a file name.
+    """
+    out = Path(out)
+    with lock(out):
+        recover(out)
+        claim(out, overwrite=overwrite, inputs=inputs, what=what)
+        tmp = _tmp(out, "new")
+        if directory:
+            tmp.mkdir()
+        try:
+            yield tmp
+            if tmp.is_file():
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+            ready = _tmp(out, "ready")
+            os.replace(tmp, ready)
+        except BaseException:
+            _remove(tmp)
+            raise
+        old = None
+        if out.exists() or out.is_symlink():
+            old = _tmp(out, "old")
+            os.replace(out, old)
+        os.replace(ready, out)
+        if old is not None:
+            _remove(old)

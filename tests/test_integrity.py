@@ -1,0 +1,109 @@
+"""Nothing read from metadata is trusted: shard names, dims, row counts, bytes (issue: safe by construction)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_records, run_cli, write_jsonl
+from dataselect.errors import DataselectError
+from dataselect.store import Store
+from dataselect.store.synthetic import store_from_array, unit_rows
+
+
+@pytest.fixture
+def vec_store(tmp_path):
+    rng = np.random.default_rng(0)
+    pool = store_from_array(tmp_path / "pool", unit_rows(rng, 400, 16), shard_rows=100)
+    queries = store_from_array(tmp_path / "q", unit_rows(rng, 6, 16), kind="queries", tasks=["a"] * 3 + ["b"] * 3)
+    return pool, queries
+
+
+def edit_manifest(store, change) -> None:
+    path = store / "manifest.json"
+    man = json.loads(path.read_text())
+    change(man)
+    path.write_text(json.dumps(man))
+
+
+def flip_bytes(path, at_fraction: float = 0.6, count: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    at = int(len(data) * at_fraction)
+    data[at:at + count] = bytes((b ^ 0x5A) for b in data[at:at + count])
+    path.write_bytes(bytes(data))
+
+
+def test_shard_name_from_the_manifest_cannot_leave_the_store(tmp_path, vec_store):
+    pool, _ = vec_store
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "important.arrow").write_bytes(b"precious")
+    edit_manifest(pool, lambda m: m["shards"][1].update(file="../victim/important.arrow"))
+    with pytest.raises(DataselectError, match="not one dataselect writes"):
+        Store(pool)
+    _, err = run_cli("score", pool, "--pool", tmp_path / "nothing.jsonl", expect=2)
+    assert (victim / "important.arrow").read_bytes() == b"precious"
+
+
+def test_a_linked_shard_that_resolves_outside_is_refused(tmp_path, vec_store):
+    pool, _ = vec_store
+    outside = tmp_path / "elsewhere.arrow"
+    (pool / "shard-00001.arrow").rename(outside)
+    (pool / "shard-00001.arrow").symlink_to(outside)
+    with pytest.raises(DataselectError, match="resolves outside the store"):
+        Store(pool)
+
+
+def test_flipped_bytes_are_detected_on_read(tmp_path, vec_store):
+    pool, q = vec_store
+    run_cli("run", "--store", pool, "--method", "rds+", "--queries", q, "--budget", "50", "--out", tmp_path / "a",
+            "-q")
+    flip_bytes(pool / "shard-00002.arrow")
+    _, err = run_cli("run", "--store", pool, "--method", "rds+", "--queries", q, "--budget", "50",
+                     "--out", tmp_path / "b", "-q", expect=2)
+    assert "checksum mismatch in column" in err and "shard-00002.arrow" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+    _, err = run_cli("verify", pool, expect=2)
+    assert "shard-00002.arrow: sha256 differs" in err and "xxh3 differs" in err
+
+
+def test_edited_dim_and_row_counts_are_refused(vec_store):
+    pool, _ = vec_store
+    edit_manifest(pool, lambda m: m["config"].update(dim=8))
+    with pytest.raises(DataselectError, match="manifest says 8 float16"):
+        Store(pool)
+    edit_manifest(pool, lambda m: (m["config"].update(dim=16), m["shards"][0].update(rows_stored=150)))
+    with pytest.raises(DataselectError, match="holds 100 rows but the manifest says 150"):
+        Store(pool)
+
+
+def test_truncated_shard_is_one_line(tmp_path, vec_store):
+    pool, q = vec_store
+    path = pool / "shard-00003.arrow"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    _, err = run_cli("run", "--store", pool, "--method", "random", "--budget", "5", "--out", tmp_path / "s",
+                     expect=2)
+    assert "truncated or corrupt" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_verify_passes_a_good_store_and_names_every_problem(tmp_path, vec_store, capsys):
+    pool, _ = vec_store
+    run_cli("verify", pool)
+    assert "ok (4 shards, 400 rows" in capsys.readouterr().out
+    flip_bytes(pool / "shard-00000.arrow")
+    (pool / "shard-00003.arrow").unlink()
+    _, err = run_cli("verify", pool, expect=2)
+    assert "shard-00000.arrow: sha256 differs" in err and "shard-00003.arrow: missing" in err
+    assert "2 problem(s)" in err or "3 problem(s)" in err
+
+
+def test_embed_rerun_repairs_a_corrupt_shard(tmp_path, tiny_llama):
+    pool = write_jsonl(tmp_path / "pool.jsonl", make_records(30, seed=4))
+    run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "s", "--shard-rows", "10", "-q")
+    before = (tmp_path / "s" / "shard-00001.arrow").read_bytes()
+    flip_bytes(tmp_path / "s" / "shard-00001.arrow")
+    run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "s", "--shard-rows", "10", "-q")
+    assert (tmp_path / "s" / "shard-00001.arrow").read_bytes() == before
+    run_cli("verify", tmp_path / "s")
