@@ -51,8 +51,8 @@ def main() -> None:
     import faiss
 
     from dataselect.pool_index.sample import iter_float_blocks, read_positions, sample_positions
-    from dataselect.store import Store
     from dataselect.selectors.kmeans_sensitivity import default_k
+    from dataselect.store import Store
     from dataselect.store.synthetic import clustered_store
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_kmeans_"))

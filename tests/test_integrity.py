@@ -107,3 +107,73 @@ def test_embed_rerun_repairs_a_corrupt_shard(tmp_path, tiny_llama):
     run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "s", "--shard-rows", "10", "-q")
     assert (tmp_path / "s" / "shard-00001.arrow").read_bytes() == before
     run_cli("verify", tmp_path / "s")
+
+
+def test_a_checkpoint_with_other_weights_of_the_same_size_is_another_revision(tmp_path, tiny_llama):
+    """Same folder, weights replaced in place by others of the same size: stores must not mix them."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from dataselect.embed.model import model_revision
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_llama, model)
+    pool = write_jsonl(tmp_path / "p.jsonl", make_records(12))
+    q = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "a cat", "task": "t"}])
+    run_cli("embed", pool, "-m", model, "-o", tmp_path / "s", "-q")
+    before = model_revision(str(model), None)
+    weights = model / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 0.5
+    size = weights.stat().st_size
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert weights.stat().st_size == size and model_revision(str(model), None) != before
+    run_cli("embed", q, "-m", model, "-o", tmp_path / "qs", "-q", "--queries")
+    _, err = run_cli("run", "--store", tmp_path / "s", "--method", "rds+", "--queries", tmp_path / "qs",
+                     "--budget", "3", "--out", tmp_path / "sel", expect=2)
+    assert "model revision" in err
+
+
+def test_pickle_checkpoints_need_consent(tmp_path, tiny_llama):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"  # an older checkpoint: torch.save'd weights (transformers 5 writes safetensors)
+    shutil.copytree(tiny_llama, pickled)
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    pool = write_jsonl(tmp_path / "p.jsonl", make_records(8))
+    _, err = run_cli("embed", pool, "-m", pickled, "-o", tmp_path / "s", "-q", expect=2)
+    assert "pickle weights" in err and "--allow-pickle" in err and len(err.strip().splitlines()) == 1
+    run_cli("embed", pool, "-m", pickled, "-o", tmp_path / "s", "-q", "--allow-pickle")
+
+
+def test_one_model_however_its_path_is_written(tmp_path, tiny_llama, monkeypatch):
+    from pathlib import Path
+
+    pool = write_jsonl(tmp_path / "p.jsonl", make_records(12))
+    q = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "a cat", "task": "t"}])
+    run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "s", "-q")
+    monkeypatch.chdir(Path(tiny_llama).parent)
+    run_cli("embed", q, "-m", Path(tiny_llama).name, "-o", tmp_path / "qs", "-q", "--queries")
+    run_cli("run", "--store", tmp_path / "s", "--method", "rds+", "--queries", tmp_path / "qs", "--budget", "3",
+            "--out", tmp_path / "sel", "-q")
+
+
+def test_methods_that_ignore_queries_refuse_them(tmp_path, vec_store):
+    pool, q = vec_store
+    for method in ("random", "hierarchical-kmeans", "loss"):
+        _, err = run_cli("run", "--store", pool, "--method", method, "--queries", q, "--budget", "5",
+                         "--out", tmp_path / method, expect=2)
+        assert "does not use --queries" in err
+
+
+def test_a_query_file_of_blank_lines_makes_no_store(tmp_path, tiny_llama):
+    q = tmp_path / "q.jsonl"
+    q.write_text("\n\n   \n\n")
+    _, err = run_cli("embed", q, "-m", tiny_llama, "-o", tmp_path / "qs", "--task", "t", "-q", expect=2)
+    assert "no records" in err and not (tmp_path / "qs" / "manifest.json").exists()

@@ -204,3 +204,26 @@ def test_run_during_embed_says_it_is_being_written(tmp_path, stores):
     _, err = run_cli("run", "--store", pool, "--method", "random", "--budget", "5", "--out", tmp_path / "s",
                      expect=2)
     assert "was interrupted" in err
+
+
+def test_a_failed_write_names_the_file(tmp_path):
+    """pyarrow's write errors name no file; dataselect's message must (here a file-size limit stands in
+    for a full disk: both fail inside the same write call)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import resource, signal, sys
+        import numpy as np
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        from dataselect.store.synthetic import store_from_array
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        from dataselect.cli import main
+        try:
+            store_from_array({str(tmp_path / 's')!r}, np.ones((4000, 64), np.float32), shard_rows=2000)
+        except OSError as exc:
+            print("FILENAME", exc.filename, exc.errno)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "FILENAME" in res.stdout and "shard-00000.arrow" in res.stdout and "None" not in res.stdout, res

@@ -17,6 +17,19 @@ from pathlib import Path
 TMP_PREFIX = ".tmp-"
 
 
+def with_path(exc: OSError, path) -> OSError:
+    """``exc`` naming ``path`` (pyarrow's write errors name no file, and may carry their errno only in text)."""
+    if exc.filename is not None:
+        return exc
+    import re
+
+    code = exc.errno
+    if code is None:
+        m = re.search(r"errno (\d+)", str(exc), re.IGNORECASE)
+        code = int(m.group(1)) if m else None
+    return OSError(code, os.strerror(code) if code else str(exc), str(path))
+
+
 def _tmp_name(final: Path) -> Path:
     return final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
 

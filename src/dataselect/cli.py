@@ -55,6 +55,8 @@ def embed(
     padding_side: Annotated[str, typer.Option(help="right or left; embeddings do not depend on it.")] = "right",
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad rows, counting them in the manifest.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store in --out.")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights, which can run code; "
+                                               "only for checkpoints you trust.")] = False,
     max_shards: Annotated[Optional[int], typer.Option(help="Stop after writing this many shards (resume later).")] = None,
     engine: Annotated[str, typer.Option(help="local, or ray to spread over GPUs/machines.")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start Ray locally).")] = None,
@@ -68,7 +70,7 @@ def embed(
                         batch_tokens=batch_tokens, shard_rows=shard_rows, with_loss=with_loss,
                         with_ifd=with_ifd, device=device, dtype=dtype, revision=revision,
                         padding_side=padding_side, task=task, queries=queries or task is not None,
-                        skip_invalid=skip_invalid, overwrite=overwrite, progress=not quiet,
+                        skip_invalid=skip_invalid, overwrite=overwrite, progress=not quiet, allow_pickle=allow_pickle,
                         max_shards=max_shards)
     from dataselect.outputs import lock
 
@@ -99,6 +101,8 @@ def score(
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16.")] = "auto",
     batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch (0: by device).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights, which can run "
+                                               "code; only for checkpoints you trust.")] = False,
 ):
     """Add per-sample losses to a store embedded without --with-loss (resumable)."""
     from dataselect.embed.score import score_store
@@ -106,7 +110,7 @@ def score(
 
     with lock(store):
         man = score_store(store, pool, with_ifd=with_ifd, device=device, dtype=dtype, batch_tokens=batch_tokens,
-                          progress=not quiet)
+                          progress=not quiet, allow_pickle=allow_pickle)
     _echo(f"scored {man['counts']['rows_stored']:,} rows of {store}")
 
 

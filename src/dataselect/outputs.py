@@ -226,7 +226,12 @@ def writing(out, *, overwrite: bool = False, inputs: Iterable = (), what: str = 
         if directory:
             tmp.mkdir()
         try:
-            yield tmp
+            try:
+                yield tmp
+            except OSError as exc:
+                from dataselect.atomic import with_path
+
+                raise with_path(exc, out) from exc
             if tmp.is_file():
                 with open(tmp, "rb") as fh:
                     os.fsync(fh.fileno())

@@ -102,6 +102,9 @@ def run_selection(spec: RunSpec, overwrite: bool = False, progress: bool = False
     pool = open_store(spec.store, kind="pool")
     queries = [open_store(q) for q in spec.queries]
     selector = build_selector(spec.method, spec.params)
+    if queries and not (selector.needs_queries or selector.uses_queries):
+        raise DataselectError(f"method {spec.method!r} does not use --queries; drop them, or choose rds+ or "
+                              "kmeans-sensitivity (target-aware)")
     if selector.needs_queries and not queries:
         raise DataselectError(f"method {spec.method!r} needs --queries (query stores made with "
                               "`dataselect embed QUERIES --task NAME`)")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -59,11 +61,48 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def model_name(name: str) -> str:
+    """The name a store records: a local folder by its resolved path (``tiny`` and ``../x/tiny`` are one
+    model), the bundled model and hub ids as given."""
+    from dataselect.models import BUNDLED
+
+    return str(Path(name).resolve()) if name != BUNDLED and Path(name).is_dir() else name
+
+
+def _weights_digest(path: Path) -> str:
+    """xxh3-64 of a weight file's contents, cached by (resolved path, size, mtime): one read per checkpoint."""
+    import xxhash
+
+    from dataselect.atomic import write_json
+
+    st = path.stat()
+    key = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+    cache_file = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dataselect" / "weights.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache:
+        h = xxhash.xxh3_64()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
+        cache[key] = h.hexdigest()
+        with contextlib.suppress(OSError):
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json(cache_file, cache)
+    return cache[key]
+
+
 def model_revision(name: str, config) -> str:
     """The hub commit hash when loaded from the hub cache, else a hash of the local folder's files.
 
     For a local folder: sha256 over config.json, the tokenizer files and each weight file's name and
-    size (weights are not read in full: a changed checkpoint changes its size or config in practice).
+    the xxh3 of its contents (cached by path, size and mtime, so a checkpoint is read once): another
+    checkpoint of the same size is another revision.
     """
     commit = getattr(config, "_commit_hash", None)
     if commit:
@@ -78,12 +117,12 @@ def model_revision(name: str, config) -> str:
         if p.suffix in (".json", ".txt", ".model", ".jinja"):
             h.update(p.name.encode() + b"\0" + p.read_bytes())
         else:
-            h.update(f"{p.name}\0{p.stat().st_size}".encode())
+            h.update(f"{p.name}\0{p.stat().st_size}\0{_weights_digest(p)}".encode())
     return "local-" + h.hexdigest()[:16]
 
 
 def load_model(name: str, *, device: str = "auto", dtype: str = "auto", with_lm_head: bool = False,
-               revision: str | None = None, weights: bool = True) -> LoadedModel:
+               revision: str | None = None, weights: bool = True, allow_pickle: bool = False) -> LoadedModel:
     """Load tokenizer and model. Encoders work for embeddings; ``with_lm_head`` needs a causal LM.
 
     ``weights=False`` loads config and tokenizer only (``base`` is None): what a driver that hands the
@@ -100,6 +139,11 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", with_lm_
     path = resolve_model(name)
     if Path(path).is_dir():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        files = [p.name for p in Path(path).iterdir()]
+        pickled = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+        if weights and pickled and not any(f.endswith(".safetensors") for f in files) and not allow_pickle:
+            raise DataselectError(f"model {name!r} holds pickle weights ({pickled[0]}), which can run code when "
+                                  "loaded; convert them to safetensors, or pass --allow-pickle if you trust the file")
     try:
         config = AutoConfig.from_pretrained(path, revision=revision)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
@@ -123,11 +167,13 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", with_lm_
                            max_positions=int(max_pos) if max_pos else None)
     try:
         if with_lm_head:
-            full = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype)
+            full = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype,
+                                                        use_safetensors=None if allow_pickle else True)
             base, head = full.base_model, full.get_output_embeddings()
         else:
-            base, head = AutoModel.from_pretrained(path, revision=revision, dtype=torch_dtype), None
-    except (OSError, ValueError) as exc:
+            base, head = AutoModel.from_pretrained(path, revision=revision, dtype=torch_dtype,
+                                                   use_safetensors=None if allow_pickle else True), None
+    except (OSError, ValueError, RuntimeError) as exc:
         raise DataselectError(f"cannot load weights of {name!r}: {str(exc).splitlines()[0]}") from None
     base.eval().to(dev)
     if head is not None:

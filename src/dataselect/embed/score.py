@@ -27,7 +27,7 @@ from dataselect.store.writer import write_shard
 
 
 def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dtype: str = "auto",
-                batch_tokens: int = 0, progress: bool = True) -> dict:
+                batch_tokens: int = 0, progress: bool = True, allow_pickle: bool = False) -> dict:
     """Add loss columns to every shard of ``store`` lacking them; returns the updated manifest."""
     store = Path(store)
     man = load_manifest(store)
@@ -40,7 +40,7 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
     todo = [s for s in man["shards"] if not set(want) <= set(s.get("loss_columns", []))]
     if not todo:
         return man
-    model = load_model(cfg["model"]["name"], device=device, dtype=dtype, with_lm_head=True)
+    model = load_model(cfg["model"]["name"], device=device, dtype=dtype, with_lm_head=True, allow_pickle=allow_pickle)
     if model.revision != cfg["model"]["revision"]:
         raise DataselectError(f"model {cfg['model']['name']!r} is now at revision {model.revision}, but the store "
                               f"was embedded at {cfg['model']['revision']}; losses would not match the embeddings")

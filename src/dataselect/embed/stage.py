@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from dataselect import __version__
 from dataselect.atomic import remove_stale_tmp, write_json
 from dataselect.embed.compute import RowEmbedder
-from dataselect.embed.model import describe, load_model
+from dataselect.embed.model import describe, load_model, model_name
 from dataselect.embed.pooling import POOLINGS
 from dataselect.embed.text import TEMPLATES, Formatter
 from dataselect.errors import DataselectError, InputError
@@ -61,6 +61,7 @@ class EmbedOptions:
     queries: bool = False  # a query store (records need a task; prompts alone are fine)
     skip_invalid: bool = False
     overwrite: bool = False
+    allow_pickle: bool = False
     progress: bool = True
     max_shards: int | None = None  # stop cleanly after writing this many shards (time-boxed runs)
 
@@ -96,7 +97,7 @@ class EmbedStage:
     def _identity(self, model) -> dict:
         o = self.opts
         return {
-            "model": {"name": o.model, "revision": model.revision},
+            "model": {"name": model_name(o.model), "revision": model.revision},
             "pooling": o.pooling, "template": o.template, "max_length": self.max_length,
             "dim": model.dim, "dtype": "float16", "with_loss": o.with_loss, "with_ifd": o.with_ifd,
             "shard_rows": o.shard_rows, "task": o.task,
@@ -194,7 +195,8 @@ class EmbedStage:
     def _load_model(self):
         """Load the model and build the shard embedder (engines that compute elsewhere override this)."""
         o = self.opts
-        model = load_model(o.model, device=o.device, dtype=o.dtype, with_lm_head=o.with_loss, revision=o.revision)
+        model = load_model(o.model, device=o.device, dtype=o.dtype, with_lm_head=o.with_loss, revision=o.revision,
+                           allow_pickle=o.allow_pickle)
         self.max_length = effective_max_length(model, o)
         self.embedder = make_embedder(model, o, self.max_length)
         self.batch_tokens = self.embedder.batch_tokens
@@ -221,6 +223,10 @@ class EmbedStage:
                 self.id_overrides[r.row] = r.id
         if first_bad is not None and not self.opts.skip_invalid:
             raise InputError(first_bad.where, first_bad.error + " (pass --skip-invalid to skip and count such rows)")
+        if n == len(self.invalid):
+            where = f"{self.reader.files[0]}:1"
+            raise InputError(where, "no records to embed" + (f" ({n:,} rows, all invalid)" if n else
+                                                             " (the input holds only blank lines or nothing)"))
         self.reader.seen_ids.clear()
         self.n_pool = n
         return n

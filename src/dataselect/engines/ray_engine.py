@@ -92,7 +92,7 @@ class ShardEmbedder:
         if cpus > 0:
             torch.set_num_threads(cpus)
         model = load_model(opts.model, device="cuda" if gpu else "cpu", dtype=opts.dtype,
-                           with_lm_head=opts.with_loss, revision=opts.revision)
+                           with_lm_head=opts.with_loss, revision=opts.revision, allow_pickle=opts.allow_pickle)
         self.embedder = make_embedder(model, opts, max_length)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -31,6 +31,7 @@ class Selector(ABC):
 
     name: ClassVar[str]
     needs_queries: ClassVar[bool] = False
+    uses_queries: ClassVar[bool] = False  # takes --queries without needing them (target-aware mode)
     rule: ClassVar[str] = ""  # one or two sentences: how rows are picked
     source: ClassVar[str] = ""  # where the rule comes from (paper section, reference file)
 

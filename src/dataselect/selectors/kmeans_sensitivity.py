@@ -162,6 +162,7 @@ class KMeansSensitivity(Selector):
     """
 
     name = "kmeans-sensitivity"
+    uses_queries = True
     rule = ("k-means; the loss l(C) of the row nearest each centre; draw rows i.i.d. with p(e) ~ l(C) + lam |e - c|^z "
             "until budget distinct rows; weight = draws / (m p). --variant coreset: p = 1/2 d^2/cost + 1/2 / (k' |C|).")
     source = ("Axiotis et al. 2024, 'Data-Efficient Learning via Clustering-Based Sensitivity Sampling' (ICML, "

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from dataselect.atomic import atomic_path
+from dataselect.atomic import atomic_path, with_path
 
 
 def shard_name(index: int) -> str:
@@ -76,7 +76,10 @@ def write_shard(path, columns: dict[str, pa.Array]) -> dict:
     path = Path(path)
     batch = pa.RecordBatch.from_pydict(columns)
     with atomic_path(path) as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
-            writer.write_batch(batch)
+        try:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+                writer.write_batch(batch)
+        except OSError as exc:
+            raise with_path(exc, path) from exc
         digest, fast, per_column = file_sha256(tmp), file_xxh3(tmp), column_xxh3(tmp)
     return {"bytes": path.stat().st_size, "sha256": digest, "xxh3": fast, "xxh3_columns": per_column}
