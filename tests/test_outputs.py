@@ -227,3 +227,17 @@ def test_a_failed_write_names_the_file(tmp_path):
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "FILENAME" in res.stdout and "shard-00000.arrow" in res.stdout and "None" not in res.stdout, res
+
+
+def test_recovery_touches_only_its_own_temporary_files(tmp_path):
+    """Another output whose name starts the same (sel.v2) keeps its in-flight temp files."""
+    out = tmp_path / "sel"
+    theirs = tmp_path / f".tmp-sel.v2.new.{os.getpid()}.abcdef12"
+    theirs.mkdir()
+    alive_legacy = tmp_path / f".tmp-sel.{os.getpid()}.abcdef12"  # an older writer still running
+    alive_legacy.write_text("")
+    dead = tmp_path / ".tmp-sel.new.999999.abcdef12"
+    dead.write_text("")
+    with lock(out):
+        recover(out)
+    assert theirs.exists() and alive_legacy.exists() and not dead.exists()

@@ -25,6 +25,7 @@ import fcntl
 import gzip
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -166,13 +167,17 @@ def held_by(out) -> str | None:
 
 
 def _temps(out: Path) -> list[tuple[str, Path]]:
-    prefix = f"{TMP}{out.name}."
+    """Temporary entries of ``out``'s writers: ``.tmp-NAME.ROLE.PID.HEX8``, and older writers'
+    ``.tmp-NAME.PID.HEX8`` when that process is gone. Exact names only: ``sel.v2``'s are not ``sel``'s."""
+    ours = re.compile(rf"{re.escape(TMP + out.name)}\.(new|ready|old)\.\d+\.[0-9a-f]{{8}}")
+    legacy = re.compile(rf"{re.escape(TMP + out.name)}\.(\d+)\.[0-9a-f]{{8}}")
     found = []
     if out.parent.is_dir():
         for p in out.parent.iterdir():
-            if p.name.startswith(prefix):
-                role = p.name[len(prefix):].split(".", 1)[0]
-                found.append((role, p))
+            if m := ours.fullmatch(p.name):
+                found.append((m.group(1), p))
+            elif (m := legacy.fullmatch(p.name)) and not _pid_alive(int(m.group(1))):
+                found.append(("legacy", p))
     return found
 
 

@@ -115,8 +115,9 @@ def build_hierarchy(store: Store, ks: list[int], *, resamples: int = 9, sample_s
         raise DataselectError(f"--sample-sizes needs one value per level ({len(ks)})")
     device = resources.torch_device()
     search = resolve_search(backend, assign, device)
+    # per pool row beyond the engine's own: the sort that picks each cluster's closest points (~40 B)
     plan = plan_memory(store, ks[0], store.dim, sample_size or ks[0] * POINTS_PER_CENTROID, device, resources,
-                       keep_rows=ks[0] * max(sample_sizes[0], 1))
+                       keep_rows=ks[0] * max(sample_sizes[0], 1), extra=40 * n)
     params = {"ks": ks, "resamples": resamples, "sample_sizes": sample_sizes, "strategy": strategy,
               "niter": niter, "seed": seed, "sample_rows": plan.sample_rows, "init_sample": init_sample,
               "n_local_trials": [default_trials(k) for k in ks], "search": search}
