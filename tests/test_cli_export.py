@@ -92,7 +92,7 @@ def test_run_errors_are_one_line(pipeline):
 def test_methods_lists_registry(capsys):
     run_cli("methods")
     out = capsys.readouterr().out
-    assert "rds+  (needs --queries)" in out and "--round-robin (default 'paper')" in out and "random" in out
+    assert "rds+  (needs --queries)" in out and "--round-robin (default paper): " in out and "random" in out
 
 
 def test_console_scripts_installed():

@@ -50,7 +50,7 @@ def test_stale_index_and_clustering_are_refused(tmp_path):
     st = Store(tmp_path / "s")
     build_index(st, "flat")
     cl = cluster_store(st, 5)
-    key = next((tmp_path / "s" / "clusterings").iterdir())
+    key = next(p for p in (tmp_path / "s" / "clusterings").iterdir() if p.is_dir())
     store_from_array(tmp_path / "s", clustered(500, 8, 4, seed=5), shard_rows=100)  # re-embedded: new hash
     st2 = Store(tmp_path / "s")
     with pytest.raises(DataselectError, match="is stale"):

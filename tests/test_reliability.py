@@ -135,7 +135,7 @@ def test_refusals(tmp_path, tiny_llama):
     run_cli("run", "--store", tmp_path / "s", "--method", "random", "--budget", "5", "--out", tmp_path / "r")
     _, err = run_cli("run", "--store", tmp_path / "s", "--method", "random", "--budget", "5", "--out", tmp_path / "r",
                      expect=2)
-    assert "already exists and is not empty; pass --overwrite" in err
+    assert "already exists; pass --overwrite to replace it" in err
 
 
 def _kill_during(cmd: list[str], delays: list[float], check) -> None:

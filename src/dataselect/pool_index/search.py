@@ -37,7 +37,7 @@ class CentroidSearch:
     """
 
     def __init__(self, centroids: torch.Tensor, kind: str = "flat", chunk_bytes: int = 64 << 20,
-                 ef_search: int = 128):
+                 ef_search: int = 32):
         if kind not in SEARCH_KINDS:
             raise ValueError(f"unknown centroid search {kind!r}")
         self.kind = kind

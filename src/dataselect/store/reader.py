@@ -15,6 +15,7 @@ checks the sha256 of every shard and the store hash.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +124,9 @@ class Store:
         with pa.memory_map(str(self.path / self.shards[0]["file"])) as mm:
             return pa.ipc.open_file(mm).schema.names
 
-    def _batches(self, shard: dict, columns=()) -> Iterator[pa.RecordBatch]:
-        self._verify(shard, columns)
+    def _batches(self, shard: dict, columns=(), verified: bool = False) -> Iterator[pa.RecordBatch]:
+        if not verified:
+            self._verify(shard, columns)
         mm = pa.memory_map(str(self.path / shard["file"]))
         reader = pa.ipc.open_file(mm)
         for i in range(reader.num_record_batches):
@@ -137,14 +139,21 @@ class Store:
         ``embedding`` comes as a zero-copy (n, dim) float16 view of the mapped file; copy what you keep.
         ``shards`` restricts the scan to those shard indexes (one Ray task scores one shard).
         """
-        for shard in (self.shards if shards is None else [self.shards[i] for i in shards]):
-            for batch in self._batches(shard, columns):
-                arrays = {c: _column_numpy(batch, c, self.dim) for c in columns}
-                n = batch.num_rows
-                step = block_rows or n or 1
-                for lo in range(0, n, step):
-                    yield {c: a[lo:lo + step] for c, a in arrays.items()}
-                del arrays, batch
+        todo = self.shards if shards is None else [self.shards[i] for i in shards]
+        # Shard i+1 is checked (and so read into the page cache) in a thread while shard i is used;
+        # no shard's data is handed out before its check has passed.
+        with ThreadPoolExecutor(1, thread_name_prefix="verify") as pool:
+            pending = pool.submit(self._verify, todo[0], columns) if todo else None
+            for i, shard in enumerate(todo):
+                pending.result()
+                pending = pool.submit(self._verify, todo[i + 1], columns) if i + 1 < len(todo) else None
+                for batch in self._batches(shard, columns, verified=True):
+                    arrays = {c: _column_numpy(batch, c, self.dim) for c in columns}
+                    n = batch.num_rows
+                    step = block_rows or n or 1
+                    for lo in range(0, n, step):
+                        yield {c: a[lo:lo + step] for c, a in arrays.items()}
+                    del arrays, batch
 
     def column(self, name: str) -> np.ndarray:
         """One scalar column over the whole store, in pool order (e.g. ``row``, ``loss_response``)."""
