@@ -116,10 +116,10 @@ def test_budget_parsing_and_refusal():
 def test_sample_shrinks_to_the_budget_and_says_so(tmp_path, capsys):
     store_from_array(tmp_path / "s", blobs(20000, 256, 30).astype(np.float32), shard_rows=2000)
     st = Store(tmp_path / "s")
-    from dataselect.resources import current_rss
+    from dataselect.resources import SLACK
 
     # the rule of thumb wants 10,240 rows x 1 KiB; give the plan about 8 MiB
-    tight = Resources.make("cpu", current_rss() + 64 * 2**20 + 8 * 2**20, progress=False)
+    tight = Resources.make("cpu", MemoryBudget.runtime() + SLACK + 8 * 2**20, progress=False)
     cl = cluster_store(st, 40, niter=3, resources=tight, cache=False)
     assert cl.meta["sample_limited_by_memory"] and cl.meta["sample_rows"] < cl.meta["sample_rows_wanted"] == 10240
     assert "memory budget holds" in capsys.readouterr().err
@@ -159,7 +159,7 @@ def test_clustering_respects_a_data_segment_limit(tmp_path):
         import json, resource
         import numpy as np, torch
         from dataselect.pool_index import cluster_store
-        from dataselect.resources import Resources, current_rss
+        from dataselect.resources import RUNTIME_ALLOWANCE, SLACK, Resources
         from dataselect.store import Store
         store = Store({str(tmp_path / 'big')!r})
         import faiss
@@ -172,7 +172,7 @@ def test_clustering_respects_a_data_segment_limit(tmp_path):
         vmdata = int([l for l in open('/proc/self/status') if l.startswith('VmData')][0].split()[1]) * 1024
         limit = vmdata + 50 * 2**20  # half the naive sample
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-        res = Resources.make("cpu", current_rss() + 40 * 2**20 + 64 * 2**20, progress=False)
+        res = Resources.make("cpu", RUNTIME_ALLOWANCE + SLACK + 40 * 2**20, progress=False)
         cl = cluster_store(store, {k}, niter=2, init_sample=8, resources=res, cache=False)
         print(json.dumps({{"rows": cl.meta["sample_rows"], "wanted": cl.meta["sample_rows_wanted"],
                           "labels": int(len(cl.labels))}}))
@@ -200,3 +200,26 @@ def test_gpu_paths_match_cpu(tmp_path):
     a = cluster_store(st, 20, niter=5, resources=Resources.make("cuda", progress=False), cache=False)
     b = cluster_store(st, 20, niter=5, resources=Resources.make("cpu", progress=False), cache=False)
     assert abs(a.meta["pool_inertia"] / b.meta["pool_inertia"] - 1) < 0.02
+
+
+def test_the_plan_does_not_drift_with_the_process_size(tmp_path):
+    """A budget-limited sample must not change with a few MB of RSS, or the same command and seed
+    would cluster a different sample (and miss the cache) from one run to the next. Run in a fresh
+    interpreter, below the runtime allowance, as a command is."""
+    store_from_array(tmp_path / "s", blobs(20000, 256, 30).astype(np.float32), shard_rows=2000)
+    code = textwrap.dedent(f"""
+        import numpy as np, torch
+        from dataselect.pool_index.kmeans import plan_memory
+        from dataselect.resources import RUNTIME_ALLOWANCE, SLACK, Resources
+        from dataselect.store import Store
+        st = Store({str(tmp_path / 's')!r})
+        res = Resources.make("cpu", RUNTIME_ALLOWANCE + SLACK + 8 * 2**20, progress=False)
+        before = plan_memory(st, 40, 256, 10240, torch.device("cpu"), res)
+        ballast = np.ones(50 * 2**20, np.uint8)  # the process grows by 50 MB
+        after = plan_memory(st, 40, 256, 10240, torch.device("cpu"), res)
+        print(before.limited_by_budget, before.sample_rows, after.sample_rows)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    limited, a, b = res.stdout.split()
+    assert limited == "True" and a == b

@@ -138,8 +138,8 @@ def lock(out) -> Iterator[None]:
             holder = os.pread(fd, 1024, 0).decode("utf-8", "replace").strip() or "another process"
             raise DataselectError(f"{out} is being written by {holder}; wait for it to finish or choose another "
                                   "--out") from None
-        info = (f"dataselect pid {os.getpid()} (`{' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]}`, "
-                f"since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        command = " ".join(["dataselect", *sys.argv[1:]])[:200]
+        info = f"dataselect pid {os.getpid()} (`{command}`, since {time.strftime('%Y-%m-%d %H:%M:%S')})"
         os.ftruncate(fd, 0)
         os.pwrite(fd, info.encode(), 0)
         yield

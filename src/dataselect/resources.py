@@ -1,8 +1,10 @@
 """What a long step may use: a memory budget, a device, and whether to show progress.
 
 The memory budget is the whole process's: ``--max-memory 1GB`` means peak RSS stays near 1 GB.
-What the interpreter and libraries already hold when planning starts (torch and FAISS alone are a
-few hundred MB) is measured and subtracted; the rest is what a step may plan for. Every large
+What the interpreter and libraries hold is set aside first -- a fixed 512 MiB (torch, FAISS and
+pyarrow hold 330-400 MB here), or the process's RSS rounded up to 256 MiB when it is larger -- and
+the rest is what a step may plan for. A fixed allowance, not the RSS of the moment, so that a
+budget-limited sample (and the selection) is the same from one run of a command to the next. Every large
 allocation -- a k-means training sample, centroid state, per-row arrays, streaming buffers, the
 mapped shard being read -- is planned against it *before* it is made, and a plan that does not fit
 is refused with one line naming the budget to raise.
@@ -22,6 +24,8 @@ GiB = 1 << 30
 MiB = 1 << 20
 DEFAULT_CAP = 4 * GiB
 SLACK = 64 * MiB  # small temporaries nobody plans for (Python objects, library scratch)
+RUNTIME_ALLOWANCE = 512 * MiB  # the interpreter and libraries (see module docstring)
+_RSS_STEP = 256 * MiB
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1 << 10, "m": 1e6, "mb": 1e6, "mib": MiB,
           "g": 1e9, "gb": 1e9, "gib": GiB, "t": 1e12, "tb": 1e12, "tib": 1 << 40}
 _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -90,9 +94,14 @@ class MemoryBudget:
             raise DataselectError(f"--max-memory {value!r}: must be positive")
         return cls(limit, f"--max-memory {fmt_bytes(limit)}")
 
+    @staticmethod
+    def runtime() -> int:
+        """What is set aside for the interpreter and libraries (module docstring)."""
+        return max(RUNTIME_ALLOWANCE, -(-current_rss() // _RSS_STEP) * _RSS_STEP)
+
     def free(self) -> int:
-        """What may still be planned now: the limit less what the process holds and a small slack."""
-        return self.limit - current_rss() - SLACK
+        """What may be planned: the limit less the runtime allowance and a small slack."""
+        return self.limit - self.runtime() - SLACK
 
     def require(self, need: int, what: str, free: int | None = None) -> None:
         """Refuse, in one line, a plan of ``need`` bytes for ``what`` that the budget cannot hold."""
@@ -100,7 +109,7 @@ class MemoryBudget:
         if need > free:
             raise DataselectError(
                 f"{what} needs {fmt_bytes(need)} but only {fmt_bytes(max(free, 0))} of {self.source} is free "
-                f"(the process already holds {fmt_bytes(current_rss())}); raise --max-memory to at least "
+                f"(after {fmt_bytes(self.limit - free - SLACK)} for the runtime); raise --max-memory to at least "
                 f"{fmt_bytes(self.limit + need - free)}{'' if self.source.startswith('--') else ' or lower k'}")
 
 
