@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch pinned first: the CPU build; an open range would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[ray,dev]"
+	$(PY) -m pip install -q -e ".[ray,dev,demo]"
 	touch $(STAMP)
 
 demo: $(STAMP)

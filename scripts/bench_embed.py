@@ -62,8 +62,8 @@ def build_pool(path: Path, rows: int, seed: int = 0) -> Path:
 def naive(model_path: str, pool: Path, device: str, dtype, max_length: int = 2048) -> tuple[float, int, float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dataselect.embed.pooling import pool_hidden
-    from dataselect.embed.text import render_tulu
+    from dataselect.embedding.pooling import pool_hidden
+    from dataselect.embedding.text import render_tulu
     from dataselect.pool import PoolReader
 
     tok = AutoTokenizer.from_pretrained(model_path)
@@ -85,8 +85,8 @@ def naive(model_path: str, pool: Path, device: str, dtype, max_length: int = 204
 
 
 def ours(model_path: str, pool: Path, out: Path, device: str, dtype: str, with_loss: bool) -> tuple[float, int, float]:
-    from dataselect.embed.batching import padding_waste, token_budget_batches
-    from dataselect.embed.stage import EmbedOptions, EmbedStage
+    from dataselect.embedding.batching import padding_waste, token_budget_batches
+    from dataselect.embedding.stage import EmbedOptions, EmbedStage
 
     stage = EmbedStage(pool, out, EmbedOptions(model=model_path, device=device, dtype=dtype, with_loss=with_loss,
                                                progress=False, overwrite=True))
@@ -138,7 +138,7 @@ def main() -> None:
               f"({ours.shard_waste:.2%} on a 50k-row shard of the same length mix)")
         print(f"ours+loss   {tok_ours / t_loss:10,.0f} tok/s   wall {t_loss:7.2f}s   loss cost x{t_loss / t_ours:.2f}")
         if args.ray:
-            from dataselect.embed.stage import EmbedOptions
+            from dataselect.embedding.stage import EmbedOptions
             from dataselect.engines.ray_engine import RayEmbedStage
 
             gpus = 1.0 if args.device.startswith("cuda") else 0.0

@@ -20,7 +20,7 @@ def pipeline(tmp_path_factory, tiny_llama):
     q = write_jsonl(tmp / "q.jsonl", [{"prompt": "what is two plus three", "task": "math"},
                                       {"prompt": "def return print", "task": "code"},
                                       {"prompt": "poem story", "task": "writing"}])
-    run_cli("embed", q, "-m", tiny_llama, "-o", tmp / "qstore", "-q", "--queries")
+    run_cli("embed", q, "-m", tiny_llama, "-o", tmp / "qstore", "-q", "--tasks-from-records")
     return tmp, pool
 
 
@@ -92,7 +92,7 @@ def test_run_errors_are_one_line(pipeline):
 def test_methods_lists_registry(capsys):
     run_cli("methods")
     out = capsys.readouterr().out
-    assert "rds+  (needs --queries)" in out and "--round-robin (default paper): " in out and "random" in out
+    assert "rds+  (needs --queries)" in out and "--round-robin paper|next-unique  (default: paper)" in out and "random" in out
 
 
 def test_console_scripts_installed():

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import make_records, run_cli, write_jsonl
-from dataselect.embed.batching import padding_waste, token_budget_batches
-from dataselect.embed.pooling import pool_hidden
-from dataselect.embed.stage import EmbedOptions, EmbedStage
-from dataselect.embed.text import Formatter, render_tulu
+from dataselect.embedding.batching import padding_waste, token_budget_batches
+from dataselect.embedding.pooling import pool_hidden
+from dataselect.embedding.stage import EmbedOptions, EmbedStage
+from dataselect.embedding.text import Formatter, render_tulu
 from dataselect.errors import DataselectError
 from dataselect.pool import normalize_record
 from dataselect.store import Store

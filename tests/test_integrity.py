@@ -115,7 +115,7 @@ def test_a_checkpoint_with_other_weights_of_the_same_size_is_another_revision(tm
 
     from safetensors.torch import load_file, save_file
 
-    from dataselect.embed.model import model_revision
+    from dataselect.embedding.model import model_revision
 
     model = tmp_path / "model"
     shutil.copytree(tiny_llama, model)
@@ -130,7 +130,7 @@ def test_a_checkpoint_with_other_weights_of_the_same_size_is_another_revision(tm
     size = weights.stat().st_size
     save_file(tensors, weights, metadata={"format": "pt"})
     assert weights.stat().st_size == size and model_revision(str(model), None) != before
-    run_cli("embed", q, "-m", model, "-o", tmp_path / "qs", "-q", "--queries")
+    run_cli("embed", q, "-m", model, "-o", tmp_path / "qs", "-q", "--tasks-from-records")
     _, err = run_cli("run", "--store", tmp_path / "s", "--method", "rds+", "--queries", tmp_path / "qs",
                      "--budget", "3", "--out", tmp_path / "sel", expect=2)
     assert "model revision" in err
@@ -159,7 +159,7 @@ def test_one_model_however_its_path_is_written(tmp_path, tiny_llama, monkeypatch
     q = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "a cat", "task": "t"}])
     run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "s", "-q")
     monkeypatch.chdir(Path(tiny_llama).parent)
-    run_cli("embed", q, "-m", Path(tiny_llama).name, "-o", tmp_path / "qs", "-q", "--queries")
+    run_cli("embed", q, "-m", Path(tiny_llama).name, "-o", tmp_path / "qs", "-q", "--tasks-from-records")
     run_cli("run", "--store", tmp_path / "s", "--method", "rds+", "--queries", tmp_path / "qs", "--budget", "3",
             "--out", tmp_path / "sel", "-q")
 

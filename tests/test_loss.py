@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import make_records, run_cli, write_jsonl
-from dataselect.embed.stage import EmbedOptions, EmbedStage
-from dataselect.embed.text import Formatter
+from dataselect.embedding.stage import EmbedOptions, EmbedStage
+from dataselect.embedding.text import Formatter
 from dataselect.errors import DataselectError
 from dataselect.pool import PoolReader
 from dataselect.selectors import build_selector

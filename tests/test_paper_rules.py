@@ -227,4 +227,4 @@ def test_methods_states_rule_source_and_every_parameter(capsys):
         docs = cls.parameter_docs()
         for p in cls.parameters():
             assert docs.get(p), f"{name} --{p} has no meaning in its docstring"
-    assert "arXiv 2402.17327" in out and "hierarchical_sampling.py" in out and "--lam (default -1.0)" in out
+    assert "arXiv 2402.17327" in out and "hierarchical_sampling.py" in out and "--lam NUMBER  (default: -1.0" in out

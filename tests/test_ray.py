@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import make_records, write_jsonl
-from dataselect.embed.stage import EmbedOptions, EmbedStage
+from dataselect.embedding.stage import EmbedOptions, EmbedStage
 from dataselect.run import RunSpec, run_selection
 from dataselect.selection import read_selection
 from dataselect.store import Store

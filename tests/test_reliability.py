@@ -25,7 +25,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def _embed_args(path, model, out, queries=False, skip=False):
-    return ["embed", path, "-m", model, "-o", out, "-q"] + (["--queries"] if queries else []) + (
+    return ["embed", path, "-m", model, "-o", out, "-q"] + (["--tasks-from-records"] if queries else []) + (
         ["--skip-invalid"] if skip else [])
 
 
@@ -92,7 +92,7 @@ def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_llama, sig):
 
 
 def test_disk_full_then_resume(tmp_path, tiny_llama, monkeypatch):
-    import dataselect.embed.stage as stage
+    import dataselect.embedding.stage as stage
 
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(40))
     real, calls = stage.write_shard, []
@@ -119,11 +119,11 @@ def test_refusals(tmp_path, tiny_llama):
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(20))
     q = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "a cat", "task": "t"}])
     run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "s", "-q")
-    run_cli("embed", q, "-m", tiny_llama, "-o", tmp_path / "q_mean", "-q", "--queries", "--pooling", "mean")
+    run_cli("embed", q, "-m", tiny_llama, "-o", tmp_path / "q_mean", "-q", "--tasks-from-records", "--pooling", "mean")
     _, err = run_cli("run", "--store", tmp_path / "s", "--method", "rds+", "--queries", tmp_path / "q_mean",
                      "--budget", "5", "--out", tmp_path / "sel", expect=2)
     assert "was embedded with pooling 'mean' but the pool store" in err
-    run_cli("embed", q, "-m", "bundled", "-o", tmp_path / "q_other", "-q", "--queries")
+    run_cli("embed", q, "-m", "bundled", "-o", tmp_path / "q_other", "-q", "--tasks-from-records")
     _, err = run_cli("run", "--store", tmp_path / "s", "--method", "rds+", "--queries", tmp_path / "q_other",
                      "--budget", "5", "--out", tmp_path / "sel", expect=2)
     assert "was embedded with model" in err

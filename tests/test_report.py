@@ -134,3 +134,72 @@ def test_report_renders_in_headless_chromium(world):
         assert im.size == (1200, 2400)
         colours = len(set(im.convert("RGB").resize((120, 240)).getdata()))
     assert colours > 50  # a rendered page with figures, not a blank one
+
+
+# --- issue 16, item 7: report and friends ------------------------------------------------------------
+def test_report_says_why_the_prompt_column_is_empty_and_tables_parameters(world):
+    tmp, sels = world
+    page = build_report(sels["hierarchical-kmeans"], tmp / "nopool.html").read_text()
+    assert "The prompt column is empty: the report was built without --pool" in page
+    run = page.split("id='run'")[1]
+    assert "<td>--k</td><td>[20, 4]</td>" in run and "<td>--niter</td><td>50</td>" in run
+    assert "{'" not in run  # no Python dict shown
+
+
+def test_score_histogram_counts_rows(world):
+    from dataselect.report.build import fig_scores
+    from dataselect.report.data import open_selection, sample_positions
+
+    tmp, sels = world
+    op = open_selection(sels["rds+"])
+    fig = fig_scores(op, sample_positions(op.pool.n_rows))
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "rows (count)"
+    heights = [p.get_height() for p in ax.patches]
+    assert sum(heights) == pytest.approx(op.pool.n_rows + op.table.num_rows)  # counts, not densities
+
+
+def test_report_refuses_to_overwrite_without_flag(world):
+    tmp, sels = world
+    out = build_report(sels["random"], tmp / "twice.html")
+    _, err = run_cli("report", sels["random"], "--out", out, expect=2)
+    assert "--overwrite" in err
+    run_cli("report", sels["random"], "--out", out, "--overwrite")
+
+
+def test_explain_keeps_each_multiline_query_on_one_line(tmp_path):
+    rng = np.random.default_rng(1)
+    store_from_array(tmp_path / "pool", unit_rows(rng, 50, 8))
+    texts = ["Question:\nwhat is 2+2?\n\nAnswer:", "Write a function\n  def f(x):\n", "plain"]
+    store_from_array(tmp_path / "q", unit_rows(rng, 3, 8), kind="queries", tasks=["a", "a", "b"],
+                     extra={"text": texts})
+    run_selection(RunSpec(method="rds+", store=str(tmp_path / "pool"), budget="10", queries=[str(tmp_path / "q")],
+                          out=str(tmp_path / "sel")))
+    text = explain_row(tmp_path / "sel", row=0)["text"]
+    listed = text.split("nearest queries:")[1].strip("\n").splitlines()
+    assert len(listed) == 3
+    assert any("Question: what is 2+2? Answer:" in ln for ln in listed)
+    assert any("Write a function def f(x):" in ln for ln in listed)
+
+
+def test_compare_columns_line_up(world):
+    tmp, sels = world
+    text = compare_selections(sels["rds+"], sels["random"])["text"]
+    table = text.split("\n")[3:]
+    for block in ("task", "source"):
+        rows = [ln for ln in table if ln.strip()]
+        header = next(ln for ln in rows if ln.strip().startswith(block))
+        body = rows[rows.index(header) + 1:]
+        body = body[:next((i for i, ln in enumerate(body) if not ln.strip()[0:1].isalnum() or
+                           ln.strip().startswith(("task", "source"))), len(body))]
+        for ln in body:
+            assert len(ln) == len(header), (header, ln)  # right-aligned numbers end under their header
+            assert ln.rstrip()[-1].isdigit()
+
+
+def test_ivfpq_index_on_a_small_store_prints_no_faiss_warnings(world, capfd):
+    tmp, _ = world
+    capfd.readouterr()
+    _, said = run_cli("index", tmp / "pool", "--kind", "ivfpq", "--m", "4")
+    assert "WARNING" not in capfd.readouterr().err  # FAISS writes to fd 2 directly
+    assert said.count("\n") == 1 and "built ivfpq index" in said

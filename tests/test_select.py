@@ -193,11 +193,12 @@ def test_scoring_memory_does_not_grow_with_pool_embeddings(tmp_path):
         from dataselect.selectors import build_selector
         from dataselect.store import Store
         pool, q = Store({str(tmp_path / 'big')!r}), Store({str(tmp_path / 'q')!r})
+        selector = build_selector("rds+", {{}})  # imports the selector's modules (torch) before the limit
         np.ones((256, 256), np.float32) @ np.ones((256, 256), np.float32)  # BLAS allocates its fixed buffers
         vmdata = int([l for l in open('/proc/self/status') if l.startswith('VmData')][0].split()[1]) * 1024
         limit = vmdata + 80 * 2**20  # 80 MiB above what is already mapped as data
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-        sel = build_selector("rds+", {{}}).select(pool, 1000, None, [q])
+        sel = selector.select(pool, 1000, None, [q])
         emb_bytes = pool.n_rows * pool.dim * 2
         print(len(sel), emb_bytes / (80 * 2**20))
     """)

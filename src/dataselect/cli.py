@@ -7,6 +7,7 @@ traceback. Ctrl-C or SIGTERM stops cleanly (exit 130); re-running the same comma
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import signal
 import sys
@@ -14,13 +15,20 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 
 from dataselect.errors import EXIT_INTERRUPTED, EXIT_USAGE, DataselectError
 from dataselect.textsafe import printable
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class _Command(typer.core.TyperCommand):
+    """Usage lines name arguments as ``POOL`` (some typer versions print ``{POOL}``)."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Pick the best instruction-tuning data from large pools (RDS+, k-means, loss).")
 _STATE = {"debug": False}
 
@@ -35,41 +43,42 @@ def _echo(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=_Command)
 def embed(
-    pool: Annotated[Path, typer.Argument(help="Pool or query file: .jsonl[.gz|.zst], .parquet, or a datasets folder.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Hugging Face hub id or local folder.")] = "bundled",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Store folder to write (resumed if it exists).")] = Path("store"),
-    pooling: Annotated[str, typer.Option(help="rds+ (position-weighted mean), mean or last.")] = "rds+",
-    template: Annotated[str, typer.Option(help="tulu (open-instruct format) or chat (tokenizer's template).")] = "tulu",
-    max_length: Annotated[int, typer.Option(help="Tokens kept per sample; longer ones are truncated and counted.")] = 2048,
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch (0: 16384 on CPU, 65536 on GPU).")] = 0,
-    shard_rows: Annotated[int, typer.Option(help="Pool rows per shard (the unit of resume).")] = 50_000,
+    pool: Annotated[Path, typer.Argument(metavar="POOL", help="Pool or query file: .jsonl[.gz|.zst], .parquet, or a datasets folder.")],
+    model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help="Hugging Face hub id or local folder.")] = "bundled",
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Store folder to write (resumed if it exists).")] = Path("store"),
+    pooling: Annotated[str, typer.Option(metavar="rds+|mean|last", help="rds+ (position-weighted mean), mean or last.")] = "rds+",
+    template: Annotated[str, typer.Option(metavar="tulu|chat", help="tulu (open-instruct format) or chat (tokenizer's template).")] = "tulu",
+    max_length: Annotated[int, typer.Option(metavar="TOKENS", help="Tokens kept per sample; longer ones are truncated and counted.")] = 2048,
+    batch_tokens: Annotated[int, typer.Option(metavar="TOKENS", help="Padded tokens per batch (0: 16384 on CPU, 65536 on GPU).")] = 0,
+    shard_rows: Annotated[int, typer.Option(metavar="ROWS", help="Pool rows per shard (the unit of resume).")] = 50_000,
     with_loss: Annotated[bool, typer.Option("--with-loss", help="Also store response NLL (causal LMs).")] = False,
     with_ifd: Annotated[bool, typer.Option("--with-ifd", help="Also store NLL of the response alone (IFD).")] = False,
-    task: Annotated[Optional[str], typer.Option(help="Make a query store; every record belongs to this task.")] = None,
-    queries: Annotated[bool, typer.Option("--queries", help="Make a query store from records carrying 'task'.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")] = "auto",
-    revision: Annotated[Optional[str], typer.Option(help="Model revision on the hub.")] = None,
-    padding_side: Annotated[str, typer.Option(help="right or left; embeddings do not depend on it.")] = "right",
+    task: Annotated[Optional[str], typer.Option(metavar="NAME", help="Make a query store; every record belongs to this task.")] = None,
+    tasks_from_records: Annotated[bool, typer.Option(
+        "--tasks-from-records", help="Make a query store; each record names its task in a 'task' field.")] = False,
+    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    dtype: Annotated[str, typer.Option(metavar="auto|float32|bfloat16|float16", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")] = "auto",
+    revision: Annotated[Optional[str], typer.Option(metavar="REV", help="Model revision on the hub.")] = None,
+    padding_side: Annotated[str, typer.Option(metavar="right|left", help="right or left; embeddings do not depend on it.")] = "right",
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad rows, counting them in the manifest.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store in --out.")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights, which can run code; "
                                                "only for checkpoints you trust.")] = False,
-    max_shards: Annotated[Optional[int], typer.Option(help="Stop after writing this many shards (resume later).")] = None,
-    engine: Annotated[str, typer.Option(help="local, or ray to spread over GPUs/machines.")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start Ray locally).")] = None,
-    workers: Annotated[int, typer.Option(help="Ray engine: number of model workers.")] = 0,
-    num_gpus_per_worker: Annotated[float, typer.Option(help="Ray engine: GPUs per worker.")] = 0.0,
+    max_shards: Annotated[Optional[int], typer.Option(metavar="N", help="Stop after writing this many shards (resume later).")] = None,
+    engine: Annotated[str, typer.Option(metavar="local|ray", help="local, or ray to spread over GPUs/machines.")] = "local",
+    address: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Ray cluster address (default: start Ray locally).")] = None,
+    workers: Annotated[int, typer.Option(metavar="N", help="Ray engine: number of model workers.")] = 0,
+    num_gpus_per_worker: Annotated[float, typer.Option(metavar="GPUS", help="Ray engine: GPUs per worker.")] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Embed a pool (or a query set) into a sharded Arrow store with RDS+ pooling."""
-    from dataselect.embed.stage import EmbedOptions
+    from dataselect.embedding.stage import EmbedOptions
     opts = EmbedOptions(model=model, pooling=pooling, template=template, max_length=max_length,
                         batch_tokens=batch_tokens, shard_rows=shard_rows, with_loss=with_loss,
                         with_ifd=with_ifd, device=device, dtype=dtype, revision=revision,
-                        padding_side=padding_side, task=task, queries=queries or task is not None,
+                        padding_side=padding_side, task=task, queries=tasks_from_records or task is not None,
                         skip_invalid=skip_invalid, overwrite=overwrite, progress=not quiet, allow_pickle=allow_pickle,
                         max_shards=max_shards)
     from dataselect.outputs import lock
@@ -83,7 +92,7 @@ def embed(
             man = ray_embed(pool, out, opts, address=address, workers=workers,
                             num_gpus_per_worker=num_gpus_per_worker)
         else:
-            from dataselect.embed.stage import EmbedStage
+            from dataselect.embedding.stage import EmbedStage
 
             man = EmbedStage(pool, out, opts).run()
     c = man.get("counts", {})
@@ -92,20 +101,20 @@ def embed(
           f"{c.get('truncated', 0):,} truncated, {c.get('tokens', 0):,} tokens) into {out} [{state}]")
 
 
-@app.command()
+@app.command(cls=_Command)
 def score(
-    store: Annotated[Path, typer.Argument(help="Store folder (from `dataselect embed`).")],
-    pool: Annotated[Path, typer.Option("--pool", help="The pool the store was embedded from.")],
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="Store folder (from `dataselect embed`).")],
+    pool: Annotated[Path, typer.Option("--pool", metavar="POOL", help="The pool the store was embedded from.")],
     with_ifd: Annotated[bool, typer.Option("--with-ifd", help="Also the NLL of the response alone (IFD).")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16.")] = "auto",
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch (0: by device).")] = 0,
+    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda, ...")] = "auto",
+    dtype: Annotated[str, typer.Option(metavar="auto|float32|bfloat16|float16", help="auto, float32, bfloat16, float16.")] = "auto",
+    batch_tokens: Annotated[int, typer.Option(metavar="TOKENS", help="Padded tokens per batch (0: by device).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights, which can run "
                                                "code; only for checkpoints you trust.")] = False,
 ):
     """Add per-sample losses to a store embedded without --with-loss (resumable)."""
-    from dataselect.embed.score import score_store
+    from dataselect.embedding.score import score_store
     from dataselect.outputs import lock
 
     with lock(store):
@@ -114,15 +123,15 @@ def score(
     _echo(f"scored {man['counts']['rows_stored']:,} rows of {store}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def index(
-    store: Annotated[Path, typer.Argument(help="Store folder.")],
-    kind: Annotated[str, typer.Option(help="flat (exact), ivf, ivfpq or hnsw.")] = "flat",
-    nlist: Annotated[int, typer.Option(help="IVF lists (0: about 4 sqrt(n)).")] = 0,
-    m: Annotated[int, typer.Option(help="ivfpq: sub-quantisers (0: dim/16); hnsw: links per node (0: 32).")] = 0,
-    nprobe: Annotated[int, typer.Option(help="IVF lists probed at search time.")] = 16,
-    train_size: Annotated[int, typer.Option(help="Rows sampled to train IVF kinds.")] = 200_000,
-    seed: Annotated[int, typer.Option(help="Seed of the training sample.")] = 0,
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="Store folder.")],
+    kind: Annotated[str, typer.Option(metavar="flat|ivf|ivfpq|hnsw", help="flat (exact), ivf, ivfpq or hnsw.")] = "flat",
+    nlist: Annotated[int, typer.Option(metavar="N", help="IVF lists (0: about 4 sqrt(n)).")] = 0,
+    m: Annotated[int, typer.Option(metavar="N", help="ivfpq: sub-quantisers (0: dim/16); hnsw: links per node (0: 32).")] = 0,
+    nprobe: Annotated[int, typer.Option(metavar="N", help="IVF lists probed at search time.")] = 16,
+    train_size: Annotated[int, typer.Option(metavar="ROWS", help="Rows sampled to train IVF kinds.")] = 200_000,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the training sample.")] = 0,
 ):
     """Build a FAISS index over a store (saved in STORE/index-KIND)."""
     from dataselect.pool_index import build_index
@@ -132,14 +141,14 @@ def index(
     _echo(f"built {kind} index -> {folder}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def neighbors(
-    store: Annotated[Path, typer.Argument(help="Pool store.")],
-    text: Annotated[Optional[str], typer.Option(help="Find pool records near this text (embedded like a query).")] = None,
-    row: Annotated[Optional[int], typer.Option(help="Find pool records near this pool row.")] = None,
-    k: Annotated[int, typer.Option("-k", help="How many neighbours.")] = 10,
-    kind: Annotated[str, typer.Option(help="Index to use (flat is exact; built on first use).")] = "flat",
-    pool: Annotated[Optional[Path], typer.Option(help="The pool file, to print each record's first line.")] = None,
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="Pool store.")],
+    text: Annotated[Optional[str], typer.Option(metavar="TEXT", help="Find pool records near this text (embedded like a query).")] = None,
+    row: Annotated[Optional[int], typer.Option(metavar="ROW", help="Find pool records near this pool row.")] = None,
+    k: Annotated[int, typer.Option("--k", "-k", metavar="N", help="How many neighbours.")] = 10,
+    kind: Annotated[str, typer.Option(metavar="flat|ivf|ivfpq|hnsw", help="Index to use (flat is exact; built on first use).")] = "flat",
+    pool: Annotated[Optional[Path], typer.Option(metavar="POOL", help="The pool file, to print each record's first line.")] = None,
 ):
     """Show the nearest pool records to a text or a row: the everyday way to look into a pool."""
     from dataselect.lookup import neighbors as find
@@ -147,7 +156,7 @@ def neighbors(
     typer.echo(printable(find(store, text=text, row=row, k=k, kind=kind, pool=pool)))
 
 
-@app.command()
+@app.command(cls=_Command)
 def inspect(store: Annotated[Path, typer.Argument(help="Store folder.")],
             as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False):
     """Print a store's manifest summary and counts."""
@@ -177,7 +186,7 @@ def inspect(store: Annotated[Path, typer.Argument(help="Store folder.")],
     typer.echo("\n".join(lines))
 
 
-@app.command()
+@app.command(cls=_Command)
 def verify(store: Annotated[Path, typer.Argument(help="Store folder.")]):
     """Check every shard of a store (names, sizes, sha256, xxh3, schema, row counts) and its hash."""
     from dataselect.store.verify import verify_store
@@ -191,22 +200,23 @@ def verify(store: Annotated[Path, typer.Argument(help="Store folder.")]):
                f"row counts checked{', store hash matches' if summary['complete'] else ', store incomplete'})")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(cls=_Command, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
-    store: Annotated[Optional[Path], typer.Option("--store", "-s", help="Pool store (from `dataselect embed`).")] = None,
-    method: Annotated[Optional[str], typer.Option("--method", help="Selector (see `dataselect methods`).")] = None,
-    budget: Annotated[Optional[str], typer.Option(help="Rows to select: 1000, 10k, 2.5M or 25%.")] = None,
-    queries: Annotated[Optional[list[Path]], typer.Option(help="Query store(s) for target-aware methods.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Selection folder to write.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML preset; flags given here override it.")] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", "-s", metavar="STORE", help="Pool store (from `dataselect embed`).")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", metavar="METHOD", help="Selector: random, rds+, kmeans-sensitivity, hierarchical-kmeans or loss "
+                                                      "(see `dataselect methods`). Default: rds+.")] = None,
+    budget: Annotated[Optional[str], typer.Option(metavar="ROWS", help="Rows to select: 1000, 10k, 2.5M or 25%. Default: 10%.")] = None,
+    queries: Annotated[Optional[list[Path]], typer.Option(metavar="STORE...", help="Query store(s) for target-aware methods: --queries Q1 Q2 or --queries Q1 --queries Q2.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FOLDER", help="Selection folder to write. Default: selection.")] = None,
+    seed: Annotated[Optional[int], typer.Option(metavar="N", help="Random seed (default 0).")] = None,
+    config: Annotated[Optional[Path], typer.Option(metavar="YAML", help="YAML preset; flags given here override it.")] = None,
     allow_all: Annotated[bool, typer.Option("--allow-all", help="Allow a budget as large as the pool.")] = False,
-    engine: Annotated[Optional[str], typer.Option(help="local, or ray for scoring shards as Ray tasks.")] = None,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: local Ray).")] = None,
+    engine: Annotated[Optional[str], typer.Option(metavar="local|ray", help="local, or ray for scoring shards as Ray tasks.")] = None,
+    address: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Ray cluster address (default: local Ray).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing selection folder.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="auto (CUDA when there is a GPU), cpu, cuda, cuda:N.")] = None,
-    max_memory: Annotated[Optional[str], typer.Option(
+    device: Annotated[Optional[str], typer.Option(metavar="auto|cpu|cuda[:N]", help="auto (CUDA when there is a GPU), cpu, cuda, cuda:N.")] = None,
+    max_memory: Annotated[Optional[str], typer.Option(metavar="BYTES",
         help="Memory budget of the whole process, e.g. 4GB (default: the smaller of 4 GiB and half the "
              "available memory).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -227,51 +237,51 @@ def run(
           f"{meta['wall_s']:.1f}s -> {folder}" + (f"  ({per_task})" if per_task else ""))
 
 
-@app.command()
+@app.command(cls=_Command)
 def methods():
-    """List the selectors: their rule, its source, and every parameter with its meaning and default."""
+    """List the selectors: their rule, its source, and every parameter's values, default and meaning."""
     import inspect as _inspect
 
     from dataselect.selectors import REGISTRY
 
     for name, cls in sorted(REGISTRY.items()):
-        doc = _inspect.getdoc(cls) or ""
+        doc = (_inspect.getdoc(cls) or "").replace("``", "")
         typer.echo(f"{name}{'  (needs --queries)' if cls.needs_queries else ''}")
         typer.echo(f"    {doc.splitlines()[0] if doc else ''}")
         if cls.rule:
             typer.echo(f"    rule:   {cls.rule}")
         if cls.source:
             typer.echo(f"    source: {cls.source}")
-        meanings = cls.parameter_docs()
-        for pname, p in cls.parameters().items():
-            default = p.default if p.default not in (None, [], "") else "none"
-            typer.echo(f"    --{pname.replace('_', '-')} (default {default}): {meanings.get(pname, '')}".rstrip(": "))
+        for p in cls.describe_parameters():
+            typer.echo(f"    {p['name']} {p['values']}  (default: {p['default']})")
+            if p["meaning"]:
+                typer.echo(f"        {p['meaning'].replace('``', '')}")
         typer.echo("")
 
 
-@app.command()
+@app.command(cls=_Command)
 def export(
-    selection: Annotated[Path, typer.Argument(help="Selection folder (from `dataselect run`).")],
-    pool: Annotated[Path, typer.Option("--pool", help="The pool the store was embedded from.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .jsonl or .jsonl.gz.")] = Path("selected.jsonl"),
-    order: Annotated[str, typer.Option(help="selection (rank order) or pool (pool order).")] = "selection",
-    fmt: Annotated[str, typer.Option("--format", help="original records, or normalised messages.")] = "original",
+    selection: Annotated[Path, typer.Argument(metavar="SELECTION", help="Selection folder (from `dataselect run`).")],
+    pool: Annotated[Path, typer.Option("--pool", metavar="POOL", help="The pool the store was embedded from.")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Output .jsonl or .jsonl.gz.")] = Path("selected.jsonl"),
+    order: Annotated[str, typer.Option(metavar="selection|pool", help="selection (rank order) or pool (pool order).")] = "selection",
+    fmt: Annotated[str, typer.Option("--format", metavar="original|messages", help="original records, or normalised messages.")] = "original",
     bare: Annotated[bool, typer.Option("--bare", help="No 'dataselect' provenance field.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
 ):
     """Write the selected pool records as JSONL, ready for fine-tuning."""
-    from dataselect.export import export_selection
+    from dataselect.exporter import export_selection
 
     n = export_selection(selection, pool, out, order=order, fmt=fmt, bare=bare, overwrite=overwrite)
     _echo(f"exported {n:,} records to {out}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def report(
-    selection: Annotated[Path, typer.Argument(help="Selection folder.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file (default SELECTION/report.html).")] = None,
-    png: Annotated[Optional[Path], typer.Option("--png", help="Also write the figures as PNG files here.")] = None,
-    pool: Annotated[Optional[Path], typer.Option(help="The pool file, to show example prompts.")] = None,
+    selection: Annotated[Path, typer.Argument(metavar="SELECTION", help="Selection folder.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="HTML file (default SELECTION/report.html).")] = None,
+    png: Annotated[Optional[Path], typer.Option("--png", metavar="FOLDER", help="Also write the figures as PNG files here.")] = None,
+    pool: Annotated[Optional[Path], typer.Option(metavar="POOL", help="The pool file, to show example prompts.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report or figures.")] = False,
 ):
     """Write a self-contained HTML report (figures embedded) about a selection."""
@@ -280,11 +290,11 @@ def report(
     _echo(f"report -> {build_report(selection, out, png, pool, overwrite=overwrite)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def compare(
-    a: Annotated[Path, typer.Argument(help="First selection folder.")],
-    b: Annotated[Path, typer.Argument(help="Second selection folder.")],
-    png: Annotated[Optional[Path], typer.Option("--png", help="Write a per-source figure to this PNG file.")] = None,
+    a: Annotated[Path, typer.Argument(metavar="SELECTION_A", help="First selection folder.")],
+    b: Annotated[Path, typer.Argument(metavar="SELECTION_B", help="Second selection folder.")],
+    png: Annotated[Optional[Path], typer.Option("--png", metavar="FILE", help="Write a per-source figure to this PNG file.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --png figure.")] = False,
 ):
     """Overlap, Jaccard and per-task / per-source differences of two selections."""
@@ -293,11 +303,11 @@ def compare(
     typer.echo(printable(compare_selections(a, b, png, overwrite=overwrite)["text"]))
 
 
-@app.command()
+@app.command(cls=_Command)
 def explain(
-    selection: Annotated[Path, typer.Argument(help="Selection folder.")],
-    row: Annotated[Optional[int], typer.Option(help="Pool row number.")] = None,
-    id: Annotated[Optional[str], typer.Option("--id", help="Record id.")] = None,
+    selection: Annotated[Path, typer.Argument(metavar="SELECTION", help="Selection folder.")],
+    row: Annotated[Optional[int], typer.Option(metavar="ROW", help="Pool row number.")] = None,
+    id: Annotated[Optional[str], typer.Option("--id", metavar="ID", help="Record id.")] = None,
 ):
     """Why a row was (or was not) picked: its scores, ranks, the cut-offs, the nearest queries."""
     from dataselect.report import explain_row
@@ -305,11 +315,11 @@ def explain(
     typer.echo(printable(explain_row(selection, row=row, id=id)["text"]))
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's stores and outputs.")] = Path("demo-out"),
-    budget: Annotated[str, typer.Option(help="Rows to select.")] = "200",
-    model: Annotated[str, typer.Option(help="Model (default: the bundled MiniLM).")] = "bundled",
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Folder for the demo's stores and outputs.")] = Path("demo-out"),
+    budget: Annotated[str, typer.Option(metavar="ROWS", help="Rows to select.")] = "200",
+    model: Annotated[str, typer.Option(metavar="MODEL", help="Model (default: the bundled MiniLM).")] = "bundled",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Embed the bundled pool and query sets, select with RDS+, export, and summarise."""
@@ -323,22 +333,88 @@ def _on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def _click_classes(name: str) -> tuple[type, ...]:
+    """``name`` (UsageError, Exit, ...) from every click the installed typer may raise.
+
+    typer < 0.14 raises the separately installed click's exceptions; newer typer ships its own copy
+    (``typer._click``) and its own ``Exit``/``Abort`` (``typer.exceptions``). Catching only one of
+    them turns a usage error into a traceback.
+    """
+    found = []
+    for module in ("click.exceptions", "typer._click.exceptions", "typer.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+def _usage_line(exc) -> str:
+    """One line for a usage error: what was wrong, and which --help to read."""
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "dataselect"
+    msg = " ".join(exc.format_message().split())
+    if ctx is not None and ctx.parent is None and msg.startswith("Missing command"):
+        return (f"dataselect: error: missing command (one of: {', '.join(app_command_names())}); "
+                "see 'dataselect --help'")
+    return f"dataselect: error: {msg} (see '{path} --help')"
+
+
+def app_command_names() -> list[str]:
+    return [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+
+
+def _expand_multi_values(args: list[str]) -> list[str]:
+    """``run --queries Q1 Q2`` -> ``run --queries Q1 --queries Q2`` (the repeated form works too).
+
+    ``run`` has no positional arguments, so every bare word after ``--queries`` names a query store.
+    """
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command != "run":
+        return args
+    out, i = [], 0
+    while i < len(args):
+        tok = args[i]
+        out.append(tok)
+        i += 1
+        if tok == "--queries":
+            first = True
+            while i < len(args) and not args[i].startswith("-"):
+                if not first:
+                    out.append("--queries")
+                out.append(args[i])
+                first = False
+                i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app, turning user errors into one line and exit code 2."""
     signal.signal(signal.SIGTERM, _on_sigterm)
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _expand_multi_values(list(sys.argv[1:] if argv is None else argv))
     _STATE["debug"] = "--debug" in args
+    exit_cls, abort_cls = _click_classes("Exit"), _click_classes("Abort")
+    usage_cls, click_cls = _click_classes("UsageError"), _click_classes("ClickException")
     try:
         # typer turns KeyboardInterrupt into Exit(130) and, outside standalone mode, returns exit codes
         code = app(args=args, prog_name="dataselect", standalone_mode=False)
         if isinstance(code, int) and not isinstance(code, bool) and code:
             raise KeyboardInterrupt if code == EXIT_INTERRUPTED else SystemExit(code)
-    except click.exceptions.Exit as exc:
+    except exit_cls as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except usage_cls as exc:
+        if _STATE["debug"]:
+            traceback.print_exc()
+        _echo(_usage_line(exc))
         sys.exit(EXIT_USAGE)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except click_cls as exc:  # e.g. a file option that cannot be opened
+        if _STATE["debug"]:
+            traceback.print_exc()
+        _echo(f"dataselect: error: {exc.format_message()}")
+        sys.exit(EXIT_USAGE)
+    except (KeyboardInterrupt, *abort_cls):
         _echo("\ndataselect: interrupted. Everything completed so far is kept; run the same command "
               "again to resume.")
         sys.exit(EXIT_INTERRUPTED)

@@ -11,8 +11,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from dataselect.embed.stage import EmbedOptions, EmbedStage
-from dataselect.export import export_selection
+from dataselect.embedding.stage import EmbedOptions, EmbedStage
+from dataselect.exporter import export_selection
 from dataselect.run import RunSpec, run_selection
 
 

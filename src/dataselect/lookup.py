@@ -14,9 +14,9 @@ from dataselect.store import Store, open_store
 
 def embed_texts(store: Store, texts: list[str], device: str = "auto") -> np.ndarray:
     """Embed prompts exactly as the store's queries would be (same model, template, pooling)."""
-    from dataselect.embed.compute import RowEmbedder
-    from dataselect.embed.model import load_model
-    from dataselect.embed.text import Formatter
+    from dataselect.embedding.compute import RowEmbedder
+    from dataselect.embedding.model import load_model
+    from dataselect.embedding.text import Formatter
 
     cfg = store.config
     model = load_model(cfg["model"]["name"], device=device)

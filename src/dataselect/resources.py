@@ -146,5 +146,7 @@ class Resources:
         return torch.device(self.device)
 
     def describe(self) -> dict:
-        return {"device": str(self.torch_device()), "max_memory_bytes": self.memory.limit,
+        """What the run used. A method that never imported torch (``random``, ``loss``) ran on the CPU."""
+        used_torch = "torch" in sys.modules or self.device != "auto"
+        return {"device": str(self.torch_device()) if used_torch else "cpu", "max_memory_bytes": self.memory.limit,
                 "max_memory_source": self.memory.source}

@@ -14,12 +14,14 @@ a later source wins. A config looks like::
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import yaml
 
 from dataselect import __version__
@@ -89,14 +91,19 @@ def merge_spec(config: dict, cli: dict) -> RunSpec:
     return spec
 
 
+def _relative(store, out) -> str:
+    """The store's path from the selection folder, so that both can move together."""
+    return os.path.relpath(Path(store).resolve(), Path(out).resolve())
+
+
 def _task_counts(tasks) -> dict:
     if tasks is None:
         return {}
     return dict(Counter(t for t in tasks))
 
 
-def run_selection(spec: RunSpec, overwrite: bool = False, progress: bool = False) -> tuple[Path, dict]:
-    """Run ``spec``; write the selection folder; return (folder, selection.json contents)."""
+def compute_selection(spec: RunSpec, progress: bool = False) -> tuple[pa.Table, dict]:
+    """Run the selector of ``spec`` -> (the selection table, its ``selection.json`` contents); writes nothing."""
     t0 = time.perf_counter()
     resources = Resources.make(spec.device, spec.max_memory, progress)
     pool = open_store(spec.store, kind="pool")
@@ -123,7 +130,7 @@ def run_selection(spec: RunSpec, overwrite: bool = False, progress: bool = False
     meta = {
         "method": spec.method, "params": selector.get_params(), "seed": spec.seed,
         "budget": {"requested": str(spec.budget), "rows": budget}, "selected": len(selection),
-        "pool_store": {"path": str(Path(spec.store).resolve()), "store_hash": pool.hash, "rows": pool.n_rows,
+        "pool_store": {"path": str(pool.path.resolve()), "store_hash": pool.hash, "rows": pool.n_rows,
                        "pool_fingerprint": pool.config["pool"]["fingerprint"],
                        "pool_name": pool.config["pool"]["name"]},
         "query_stores": [{"path": str(q.path.resolve()), "store_hash": q.hash, "rows": q.n_rows} for q in queries],
@@ -132,6 +139,18 @@ def run_selection(spec: RunSpec, overwrite: bool = False, progress: bool = False
         "engine": spec.engine, "resources": resources.describe(), "method_info": selection.info,
         "version": __version__, "wall_s": round(wall, 3),
     }
-    out = write_selection(spec.out, selection.table(ids_sources["id"]), meta, overwrite=overwrite,
-                          inputs=[spec.store, *spec.queries])
-    return out, meta
+    return selection.table(ids_sources["id"]), meta
+
+
+def save_selection(table: pa.Table, meta: dict, out, overwrite: bool = False) -> Path:
+    """Write a selection folder ``out``; its stores' paths are also recorded relative to it."""
+    stores = [meta["pool_store"], *meta.get("query_stores", [])]
+    for rec in stores:
+        rec["relative_path"] = _relative(rec["path"], out)
+    return write_selection(out, table, meta, overwrite=overwrite, inputs=[rec["path"] for rec in stores])
+
+
+def run_selection(spec: RunSpec, overwrite: bool = False, progress: bool = False) -> tuple[Path, dict]:
+    """Run ``spec``; write the selection folder ``spec.out``; return (folder, selection.json contents)."""
+    table, meta = compute_selection(spec, progress)
+    return save_selection(table, meta, spec.out, overwrite=overwrite), meta

@@ -23,8 +23,8 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from dataselect.embed.model import load_model
-from dataselect.embed.stage import EmbedOptions, EmbedStage, effective_max_length, make_embedder, row_columns
+from dataselect.embedding.model import load_model
+from dataselect.embedding.stage import EmbedOptions, EmbedStage, effective_max_length, make_embedder, row_columns
 from dataselect.errors import DataselectError
 from dataselect.pool import PoolReader, PoolRow
 

@@ -30,7 +30,13 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(4 * np.sqrt(n), n // 39 or 1)))
 
 
-def _make(kind: str, dim: int, nlist: int, m: int) -> faiss.Index:
+def pq_bits(n: int) -> int:
+    """Bits per PQ code: 8 (FAISS's default), fewer on small stores so that each of the 2**bits
+    centroids of every sub-quantiser has FAISS's 39 training points (else FAISS warns m times)."""
+    return int(min(8, max(1, np.floor(np.log2(max(n // 39, 2))))))
+
+
+def _make(kind: str, dim: int, nlist: int, m: int, nbits: int = 8) -> faiss.Index:
     ip = faiss.METRIC_INNER_PRODUCT
     if kind == "flat":
         return faiss.IndexFlatIP(dim)
@@ -42,7 +48,7 @@ def _make(kind: str, dim: int, nlist: int, m: int) -> faiss.Index:
     m = m or max(1, dim // 16)
     if dim % m:
         raise DataselectError(f"--m {m}: ivfpq needs m dividing the dimension {dim}")
-    return faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, ip)
+    return faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, ip)
 
 
 @dataclass
@@ -81,15 +87,19 @@ def build_index(store: Store, kind: str = "flat", *, nlist: int = 0, m: int = 0,
         raise DataselectError(f"--kind {kind!r}: choose from {', '.join(INDEX_KINDS)}")
     n = store.n_rows
     nlist = nlist or default_nlist(n)
-    index = _make(kind, store.dim, nlist, m)
+    if kind in ("ivf", "ivfpq") and nlist * 39 > n:
+        raise DataselectError(f"--nlist {nlist}: {n:,} rows train at most {max(n // 39, 1):,} lists (39 rows each, "
+                              "FAISS's minimum); lower --nlist or leave it at 0 (automatic)")
+    nbits = pq_bits(n)
+    index = _make(kind, store.dim, nlist, m, nbits)
     if not index.is_trained:
-        need = max(nlist * 39, 256 * (2 ** 8) if kind == "ivfpq" else 0)
+        need = max(nlist * 39, 39 * (2 ** nbits) if kind == "ivfpq" else 0)
         index.train(read_positions(store, sample_positions(n, min(n, max(train_size, need)), seed)))
     for _, block in iter_float_blocks(store):
         index.add(block)
     folder = store.path / f"index-{kind}"
     meta = {"kind": kind, "params": {"nlist": nlist, "m": m, "nprobe": nprobe, "train_size": train_size,
-                                     "seed": seed},
+                                     "seed": seed, **({"pq_bits": nbits} if kind == "ivfpq" else {})},
             "store_hash": store.hash, "ntotal": int(index.ntotal), "dim": store.dim}
     with atomic_dir(folder, overwrite=overwrite) as tmp:
         faiss.write_index(index, str(tmp / "index.faiss"))

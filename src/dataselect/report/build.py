@@ -83,9 +83,10 @@ def fig_scores(op: Opened, positions: np.ndarray):
     fig, ax = plt.subplots(figsize=(6, 3))
     bins = np.histogram_bin_edges(np.concatenate([sel, pool]) if pool is not None else sel, bins=40)
     if pool is not None:
-        ax.hist(pool, bins=bins, density=True, alpha=0.5, label="pool sample", color="#bbbbbb")
-    ax.hist(sel, bins=bins, density=True, alpha=0.6, label="selected", color="#dd8452")
+        ax.hist(pool, bins=bins, alpha=0.5, label=f"pool sample ({len(pool):,} rows)", color="#bbbbbb")
+    ax.hist(sel, bins=bins, alpha=0.6, label=f"selected ({len(sel):,} rows)", color="#dd8452")
     ax.set_xlabel(f"score ({op.meta['method']})")
+    ax.set_ylabel("rows (count)")
     ax.set_title("Score distribution")
     ax.legend()
     return fig
@@ -223,17 +224,20 @@ def build_report(selection, out=None, png_dir=None, pool=None, overwrite: bool =
                             [[len(sizes), f"{sizes.min()} / {int(np.median(sizes))} / {sizes.max()}",
                               f"{picked.min()} / {int(np.median(picked))} / {picked.max()}"]]))
     parts.append("<h2 id='examples'>Top examples per task</h2>")
+    if pool is None:
+        parts.append("<p class='note'>The prompt column is empty: the report was built without --pool. "
+                     "Run <code>dataselect report SELECTION --pool POOL</code> to show each example's prompt.</p>")
     parts.append(_table(["task", "rank", "row", "id", "score", "prompt", "nearest query", "query sim"],
                         [[e["task"], e["rank"], e["row"], e["id"], f"{e['score']:.4f}", e["text"],
                           e["nearest_query"], "" if e["query_sim"] is None else f"{e['query_sim']:.4f}"]
                          for e in examples]))
-    if pool is None:
-        parts.append("<p class='note'>Pass --pool POOL to show each example's prompt.</p>")
-    run_rows = [["method", m["method"]], ["parameters", m["params"]], ["seed", m["seed"]],
+    run_rows = [["method", m["method"]],
+                *[[f"--{k.replace('_', '-')}", "empty" if v in (None, "", []) else v] for k, v in m["params"].items()],
+                ["seed", m["seed"]],
                 ["budget", f"{m['budget']['requested']} = {m['budget']['rows']:,} rows"],
                 ["pool store", f"{m['pool_store']['path']} ({m['pool_store']['rows']:,} rows)"],
                 ["query stores", ", ".join(q["path"] for q in m.get("query_stores", [])) or "none"],
-                ["counts per task", m.get("counts_per_task") or "-"], ["selection wall time", f"{m['wall_s']:.2f} s"],
+                ["rows per task", ", ".join(f"{t}: {n:,}" for t, n in (m.get("counts_per_task") or {}).items()) or "-"], ["selection wall time", f"{m['wall_s']:.2f} s"],
                 ["report built in", f"{time.perf_counter() - t0:.2f} s"], ["dataselect", m.get("version", "")]]
     parts.append("<h2 id='run'>Run</h2>" + _table(["", ""], run_rows))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='generator' content='dataselect'><title>dataselect report</title>"

@@ -6,7 +6,7 @@ import numpy as np
 
 from dataselect.errors import DataselectError
 from dataselect.outputs import writing
-from dataselect.report.data import open_selection, png_bytes, source_counts
+from dataselect.report.data import open_selection, png_bytes, source_counts, text_table
 from dataselect.textsafe import printable
 
 
@@ -35,10 +35,8 @@ def compare_selections(a, b, png=None, overwrite: bool = False) -> dict:
     lines = [f"A: {a} ({A.meta['method']}, {len(ra):,} rows)", f"B: {b} ({B.meta['method']}, {len(rb):,} rows)",
              f"overlap {overlap:,}  only A {res['only_a']:,}  only B {res['only_b']:,}  Jaccard {res['jaccard']:.4f}"]
     if tasks:
-        lines.append("per task:            A        B")
-        lines += [f"  {t:<16s} {x:8,d} {y:8,d}" for t, (x, y) in res["tasks"].items()]
-    lines.append("per source:          A        B")
-    lines += [f"  {s or '(none)':<16s} {x:8,d} {y:8,d}" for s, (x, y) in sources.items()]
+        lines += text_table(["task", "A", "B"], [[printable(t), x, y] for t, (x, y) in res["tasks"].items()])
+    lines += text_table(["source", "A", "B"], [[printable(s) or "(none)", x, y] for s, (x, y) in sources.items()])
     res["text"] = "\n".join(lines)
     if png:
         import matplotlib

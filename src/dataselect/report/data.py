@@ -13,6 +13,7 @@ import pyarrow as pa
 from dataselect.errors import DataselectError
 from dataselect.selection import read_selection
 from dataselect.store import Store, open_store
+from dataselect.store.manifest import MANIFEST
 
 PLOT_SAMPLE = 20_000
 
@@ -32,16 +33,38 @@ class Opened:
             else self.table.column(name).to_numpy()
 
 
+def locate_store(selection, rec: dict, what: str) -> Path:
+    """Where the store a selection was made from is now: its absolute path, else the same path relative
+    to the selection folder (stores and selections moved together). Names every path tried."""
+    tried = [Path(rec["path"])]
+    if rec.get("relative_path"):
+        tried.append(Path(selection) / rec["relative_path"])
+    for cand in tried:
+        if (cand / MANIFEST).is_file():
+            return cand
+    raise DataselectError(f"{selection}: {what} not found; tried {' and '.join(str(t) for t in tried)} "
+                          "(moved or deleted since the selection was made?)")
+
+
 def open_selection(path) -> Opened:
     table, meta = read_selection(path)
-    pool = open_store(meta["pool_store"]["path"], kind="pool")
-    queries = [open_store(q["path"]) for q in meta.get("query_stores", [])]
+    pool = open_store(locate_store(path, meta["pool_store"], "its pool store"), kind="pool")
+    queries = [open_store(locate_store(path, q, "its query store")) for q in meta.get("query_stores", [])]
     for store, rec in [(pool, meta["pool_store"]), *zip(queries, meta.get("query_stores", []), strict=True)]:
         if store.hash != rec.get("store_hash"):
             raise DataselectError(f"{path}: the store {store.path} changed since this selection was made "
                                   "(re-embedded or re-scored); its ranks and counts would be wrong -- run the "
                                   "selection again")
     return Opened(Path(path), table, meta, pool, queries)
+
+
+def text_table(headers: list[str], rows: list[list], indent: str = "  ") -> list[str]:
+    """Lines of a plain-text table: the first column left-aligned, the others right-aligned, every column
+    as wide as its widest cell (numbers formatted with thousands separators)."""
+    cells = [[f"{c:,}" if isinstance(c, int) else str(c) for c in r] for r in [headers, *rows]]
+    widths = [max(len(r[j]) for r in cells) for j in range(len(headers))]
+    return [indent + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in cells]
 
 
 def sample_positions(n: int, size: int = PLOT_SAMPLE, seed: int = 0) -> np.ndarray:

@@ -61,6 +61,7 @@ def explain_row(selection, row: int | None = None, id: str | None = None, n_quer
         best = np.argsort(-sims, kind="stable")[:n_queries]
         out["nearest_queries"] = [{"task": str(qtask[j]), "sim": float(sims[j]), "text": str(texts[j])} for j in best]
         lines.append("  nearest queries:")
-        lines += [f"    {q['sim']:.4f}  [{q['task']}] {q['text'][:100]}" for q in out["nearest_queries"]]
+        # one line per query: a multi-line query shows as one line, its line breaks as spaces
+        lines += [f"    {q['sim']:.4f}  [{q['task']}] {' '.join(q['text'].split())[:100]}" for q in out["nearest_queries"]]
     out["text"] = "\n".join(lines)
     return out

@@ -2,14 +2,21 @@
 
 A selector is a small class (scikit-learn style): parameters are keyword arguments of ``__init__``
 with type annotations and defaults, validated there; ``select`` does the work. Adding a selector is
-one new module with a class decorated by :func:`register`, plus its import in ``selectors/__init__``.
+one new module with a class decorated by :func:`register`, plus its line in :data:`BUILTIN`.
+
+The registry imports a selector's module when the selector is first asked for, so ``run --method
+random`` never pays for torch, FAISS or scikit-learn.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import re
+import types
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -19,7 +26,48 @@ from dataselect.resources import Resources
 from dataselect.selection import Selection
 from dataselect.store import Store
 
-REGISTRY: dict[str, type[Selector]] = {}
+# method name -> module under dataselect.selectors that registers it (imported on first use)
+BUILTIN = {
+    "random": "uniform",
+    "rds+": "rds_plus",
+    "kmeans-sensitivity": "kmeans_sensitivity",
+    "hierarchical-kmeans": "hierarchical_kmeans",
+    "loss": "loss",
+}
+
+
+class _Registry(Mapping):
+    """Method name -> selector class; built-in modules are imported when first needed."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[Selector]] = {}
+
+    def _load(self, name: str) -> None:
+        if name not in self._classes and name in BUILTIN:
+            importlib.import_module(f"dataselect.selectors.{BUILTIN[name]}")
+
+    def __getitem__(self, name: str) -> type[Selector]:
+        self._load(name)
+        return self._classes[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes or name in BUILTIN
+
+    def __iter__(self) -> Iterator[str]:
+        for name in BUILTIN:
+            self._load(name)
+        return iter(sorted(self._classes))
+
+    def __len__(self) -> int:
+        return len(set(self._classes) | set(BUILTIN))
+
+    def add(self, cls: type[Selector]) -> None:
+        if cls.name in self._classes:
+            raise ValueError(f"selector {cls.name!r} registered twice")
+        self._classes[cls.name] = cls
+
+
+REGISTRY = _Registry()
 
 
 class Selector(ABC):
@@ -71,6 +119,29 @@ class Selector(ABC):
                 current = None
         return docs
 
+    @classmethod
+    def describe_parameters(cls) -> list[dict]:
+        """One entry per parameter: ``name`` (as a flag), ``values`` (valid values), ``default`` (the
+        effective default, with what an automatic default resolves to) and ``meaning``.
+
+        Valid values come from the annotation (``Literal`` choices, or the type); what an automatic
+        default means comes from the docstring's ``(DEFAULT: what it means)`` note.
+        """
+        hints = typing.get_type_hints(cls.__init__)
+        meanings = cls.parameter_docs()
+        out = []
+        for name, p in cls.parameters().items():
+            meaning = meanings.get(name, "")
+            shown = _default_text(p.default)
+            m = re.search(r"\(" + re.escape(shown) + r": ([^()]*(?:\([^()]*\)[^()]*)*)\)", meaning)
+            default = shown
+            if m:
+                default = f"{shown} = {m.group(1).strip()}"
+                meaning = (meaning[:m.start()].rstrip() + meaning[m.end():]).strip()
+            out.append({"name": "--" + name.replace("_", "-"), "values": _values_text(hints.get(name, str)),
+                        "default": default, "meaning": meaning})
+        return out
+
     def get_params(self) -> dict:
         return {n: getattr(self, n) for n in self.parameters()}
 
@@ -79,11 +150,31 @@ class Selector(ABC):
         return f"{type(self).__name__}({args})"
 
 
+def _default_text(value) -> str:
+    if value is None or value == [] or value == "":
+        return "empty"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _values_text(annotation) -> str:
+    """``Literal["max", "mean"]`` -> ``max|mean``; ``int`` -> ``INT``; ``list[int] | None`` -> ``INT,INT,...``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (typing.Union, getattr(types, "UnionType", None)) and len(args) == 1:
+        return _values_text(args[0])
+    if origin is list:
+        inner = _values_text(args[0]) if args else "TEXT"
+        return f"{inner},{inner},..."
+    return {bool: "true|false", int: "INT", float: "NUMBER", str: "TEXT"}.get(annotation, "TEXT")
+
+
 def register(cls: type[Selector]) -> type[Selector]:
     """Class decorator: make ``cls`` available as ``--method cls.name``."""
-    if cls.name in REGISTRY:
-        raise ValueError(f"selector {cls.name!r} registered twice")
-    REGISTRY[cls.name] = cls
+    REGISTRY.add(cls)
     return cls
 
 
@@ -103,8 +194,11 @@ def _convert(cls: type[Selector], name: str, raw, annotation):
     hints = typing.get_type_hints(cls.__init__)
     target = hints.get(name, str)
     args = [a for a in typing.get_args(target) if a is not type(None)]
-    if args and typing.get_origin(target) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if args and typing.get_origin(target) in (typing.Union, getattr(types, "UnionType", None)):
         target = args[0]
+    if typing.get_origin(target) is typing.Literal:
+        check_choice(name, raw, typing.get_args(target))
+        return raw
     if not isinstance(raw, str):
         return raw
     try:

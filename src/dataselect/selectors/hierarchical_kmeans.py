@@ -14,6 +14,8 @@ At the leaves (level-1 clusters) rows are picked at ``random`` (the reference's 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from dataselect.errors import DataselectError
@@ -112,9 +114,10 @@ class HierarchicalKMeans(Selector):
               "curation src/hierarchical_kmeans_gpu.py, scripts/run_distributed_kmeans.py, src/hierarchical_sampling.py")
 
     def __init__(self, *, k: list[int] | None = None, resamples: int = 9, sample_sizes: list[int] | None = None,
-                 resample: str = "closest", leaf: str = "random", remainder: str = "random", niter: int = 50,
-                 sample_size: int = 0, init_sample: int = 0, cluster_seed: int = 0, backend: str = "auto",
-                 assign: str = "exact"):
+                 resample: Literal["closest", "random"] = "closest", leaf: Literal["random", "closest"] = "random",
+                 remainder: Literal["random", "largest"] = "random", niter: int = 50,
+                 sample_size: int = 0, init_sample: int = 0, cluster_seed: int = 0, backend: Literal["auto", "faiss", "torch"] = "auto",
+                 assign: Literal["exact", "hnsw"] = "exact"):
         check_choice("resample", resample, RESAMPLE_STRATEGIES)
         check_choice("leaf", leaf, ("random", "closest"))
         check_choice("remainder", remainder, REMAINDERS)

@@ -42,6 +42,8 @@ the candidate count in place of n.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 
@@ -145,7 +147,7 @@ class KMeansSensitivity(Selector):
     Parameters
     ----------
     variant : "loss" (the paper: p ~ l(C) + lam |e - c|^z) or "coreset" (lightweight k-means coreset).
-    lam : Hoelder constant lam (-1: estimated from the representatives, see the module docstring).
+    lam : Hoelder constant lam of the loss over distances (-1.0: estimated from the representatives, see the module docstring).
     z : distance power, 2 (k-means) or 1 (k-median).
     loss_model : model that scores the k representatives when the store has no loss column.
     pool : the pool file the store was embedded from (needed with --loss-model).
@@ -154,7 +156,7 @@ class KMeansSensitivity(Selector):
     spherical : normalise centroids (cosine k-means).
     pca_dim : reduce to this many dimensions with PCA before clustering (0: no PCA).
     sample_size : k-means training rows (0: 256 per centroid, within the memory budget).
-    init_sample : k-means++ seeding on this many rows per centroid (0: the whole training sample).
+    init_sample : k-means++ seeding on this many rows per centroid (0 seeds on the whole training sample).
     cluster_seed : seed of the clustering (kept apart from --seed so a re-sample reuses the cache).
     query_clusters : with --queries, clusters kept per task (0: k/10).
     backend : "auto" (torch on CUDA, FAISS on CPU), "faiss" or "torch".
@@ -168,10 +170,10 @@ class KMeansSensitivity(Selector):
     source = ("Axiotis et al. 2024, 'Data-Efficient Learning via Clustering-Based Sensitivity Sampling' (ICML, "
               "arXiv 2402.17327), Algorithm 1; lam's default estimate is dataselect's choice (see docs)")
 
-    def __init__(self, *, variant: str = "loss", lam: float = -1.0, z: float = 2.0, loss_model: str = "",
+    def __init__(self, *, variant: Literal["loss", "coreset"] = "loss", lam: float = -1.0, z: float = 2.0, loss_model: str = "",
                  pool: str = "", k: int = 0, niter: int = 20, spherical: bool = False, pca_dim: int = 0,
                  sample_size: int = 0, init_sample: int = 32, cluster_seed: int = 0, query_clusters: int = 0,
-                 backend: str = "auto", assign: str = "exact"):
+                 backend: Literal["auto", "faiss", "torch"] = "auto", assign: Literal["exact", "hnsw"] = "exact"):
         check_choice("variant", variant, VARIANTS)
         if z not in (1.0, 2.0):
             raise DataselectError(f"--z {z}: choose 2 (k-means) or 1 (k-median)")
@@ -202,7 +204,7 @@ class KMeansSensitivity(Selector):
             rep_loss = np.where(reps >= 0, loss[np.maximum(reps, 0)], np.nan)
             source = "store column loss_response"
         else:
-            from dataselect.embed.score import row_losses
+            from dataselect.embedding.score import row_losses
 
             reps = representatives(clustering)
             valid = reps >= 0

@@ -15,6 +15,8 @@ centred on the median (ordered by closeness to it). Ties break by pool row numbe
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from dataselect.errors import DataselectError
@@ -47,15 +49,16 @@ class LossSelector(Selector):
 
     Parameters
     ----------
-    score : "ppl" or "ifd".
-    pick : "top", "middle" or "bottom".
+    score : "ppl" ranks by perplexity exp(L) of the response; "ifd" by exp(L - L0), the response's loss
+        with the prompt over its loss alone (needs a store embedded with --with-ifd).
+    pick : which rows of that ranking to take: the "top" (highest), the "middle" or the "bottom".
     """
 
     name = "loss"
     rule = "rank by perplexity exp(L) or IFD exp(L - L0) of the response; take the top, middle or bottom rows."
     source = "Ivison et al. 2025 (perplexity baselines); Li et al. 2024, Cherry (IFD)"
 
-    def __init__(self, *, score: str = "ppl", pick: str = "top"):
+    def __init__(self, *, score: Literal["ppl", "ifd"] = "ppl", pick: Literal["top", "middle", "bottom"] = "top"):
         check_choice("score", score, ("ppl", "ifd"))
         check_choice("pick", pick, ("top", "middle", "bottom"))
         self.score = score

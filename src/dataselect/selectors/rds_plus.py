@@ -17,6 +17,8 @@ With one task both reduce to "top ``budget`` rows by score".
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from dataselect.scoring import AGGREGATES, query_matrix, score_tasks
@@ -95,7 +97,7 @@ class RDSPlus(Selector):
     source = "Ivison et al. 2025 (RDS+); hamishivi/automated-instruction-selection get_top_influences.py"
     needs_queries = True
 
-    def __init__(self, *, aggregate: str = "max", round_robin: str = "paper", block_rows: int = 0):
+    def __init__(self, *, aggregate: Literal["max", "mean"] = "max", round_robin: Literal["paper", "next-unique"] = "paper", block_rows: int = 0):
         check_choice("aggregate", aggregate, AGGREGATES)
         check_choice("round_robin", round_robin, ROUND_ROBIN)
         self.aggregate = aggregate

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from dataselect.errors import DataselectError
@@ -32,7 +34,7 @@ class RandomSelector(Selector):
 
     Parameters
     ----------
-    stratify : "none" or "source". With "source", each source gets a share of the budget in
+    stratify : "none" samples the whole pool uniformly. With "source", each source gets a share of the budget in
         proportion to its size (largest remainder), sampled uniformly inside it.
 
     The score of a row is its uniform random key (the selection order is by key).
@@ -42,7 +44,7 @@ class RandomSelector(Selector):
     rule = "uniform without replacement (seeded); --stratify source keeps each source's share of the pool."
     source = "the baseline of every data selection paper"
 
-    def __init__(self, *, stratify: str = "none"):
+    def __init__(self, *, stratify: Literal["none", "source"] = "none"):
         check_choice("stratify", stratify, ("none", "source"))
         self.stratify = stratify
 

@@ -33,6 +33,10 @@ def _column_numpy(batch: pa.RecordBatch, name: str, dim: int) -> np.ndarray:
         return values[col.offset * dim:(col.offset + len(col)) * dim].reshape(len(col), dim)
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         return np.asarray(col.to_pylist(), dtype=object)
+    if (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)) and col.null_count == 0:
+        # a view of the Arrow buffer; Array.to_numpy would import pandas (0.15 s of every command)
+        dtype = np.dtype(col.type.to_pandas_dtype())
+        return np.frombuffer(col.buffers()[1], dtype=dtype, count=len(col), offset=col.offset * dtype.itemsize)
     return col.to_numpy(zero_copy_only=False)
 
 

@@ -17,9 +17,9 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from dataselect.atomic import write_json
-from dataselect.embed.compute import RowEmbedder
-from dataselect.embed.model import load_model
-from dataselect.embed.text import Formatter
+from dataselect.embedding.compute import RowEmbedder
+from dataselect.embedding.model import load_model
+from dataselect.embedding.text import Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool import PoolReader, pool_fingerprint
 from dataselect.store.manifest import MANIFEST, load_manifest, shard_path, store_hash

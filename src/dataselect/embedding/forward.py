@@ -13,9 +13,9 @@ import inspect
 import numpy as np
 import torch
 
-from dataselect.embed.model import LoadedModel
-from dataselect.embed.pooling import pool_hidden
-from dataselect.embed.text import Encoded
+from dataselect.embedding.model import LoadedModel
+from dataselect.embedding.pooling import pool_hidden
+from dataselect.embedding.text import Encoded
 
 LOGIT_BUDGET = {"cpu": 1 << 25, "cuda": 1 << 28}  # logits per chunk: 128 MiB on CPU, 1 GiB (fp32) on GPU
 

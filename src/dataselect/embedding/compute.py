@@ -7,10 +7,10 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from dataselect.embed.batching import token_budget_batches
-from dataselect.embed.forward import forward_batch
-from dataselect.embed.model import LoadedModel
-from dataselect.embed.text import Encoded, Formatter
+from dataselect.embedding.batching import token_budget_batches
+from dataselect.embedding.forward import forward_batch
+from dataselect.embedding.model import LoadedModel
+from dataselect.embedding.text import Encoded, Formatter
 from dataselect.store.writer import embedding_array
 
 ENCODE_CHUNK = 1024

@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 
 from dataselect import __version__
 from dataselect.atomic import remove_stale_tmp, write_json
-from dataselect.embed.compute import RowEmbedder
-from dataselect.embed.model import describe, load_model, model_name
-from dataselect.embed.pooling import POOLINGS
-from dataselect.embed.text import TEMPLATES, Formatter
+from dataselect.embedding.compute import RowEmbedder
+from dataselect.embedding.model import describe, load_model, model_name
+from dataselect.embedding.pooling import POOLINGS
+from dataselect.embedding.text import TEMPLATES, Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.outputs import check_inputs, made_by_dataselect
 from dataselect.pool import PoolReader, PoolRow, pool_fingerprint

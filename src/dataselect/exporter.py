@@ -35,13 +35,22 @@ def export_selection(selection_dir, pool, out, *, order: str = "selection", fmt:
     (``fmt="messages"``), plus a ``dataselect`` field (score, task, rank, row, source, method,
     weight) unless ``bare``.
     """
+    claim(Path(out), overwrite=overwrite, inputs=[pool, selection_dir], what="export")
+    table, meta = read_selection(selection_dir)
+    return export_table(table, meta, pool, out, order=order, fmt=fmt, bare=bare, overwrite=overwrite,
+                        inputs=[selection_dir])
+
+
+def export_table(table, meta: dict, pool, out, *, order: str = "selection", fmt: str = "original",
+                 bare: bool = False, overwrite: bool = False, inputs=()) -> int:
+    """:func:`export_selection` for a selection held in memory (``table``, ``meta``)."""
     if order not in ORDERS:
         raise DataselectError(f"--order {order!r}: choose from {', '.join(ORDERS)}")
     if fmt not in FORMATS:
         raise DataselectError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     out = Path(out)
-    claim(out, overwrite=overwrite, inputs=[pool, selection_dir], what="export")
-    table, meta = read_selection(selection_dir)
+    inputs = [pool, *inputs]
+    claim(out, overwrite=overwrite, inputs=inputs, what="export")
     expected = meta["pool_store"]["pool_fingerprint"]
     if pool_fingerprint(pool) != expected:
         raise DataselectError(f"{pool} is not the pool this selection was made from (the store was embedded "
@@ -72,7 +81,7 @@ def export_selection(selection_dir, pool, out, *, order: str = "selection", fmt:
         ranks = range(len(rows)) if order == "selection" else seen_order
         out.parent.mkdir(parents=True, exist_ok=True)
         with (mmap.mmap(scratch.fileno(), 0, access=mmap.ACCESS_READ) as mm,
-              writing(out, overwrite=overwrite, inputs=[pool, selection_dir], what="export") as tmp):
+              writing(out, overwrite=overwrite, inputs=inputs, what="export") as tmp):
             opener = gzip.open if out.name.endswith(".gz") else open
             with opener(tmp, "wb") as fh:
                 for rank in ranks:

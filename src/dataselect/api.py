@@ -1,0 +1,147 @@
+"""The Python API: the command line's steps as functions, for notebooks and scripts.
+
+>>> import dataselect as ds
+>>> store = ds.embed("pool.jsonl", model="bundled", out="stores/pool")          # doctest: +SKIP
+>>> queries = ds.embed("gsm8k.jsonl", model="bundled", out="stores/q", task="gsm8k")  # doctest: +SKIP
+>>> sel = ds.select(store, method="rds+", queries=[queries], budget="10k")      # doctest: +SKIP
+>>> sel.to_pandas().head()                                                       # doctest: +SKIP
+>>> sel.save("sel/rds")                                                          # doctest: +SKIP
+>>> ds.export(sel, pool="pool.jsonl", out="selected.jsonl")                      # doctest: +SKIP
+
+Each function runs the same code as its command (``dataselect embed``, ``run``, ``export``), with the
+same checks, locks and atomic writes; errors are :class:`dataselect.errors.DataselectError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+
+from dataselect.errors import DataselectError
+from dataselect.store import Store, open_store
+
+__all__ = ["SelectionResult", "embed", "export", "load_selection", "methods", "open_store", "select"]
+
+
+def _path(obj) -> Path:
+    return obj.path if isinstance(obj, Store) else Path(obj)
+
+
+def embed(pool, *, model: str = "bundled", out="store", task: str | None = None, tasks_from_records: bool = False,
+          overwrite: bool = False, progress: bool = True, **options) -> Store:
+    """Embed ``pool`` (a file, folder or ``datasets`` folder) into the store ``out``; return the store.
+
+    ``task`` makes a query store whose records all belong to that task; ``tasks_from_records`` one
+    whose records name their task. ``options`` are ``dataselect embed``'s other options with
+    underscores (``max_length=1024``, ``with_loss=True``, ``device="cuda"``, ...). Resumes a partial
+    store like the command.
+    """
+    from dataselect.embedding.stage import EmbedOptions, EmbedStage
+    from dataselect.outputs import lock
+
+    fields = {f.name for f in dataclasses.fields(EmbedOptions)} - {"model", "task", "queries", "overwrite",
+                                                                   "progress"}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise DataselectError(f"embed() has no option {', '.join(unknown)} (options: {', '.join(sorted(fields))})")
+    opts = EmbedOptions(model=model, task=task, queries=tasks_from_records or task is not None,
+                        overwrite=overwrite, progress=progress, **options)
+    with lock(out):
+        EmbedStage(Path(pool), Path(out), opts).run()
+    return open_store(out)
+
+
+@dataclasses.dataclass
+class SelectionResult:
+    """A selection: ``table`` (one row per picked pool row, in selection order) and ``meta`` (what
+    ``selection.json`` holds). ``path`` is its folder once saved or loaded.
+
+    Columns: ``row`` (int64 pool row), ``id``, ``rank`` (0 = picked first), ``score`` (float32),
+    ``task`` (may be null), ``weight`` (float32 importance weight, 1 where the method has none), and
+    method-specific ones (``cluster``, ``cluster_path``).
+    """
+
+    table: pa.Table
+    meta: dict
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __repr__(self) -> str:
+        where = f", saved in {self.path}" if self.path else ", not saved"
+        return f"<SelectionResult {self.meta['method']}: {len(self):,} of {self.meta['pool_store']['rows']:,} rows{where}>"
+
+    @property
+    def rows(self):
+        """(n,) int64 pool row numbers in selection order."""
+        return self.table.column("row").to_numpy()
+
+    def to_arrow(self) -> pa.Table:
+        return self.table
+
+    def to_pandas(self):
+        """A pandas DataFrame of the table (needs pandas)."""
+        return self.table.to_pandas()
+
+    def save(self, folder, overwrite: bool = False) -> Path:
+        """Write ``folder`` (``selection.arrow`` + ``selection.json``) atomically, as ``dataselect run`` does."""
+        from dataselect.run import save_selection
+
+        self.path = save_selection(self.table, self.meta, folder, overwrite=overwrite)
+        return self.path
+
+
+def select(store, method: str = "rds+", *, budget, queries: Sequence = (), seed: int = 0, device: str = "auto",
+           max_memory: str | int | None = None, engine: str = "local", address: str | None = None,
+           allow_all: bool = False, progress: bool = True, **params) -> SelectionResult:
+    """Pick ``budget`` rows (``1000``, ``"10k"``, ``"2.5M"``, ``"25%"``) of the pool ``store`` with ``method``.
+
+    ``queries``: query stores (or their paths) for target-aware methods. ``params`` are the method's
+    parameters (``dataselect methods``), e.g. ``aggregate="max"`` for rds+ or ``k=[1000, 100]`` for
+    hierarchical-kmeans. Nothing is written: call :meth:`SelectionResult.save`.
+    """
+    from dataselect.run import RunSpec, compute_selection
+
+    spec = RunSpec(method=method, store=str(_path(store)), queries=[str(_path(q)) for q in queries],
+                   budget=str(budget), seed=int(seed), params=dict(params), allow_all=allow_all, engine=engine,
+                   address=address, device=device, max_memory=None if max_memory is None else str(max_memory))
+    table, meta = compute_selection(spec, progress=progress)
+    return SelectionResult(table, meta)
+
+
+def load_selection(folder) -> SelectionResult:
+    """A selection folder written by ``dataselect run`` or :meth:`SelectionResult.save`."""
+    from dataselect.selection import read_selection
+
+    table, meta = read_selection(folder)
+    return SelectionResult(table, meta, Path(folder))
+
+
+def export(selection, *, pool, out="selected.jsonl", order: str = "selection", format: str = "original",
+           bare: bool = False, overwrite: bool = False) -> Path:
+    """Write the selected records of ``pool`` as JSONL (``.jsonl.gz`` compressed); returns ``out``.
+
+    ``selection``: a :class:`SelectionResult` (saved or not) or a selection folder.
+    """
+    from dataselect.exporter import export_selection, export_table
+
+    if isinstance(selection, SelectionResult):
+        inputs = [selection.path] if selection.path else []
+        export_table(selection.table, selection.meta, Path(pool), Path(out), order=order, fmt=format, bare=bare,
+                     overwrite=overwrite, inputs=inputs)
+    else:
+        export_selection(Path(selection), Path(pool), Path(out), order=order, fmt=format, bare=bare,
+                         overwrite=overwrite)
+    return Path(out)
+
+
+def methods() -> dict[str, dict]:
+    """Each selector's rule, source and parameters (name, valid values, default, meaning)."""
+    from dataselect.selectors import REGISTRY
+
+    return {name: {"rule": cls.rule, "source": cls.source, "needs_queries": cls.needs_queries,
+                   "parameters": cls.describe_parameters()} for name, cls in REGISTRY.items()}
