@@ -36,7 +36,7 @@ def test_exactly_one_bos_and_response_mask(tiny_llama):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
-    fmt = Formatter(tok, "tulu", max_length=512)
+    fmt = Formatter(tok, "tulu", max_length=512, bos="always")
     msgs = [{"role": "user", "content": "what is two plus three"}, {"role": "assistant", "content": "five"}]
     enc = fmt.encode_many([msgs])[0]
     assert enc.ids[0] == tok.bos_token_id and (enc.ids == tok.bos_token_id).sum() == 1

@@ -50,6 +50,14 @@ def test_ray_store_and_selection_match_local(tmp_path, tiny_llama, ray_cluster):
     run_selection(RunSpec(**spec, out=str(tmp_path / "sel_local")))
     run_selection(RunSpec(**spec, out=str(tmp_path / "sel_ray"), engine="ray"))
     assert read_selection(tmp_path / "sel_local")[0].equals(read_selection(tmp_path / "sel_ray")[0])
+    # one task: the paper's per-query round-robin, candidates scored per shard and merged
+    q1 = write_jsonl(tmp_path / "q1.jsonl", [{"prompt": "the cat sat"}, {"prompt": "def return"}, {"prompt": "sum"}])
+    EmbedStage(q1, tmp_path / "q1", opts(tiny_llama, task="only", queries=True)).run()
+    spec = dict(method="rds+", store=str(tmp_path / "ray"), queries=[str(tmp_path / "q1")], budget="60")
+    run_selection(RunSpec(**spec, out=str(tmp_path / "one_local")))
+    run_selection(RunSpec(**spec, out=str(tmp_path / "one_ray"), engine="ray"))
+    one = read_selection(tmp_path / "one_local")[0]
+    assert one.equals(read_selection(tmp_path / "one_ray")[0]) and "query" in one.column_names
 
 
 def test_ray_skips_and_duplicate_content_like_local(tmp_path, tiny_llama, ray_cluster):

@@ -27,8 +27,9 @@ def corpus() -> list[str]:
     return lines + ["<|system|>", "<|user|>", "<|assistant|>"] * 3
 
 
-def build_tokenizer(path: Path, chat_template: str | None = None):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(path: Path, chat_template: str | None = None, add_bos: bool = True):
+    """``add_bos``: the tokenizer puts ``<s>`` in front by itself, as Llama tokenizers do (Qwen's do not)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -37,6 +38,9 @@ def build_tokenizer(path: Path, chat_template: str | None = None):
     trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus(), trainer)
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                           special_tokens=[("<s>", tok.token_to_id("<s>"))])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                    pad_token="<pad>", unk_token="<unk>")
     if chat_template:
@@ -45,14 +49,15 @@ def build_tokenizer(path: Path, chat_template: str | None = None):
     return fast
 
 
-def build_llama(path, seed: int = 0, hidden: int = 64, layers: int = 2, chat_template: str | None = None) -> Path:
+def build_llama(path, seed: int = 0, hidden: int = 64, layers: int = 2, chat_template: str | None = None,
+                add_bos: bool = True) -> Path:
     """Save a tiny random Llama causal LM (with tokenizer) to ``path`` and return the path."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(path, chat_template)
+    tok = build_tokenizer(path, chat_template, add_bos)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=512, bos_token_id=tok.bos_token_id,

@@ -50,6 +50,8 @@ def embed(
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Store folder to write (resumed if it exists).")] = Path("store"),
     pooling: Annotated[str, typer.Option(metavar="rds+|mean|last", help="rds+ (position-weighted mean), mean or last.")] = "rds+",
     template: Annotated[str, typer.Option(metavar="tulu|chat", help="tulu (open-instruct format) or chat (tokenizer's template).")] = "tulu",
+    bos: Annotated[str, typer.Option(metavar="auto|always", help="auto: the tokenizer's own special tokens, as the "
+                                     "paper's code (Llama: one BOS; Qwen: none); always: exactly one BOS.")] = "auto",
     max_length: Annotated[int, typer.Option(metavar="TOKENS", help="Tokens kept per sample; longer ones are truncated and counted.")] = 2048,
     batch_tokens: Annotated[int, typer.Option(metavar="TOKENS", help="Padded tokens per batch (0: 16384 on CPU, 65536 on GPU).")] = 0,
     shard_rows: Annotated[int, typer.Option(metavar="ROWS", help="Pool rows per shard (the unit of resume).")] = 50_000,
@@ -75,7 +77,7 @@ def embed(
 ):
     """Embed a pool (or a query set) into a sharded Arrow store with RDS+ pooling."""
     from dataselect.embedding.stage import EmbedOptions
-    opts = EmbedOptions(model=model, pooling=pooling, template=template, max_length=max_length,
+    opts = EmbedOptions(model=model, pooling=pooling, template=template, bos=bos, max_length=max_length,
                         batch_tokens=batch_tokens, shard_rows=shard_rows, with_loss=with_loss,
                         with_ifd=with_ifd, device=device, dtype=dtype, revision=revision,
                         padding_side=padding_side, task=task, queries=tasks_from_records or task is not None,
@@ -170,7 +172,8 @@ def inspect(store: Annotated[Path, typer.Argument(help="Store folder.")],
     lines = [
         f"store      {store}  ({man.get('kind')}, {'complete' if man.get('complete') else 'INCOMPLETE'})",
         f"model      {cfg['model']['name']}  @ {cfg['model']['revision']}",
-        f"pooling    {cfg['pooling']}  template {cfg['template']}  max_length {cfg['max_length']}",
+        f"pooling    {cfg['pooling']}  template {cfg['template']}  bos {cfg.get('bos', 'always')}  "
+        f"max_length {cfg['max_length']}",
         f"vectors    {c.get('rows_stored', 0):,} x {cfg['dim']} {cfg['dtype']}",
         f"rows       read {c.get('rows_read', 0):,}  stored {c.get('rows_stored', 0):,}  "
         f"skipped {c.get('rows_skipped', 0):,}  truncated {c.get('truncated', 0):,}",
@@ -257,6 +260,30 @@ def methods():
             if p["meaning"]:
                 typer.echo(f"        {p['meaning'].replace('``', '')}")
         typer.echo("")
+
+
+@app.command(cls=_Command)
+def queries(
+    task: Annotated[str, typer.Argument(metavar="TASK", help="gsm8k, bbh, mmlu, tydiqa, humaneval, alpacaeval or "
+                                        "squad (or the paper's keys: gsm8k_shots, bbh_shots, ...).")],
+    src: Annotated[Optional[Path], typer.Option(
+        "--from", metavar="PATH", help="The task's files: bbh: the bbh (or cot-prompts) folder; mmlu: the folder with "
+        "dev/ and test/; tydiqa: the folder with tydiqa-goldp-v1.1-{dev,train}.json; humaneval: the codex_humaneval "
+        "folder (HumanEval_dev.jsonl.gz, humanevalpack.jsonl); alpacaeval: alpaca_eval_dev.json; squad: SQuAD "
+        "train (datasets folder, parquet or json); gsm8k: none needed (Wei et al.'s 8 exemplars ship with "
+        "dataselect).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Query file to write (JSONL).")] = Path(
+        "queries.jsonl"),
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed where the paper's code draws at random (42 as "
+                                      "the paper; TyDiQA's draw is unseeded there).")] = 42,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a query file dataselect wrote.")] = False,
+):
+    """Build one of the RDS+ paper's seven query sets, as its code builds them; then embed it."""
+    from dataselect.query_sets import write_queries
+
+    path, n = write_queries(task, out, src, seed=seed, overwrite=overwrite)
+    _echo(f"wrote {n:,} {task} queries to {path}; embed them with `dataselect embed {path} --model MODEL "
+          f"--tasks-from-records --out STORE`")
 
 
 @app.command(cls=_Command)

@@ -20,7 +20,8 @@ def embed_texts(store: Store, texts: list[str], device: str = "auto") -> np.ndar
 
     cfg = store.config
     model = load_model(cfg["model"]["name"], device=device)
-    fmt = Formatter(model.tokenizer, cfg["template"], cfg["max_length"], causal=model.causal)
+    fmt = Formatter(model.tokenizer, cfg["template"], cfg["max_length"], causal=model.causal,
+                          bos=cfg.get("bos", "always"))
     cols = RowEmbedder(model, fmt, cfg["pooling"])([[{"role": "user", "content": t}] for t in texts])
     emb = cols["embedding"].values.to_numpy().reshape(len(texts), -1).astype(np.float32)
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)

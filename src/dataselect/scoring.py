@@ -1,12 +1,21 @@
 """Out-of-core similarity scoring of a pool store against target-task queries.
 
 The pool is streamed shard by shard (memory-mapped) in blocks of ``block_rows``; each block is
-converted to float32 and multiplied with the query matrix (queries x dim), and the per-query
+converted to float64 and multiplied with the query matrix (queries x dim), and the per-query
 similarities are reduced to per-task scores at once. Only ``pool x tasks`` float32 scores are kept.
+
+Scores are exact. Stored embeddings are float16, so every component is a multiple of 2**-24 and
+every product of a pool and a query component a multiple of 2**-48; for unit vectors the sum of
+the products' magnitudes is at most about 1, so every partial sum, in any order, is a multiple of
+2**-48 below 2**5 -- exactly representable in float64's 53 bits. The dot products therefore do not
+depend on how BLAS blocks or threads the multiply: identical embeddings get identical scores
+wherever they fall in a block, and a selection does not change with ``OMP_NUM_THREADS`` or
+``--block-rows`` (ties are then broken by pool row). Rounding the exact value to float32 is
+deterministic too. float64 costs 1.2-1.8x float32 per block here (few to 1,000 queries).
 
 Peak memory, for a pool of N rows, dim D, Q queries over T tasks and blocks of B rows::
 
-    N*T*4 (scores) + N*8 (row numbers) + B*D*4 (float32 block) + B*Q*4 (similarities) + Q*D*4
+    N*T*4 (scores) + N*8 (row numbers) + B*D*8 (float64 block) + B*Q*8 (similarities) + Q*D*8
     + one shard's mapped pages while it is read
 
 -- it does not grow with N*D: the embeddings themselves are never all in memory.
@@ -34,6 +43,7 @@ def check_compatible(pool: Store, other: Store, what: str = "query store") -> No
     checks = [("model", a["model"]["name"], b["model"]["name"]),
               ("model revision", a["model"]["revision"], b["model"]["revision"]),
               ("pooling", a["pooling"], b["pooling"]), ("template", a["template"], b["template"]),
+              ("BOS handling (--bos)", a.get("bos", "always"), b.get("bos", "always")),
               ("dimensions", a["dim"], b["dim"])]
     for label, x, y in checks:
         if x != y:
@@ -68,7 +78,7 @@ def query_matrix(pool: Store, queries: Sequence[Store]) -> tuple[np.ndarray, np.
 
 
 def half_to_float(src: np.ndarray, dst: np.ndarray) -> None:
-    """Copy a float16 array into a float32 one: torch's F16C-vectorised cast, ~15x numpy's on AVX2.
+    """Copy a float16 array into a float32/64 one: torch's F16C-vectorised cast, ~15x numpy's on AVX2.
 
     Call it under :func:`single_torch_thread` when BLAS runs beside it: idle OpenMP workers of torch
     spin and steal the cores the next matrix multiply needs.
@@ -92,27 +102,37 @@ def single_torch_thread():
 
 
 def block_rows_for(dim: int, n_queries: int) -> int:
-    return int(max(1024, min(BLOCK_BYTES // (4 * dim), BLOCK_BYTES // (4 * max(n_queries, 1)))))
+    return int(max(1024, min(BLOCK_BYTES // (8 * dim), BLOCK_BYTES // (8 * max(n_queries, 1)))))
 
 
-def score_block(emb: np.ndarray, Q: np.ndarray, starts: np.ndarray, aggregate: str = "max",
-                buffers: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """(b, dim) embeddings -> (b, T) task scores: max (or mean) cosine over each task's queries.
+def exact_sims(emb: np.ndarray, Q: np.ndarray, buffers: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(b, dim) embeddings x (q, dim) queries -> (b, q) float64 dot products, exact (module docstring).
 
-    ``buffers`` (a float32 (>=b, dim) array and a float32 (>=b, q) array) are reused between calls:
+    ``buffers`` (a float64 (>=b, dim) array and a float64 (>=b, q) array) are reused between calls:
     converting into, and multiplying into, memory that is already mapped avoids the kernel zeroing
     fresh pages for every block, which costs as much as a fifth of the multiply.
     """
     b = len(emb)
     if buffers is None:
-        buffers = (np.empty((b, Q.shape[1]), np.float32), np.empty((b, Q.shape[0]), np.float32))
+        buffers = (np.empty((b, Q.shape[1]), np.float64), np.empty((b, Q.shape[0]), np.float64))
     x, sims = buffers[0][:b], buffers[1][:b]
     half_to_float(emb, x)
-    np.matmul(x, Q.T, out=sims)
+    np.matmul(x, np.asarray(Q, dtype=np.float64).T, out=sims)
+    return sims
+
+
+def reduce_tasks(sims: np.ndarray, starts: np.ndarray, aggregate: str) -> np.ndarray:
+    """(b, q) similarities -> (b, T) float32 task scores (max or mean over each task's queries)."""
     if aggregate == "max":
-        return np.maximum.reduceat(sims, starts, axis=1)
-    sizes = np.diff(np.append(starts, Q.shape[0]))
-    return np.add.reduceat(sims, starts, axis=1) / sizes
+        return np.maximum.reduceat(sims, starts, axis=1).astype(np.float32)
+    sizes = np.diff(np.append(starts, sims.shape[1]))
+    return (np.add.reduceat(sims, starts, axis=1) / sizes).astype(np.float32)
+
+
+def score_block(emb: np.ndarray, Q: np.ndarray, starts: np.ndarray, aggregate: str = "max",
+                buffers: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(b, dim) embeddings -> (b, T) float32 task scores: max (or mean) cosine over each task's queries."""
+    return reduce_tasks(exact_sims(emb, Q, buffers), starts, aggregate)
 
 
 def score_tasks(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str = "max",
@@ -131,37 +151,96 @@ def score_tasks(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str =
     n = pool.n_rows if shards is None else sum(pool.shards[i]["rows_stored"] for i in shards)
     rows = np.empty(n, dtype=np.int64)
     scores = np.empty((n, T), dtype=np.float32)
-    gpu = device is not None and torch.device(device).type == "cuda"
-    block_rows = block_rows or (1 << 16 if gpu else block_rows_for(pool.dim, Q.shape[0]))
-    if gpu:
-        score = _gpu_scorer(Q, starts, aggregate, torch.device(device))
-    else:
-        buffers = (np.empty((block_rows, pool.dim), np.float32), np.empty((block_rows, Q.shape[0]), np.float32))
-
-        def score(emb):
-            return score_block(emb, Q, starts, aggregate, buffers)
+    sims, block_rows = block_scorer(pool.dim, Q, block_rows, device)
     at = 0
     with single_torch_thread(), bar(n, "score", enabled=progress) as pbar:
         for block in pool.iter_blocks(("row", "embedding"), block_rows, shards):
             b = len(block["row"])
             rows[at:at + b] = block["row"]
-            scores[at:at + b] = score(block["embedding"])
+            scores[at:at + b] = reduce_tasks(sims(block["embedding"]), starts, aggregate)
             at += b
             pbar.update(b)
     return rows, scores
 
 
-def _gpu_scorer(Q: np.ndarray, starts: np.ndarray, aggregate: str, device: torch.device):
-    """Block scorer on a GPU: float16 rows in, float32 products and per-task reduction there."""
-    q = torch.as_tensor(Q, dtype=torch.float32, device=device)
-    bounds = list(zip(starts.tolist(), [*starts[1:].tolist(), len(Q)], strict=True))
+def block_scorer(dim: int, Q: np.ndarray, block_rows: int = 0, device=None):
+    """A function (b, dim) float16 rows -> (b, q) exact float64 similarities, on the CPU or a CUDA
+    device, and the block size to feed it."""
+    gpu = device is not None and torch.device(device).type == "cuda"
+    block_rows = block_rows or (1 << 16 if gpu else block_rows_for(dim, Q.shape[0]))
+    if gpu:
+        return _gpu_sims(Q, torch.device(device)), block_rows
+    buffers = (np.empty((block_rows, dim), np.float64), np.empty((block_rows, Q.shape[0]), np.float64))
+    return (lambda emb: exact_sims(emb, Q, buffers)), block_rows
 
-    def score(emb: np.ndarray) -> np.ndarray:
+
+def _gpu_sims(Q: np.ndarray, device: torch.device):
+    """Block similarities on a GPU: float16 rows in, exact float64 products there (as on the CPU)."""
+    q = torch.as_tensor(np.asarray(Q, dtype=np.float64), device=device)
+
+    def sims(emb: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # read-only mapped source: only copied
-            x = torch.from_numpy(np.ascontiguousarray(emb)).to(device, non_blocking=False).float()
-        sims = x @ q.T
-        reduce = (lambda s: s.amax(1)) if aggregate == "max" else (lambda s: s.mean(1))
-        return torch.stack([reduce(sims[:, lo:hi]) for lo, hi in bounds], 1).cpu().numpy()
+            x = torch.from_numpy(np.ascontiguousarray(emb)).to(device, non_blocking=False).double()
+        return (x @ q.T).cpu().numpy()
 
-    return score
+    return sims
+
+
+def _compact(q: np.ndarray, r: np.ndarray, s: np.ndarray, nq: int, m: int):
+    """Keep each query's ``m`` best (score descending, ties by lower row): sorted by query, then rank."""
+    order = np.lexsort((r, -s, q))
+    q, r, s = q[order], r[order], s[order]
+    first = np.searchsorted(q, np.arange(nq))
+    rank = np.arange(len(q)) - first[q]
+    keep = rank < m
+    q, r, s = q[keep], r[keep], s[keep]
+    counts = np.bincount(q, minlength=nq)
+    thresh = np.full(nq, -np.inf)
+    full = counts >= m
+    if full.any():
+        ends = np.searchsorted(q, np.arange(nq), side="right") - 1
+        thresh[full] = s[ends[full]]
+    return q, r, s, thresh
+
+
+def top_rows_per_query(pool: Store, Q: np.ndarray, m: int, block_rows: int = 0, shards: list[int] | None = None,
+                       device=None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's ``m`` best pool rows by exact cosine, best first, ties to the lower row number.
+
+    Returns ``rows`` and ``scores`` (float64), both (q, m) (``m`` clipped to the rows scanned). The pool
+    is streamed once; memory holds about 3 q m candidates.
+    """
+    from dataselect.progress import bar
+
+    nq = len(Q)
+    n = pool.n_rows if shards is None else sum(pool.shards[i]["rows_stored"] for i in shards)
+    m = max(1, min(m, n))
+    score, block_rows = block_scorer(pool.dim, Q, block_rows, device)
+    thresh = np.full(nq, -np.inf)
+    kept = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+    parts, held = [kept], 0
+    limit = max(2 * m * nq, 1 << 20)
+    with single_torch_thread(), bar(n, "score queries", enabled=progress) as pbar:
+        for block in pool.iter_blocks(("row", "embedding"), block_rows, shards):
+            sims = score(block["embedding"])  # (b, nq) exact
+            i, q = np.nonzero(sims > thresh)
+            parts.append((q.astype(np.int64), np.asarray(block["row"], np.int64)[i], sims[i, q]))
+            held += len(q)
+            if held > limit:
+                *kept, thresh = _compact(*(np.concatenate(x) for x in zip(*parts, strict=True)), nq, m)
+                parts, held = [tuple(kept)], len(kept[0])
+            pbar.update(len(block["row"]))
+    q, r, s, _ = _compact(*(np.concatenate(x) for x in zip(*parts, strict=True)), nq, m)
+    return r.reshape(nq, m), s.reshape(nq, m)
+
+
+def merge_top_rows(parts: list[tuple[np.ndarray, np.ndarray]], m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge :func:`top_rows_per_query` results of disjoint shards into each query's ``m`` best."""
+    nq = parts[0][0].shape[0]
+    q = np.concatenate([np.repeat(np.arange(nq), r.shape[1]) for r, _ in parts])
+    r = np.concatenate([r.reshape(-1) for r, _ in parts])
+    s = np.concatenate([s.reshape(-1) for _, s in parts])
+    m = min(m, len(r) // nq)
+    _, r, s, _ = _compact(q, r, s, nq, m)
+    return r.reshape(nq, m), s.reshape(nq, m)

@@ -44,7 +44,8 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
     if model.revision != cfg["model"]["revision"]:
         raise DataselectError(f"model {cfg['model']['name']!r} is now at revision {model.revision}, but the store "
                               f"was embedded at {cfg['model']['revision']}; losses would not match the embeddings")
-    formatter = Formatter(model.tokenizer, cfg["template"], cfg["max_length"], causal=model.causal)
+    formatter = Formatter(model.tokenizer, cfg["template"], cfg["max_length"], causal=model.causal,
+                          bos=cfg.get("bos", "always"))
     embedder = RowEmbedder(model, formatter, cfg["pooling"], with_loss=True, with_ifd=with_ifd,
                            batch_tokens=batch_tokens)
     man["complete"], man["scoring"] = False, True
@@ -107,6 +108,7 @@ def row_losses(store, rows, model_name: str, pool, *, device: str = "auto", dtyp
     if missing:
         raise DataselectError(f"{pool}: rows {sorted(missing)[:5]} are not in the pool file")
     model = load_model(model_name, device=device, dtype=dtype, with_lm_head=True)
-    formatter = Formatter(model.tokenizer, cfg["template"], cfg["max_length"], causal=model.causal)
+    formatter = Formatter(model.tokenizer, cfg["template"], cfg["max_length"], causal=model.causal,
+                          bos=cfg.get("bos", "always"))
     cols = RowEmbedder(model, formatter, cfg["pooling"], with_loss=True)([found[int(r)] for r in rows])
     return cols["loss_response"].to_numpy(zero_copy_only=False).astype(np.float64)

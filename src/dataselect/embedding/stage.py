@@ -24,7 +24,7 @@ from dataselect.atomic import remove_stale_tmp, write_json
 from dataselect.embedding.compute import RowEmbedder
 from dataselect.embedding.model import describe, load_model, model_name
 from dataselect.embedding.pooling import POOLINGS
-from dataselect.embedding.text import TEMPLATES, Formatter
+from dataselect.embedding.text import BOS_MODES, TEMPLATES, Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.outputs import check_inputs, made_by_dataselect
 from dataselect.pool import PoolReader, PoolRow, pool_fingerprint
@@ -48,6 +48,7 @@ class EmbedOptions:
     model: str
     pooling: str = "rds+"
     template: str = "tulu"
+    bos: str = "auto"  # auto: the tokenizer's own special tokens (as the paper); always: exactly one BOS
     max_length: int = 2048
     batch_tokens: int = 0  # 0: 16384 on CPU, 65536 on GPU
     shard_rows: int = 50_000
@@ -68,6 +69,8 @@ class EmbedOptions:
     def validate(self) -> None:
         if self.pooling not in POOLINGS:
             raise DataselectError(f"--pooling {self.pooling!r}: choose from {', '.join(POOLINGS)}")
+        if self.bos not in BOS_MODES:
+            raise DataselectError(f"--bos {self.bos!r}: choose from {', '.join(BOS_MODES)}")
         if self.template not in TEMPLATES:
             raise DataselectError(f"--template {self.template!r}: choose from {', '.join(TEMPLATES)}")
         if self.max_length < 2:
@@ -98,7 +101,7 @@ class EmbedStage:
         o = self.opts
         return {
             "model": {"name": model_name(o.model), "revision": model.revision},
-            "pooling": o.pooling, "template": o.template, "max_length": self.max_length,
+            "pooling": o.pooling, "template": o.template, "bos": o.bos, "max_length": self.max_length,
             "dim": model.dim, "dtype": "float16", "with_loss": o.with_loss, "with_ifd": o.with_ifd,
             "shard_rows": o.shard_rows, "task": o.task,
             "pool": {"name": self.pool_path.name, "format": self.reader.format,
@@ -123,6 +126,7 @@ class EmbedStage:
                                       "another --out")
             return None
         old = load_manifest(out)
+        old["config"].setdefault("bos", "always")  # stores made before --bos existed
         diffs = config_differences(old["config"], config)
         if diffs:
             raise DataselectError(f"{out} holds a store made differently ({diffs[0]}); use another --out, "
@@ -311,7 +315,7 @@ def effective_max_length(model, o: EmbedOptions) -> int:
 
 
 def make_embedder(model, o: EmbedOptions, max_length: int) -> RowEmbedder:
-    formatter = Formatter(model.tokenizer, o.template, max_length, causal=model.causal)
+    formatter = Formatter(model.tokenizer, o.template, max_length, causal=model.causal, bos=o.bos)
     return RowEmbedder(model, formatter, o.pooling, with_loss=o.with_loss, with_ifd=o.with_ifd,
                        padding_side=o.padding_side, batch_tokens=o.batch_tokens)
 

@@ -6,9 +6,11 @@
     <|user|>\\n{content.strip()}\\n
     <|assistant|>\\n{content.strip()}{EOS}\\n
 
-joined, stripped, and tokenised without the tokenizer's own special tokens; then exactly one BOS id
-goes in front (when the tokenizer has a BOS token). Encoder models (no causal LM) have no EOS and
-get their own special tokens instead (``[CLS] ... [SEP]`` for BERT).
+joined, stripped, and tokenised. ``bos="auto"`` (default) tokenises with the tokenizer's own
+special tokens, as the RDS+ paper's code does (``tokenizer(text)``): Llama tokenizers put their BOS
+in front, tokenizers that add none (Qwen) get none. ``bos="always"`` tokenises without them and puts
+exactly one BOS id in front (when the tokenizer has a BOS token). Encoder models (no causal LM) have
+no EOS and get their own special tokens (``[CLS] ... [SEP]`` for BERT) either way.
 
 ``chat`` renders with the tokenizer's own chat template and tokenises it as rendered.
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 TEMPLATES = ("tulu", "chat")
+BOS_MODES = ("auto", "always")
 _TAGS = {"system": "<|system|>\n", "user": "<|user|>\n", "assistant": "<|assistant|>\n"}
 
 
@@ -80,9 +83,13 @@ def render_chat(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, i
 class Formatter:
     """Turns messages into :class:`Encoded` sequences for one tokenizer, template and length limit."""
 
-    def __init__(self, tokenizer, template: str = "tulu", max_length: int = 2048, causal: bool = True):
+    def __init__(self, tokenizer, template: str = "tulu", max_length: int = 2048, causal: bool = True,
+                 bos: str = "auto"):
         if template not in TEMPLATES:
             raise ValueError(f"unknown template {template!r}; choose from {', '.join(TEMPLATES)}")
+        if bos not in BOS_MODES:
+            raise ValueError(f"unknown bos mode {bos!r}; choose from {', '.join(BOS_MODES)}")
+        self.bos = bos
         if not getattr(tokenizer, "is_fast", False):
             from dataselect.errors import DataselectError
 
@@ -100,15 +107,48 @@ class Formatter:
             return render_chat(messages, self.tokenizer)
         return render_tulu(messages, self.eos)
 
+    def encode_as_is(self, msgs: list[dict], response_only: bool = False) -> Encoded:
+        """A ``prompt_text``/``label_text`` record, as the RDS+ paper builds its queries
+        (``construct_test_sample``): the prompt tokenised with the tokenizer's special tokens
+        (``bos="always"``: exactly one BOS instead) and cut to ``max_length``; the label plus EOS
+        tokenised without them and cut to ``max_length``; the two joined. The label is the response."""
+        tok = self.tokenizer
+        limit = int(msgs[0].get("as_is") or 0) or self.max_length
+        label = msgs[1]["content"] if len(msgs) > 1 else None
+        prompt = msgs[0]["content"]
+        if response_only:
+            prompt_ids, full_prompt = [], 0
+        elif self.bos == "auto" or not self.causal:  # the paper's call
+            prompt_ids = tok(prompt, max_length=limit, truncation=True)["input_ids"]
+            full_prompt = len(tok(prompt)["input_ids"])
+        else:
+            prompt_ids = [self.bos_id] * (self.bos_id is not None) + tok(prompt, add_special_tokens=False)["input_ids"]
+            full_prompt, prompt_ids = len(prompt_ids), prompt_ids[:limit]
+        label_ids, full_label = [], 0
+        if label is not None:
+            label_ids = tok(label + self.eos, max_length=limit, truncation=True, add_special_tokens=False)["input_ids"]
+            full_label = len(tok(label + self.eos, add_special_tokens=False)["input_ids"])
+        truncated = full_prompt > len(prompt_ids) or full_label > len(label_ids)
+        prompt_ids, label_ids = list(prompt_ids), list(label_ids)
+        resp = np.array([False] * len(prompt_ids) + [True] * len(label_ids), dtype=bool)
+        return Encoded(ids=np.asarray(prompt_ids + label_ids, dtype=np.int32), response=resp, truncated=truncated)
+
     def encode_many(self, message_lists: list[list[dict]], response_only: bool = False) -> list[Encoded]:
         """Tokenise a batch of samples. ``response_only`` keeps just the assistant turns (for IFD)."""
+        if any(msgs and "as_is" in msgs[0] for msgs in message_lists):
+            plain = [i for i, msgs in enumerate(message_lists) if not (msgs and "as_is" in msgs[0])]
+            done = dict(zip(plain, self.encode_many([message_lists[i] for i in plain], response_only), strict=True)
+                        ) if plain else {}
+            return [done[i] if i in done else self.encode_as_is(msgs, response_only)
+                    for i, msgs in enumerate(message_lists)]
         rendered = []
         for msgs in message_lists:
             if response_only:
                 msgs = [m for m in msgs if m["role"] == "assistant"]
             rendered.append(self.render(msgs))
         texts = [t for t, _ in rendered]
-        special = not self.causal and self.template == "tulu"
+        # the tokenizer's own special tokens: encoders always; causal LMs with bos="auto" (tulu)
+        special = self.template == "tulu" and (not self.causal or self.bos == "auto")
         enc = self.tokenizer(texts, add_special_tokens=special, return_offsets_mapping=True,
                              return_attention_mask=False, truncation=False)
         out = []
@@ -121,7 +161,7 @@ class Formatter:
                 real = ends > starts
                 for a, b in spans:
                     resp |= real & (starts >= a) & (starts < b)
-            if self.bos_id is not None and self.template == "tulu":
+            if self.bos_id is not None and self.template == "tulu" and self.bos == "always":
                 if len(ids) and ids[0] == self.bos_id:  # a tokenizer that adds BOS by itself
                     ids, resp = ids[1:], resp[1:]
                 ids = np.concatenate([[self.bos_id], ids])

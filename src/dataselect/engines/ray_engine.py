@@ -204,6 +204,13 @@ def _score_shard(store_path: str, shard: int, Q: np.ndarray, starts: np.ndarray,
     return score_tasks(Store(store_path), Q, starts, aggregate, shards=[shard])
 
 
+def _top_rows_shard(store_path: str, shard: int, Q: np.ndarray, m: int):
+    from dataselect.scoring import top_rows_per_query
+    from dataselect.store import Store
+
+    return top_rows_per_query(Store(store_path), Q, m, shards=[shard])
+
+
 def ray_select(selector, pool, budget, rng, queries, address=None):
     """Score shards as Ray tasks, merge on the driver (rds+ only; other methods run locally)."""
     from dataselect.scoring import query_matrix
@@ -213,8 +220,17 @@ def ray_select(selector, pool, budget, rng, queries, address=None):
         raise DataselectError(f"--engine ray runs rds+ scoring; run {selector.name} with --engine local")
     Q, starts, names = query_matrix(pool, queries)
     ray = init_ray(address)
-    task = ray.remote(_score_shard).options(num_cpus=1, max_retries=3)
     q_ref = ray.put(Q)
+    if selector.per_query(len(names)):
+        from dataselect.scoring import merge_top_rows
+
+        top = ray.remote(_top_rows_shard).options(num_cpus=1, max_retries=3)
+
+        def candidates(m):
+            parts = ray.get([top.remote(str(pool.path), i, q_ref, m) for i in range(len(pool.shards))])
+            return merge_top_rows(parts, m)
+        return selector.select_per_query(candidates, pool.n_rows, len(Q), budget, names[0])
+    task = ray.remote(_score_shard).options(num_cpus=1, max_retries=3)
     parts = ray.get([task.remote(str(pool.path), i, q_ref, starts, selector.aggregate) for i in range(len(pool.shards))])
     rows = np.concatenate([r for r, _ in parts]) if parts else np.zeros(0, np.int64)
     scores = np.concatenate([s for _, s in parts]) if parts else np.zeros((0, len(names)), np.float32)

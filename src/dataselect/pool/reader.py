@@ -22,7 +22,7 @@ from dataselect.errors import DataselectError, InputError
 from dataselect.pool.records import PoolRow, RecordError, normalize_record, record_id, record_source
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson")
-RECORD_COLUMNS = ("messages", "conversations", "instruction", "prompt")
+RECORD_COLUMNS = ("messages", "conversations", "instruction", "prompt", "prompt_text")
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 _BATCH = 4096
 

@@ -79,6 +79,21 @@ def _turns(items: Any, key: str, role_key: str, text_key: str, role_map: dict[st
     return out
 
 
+def _as_is(rec: dict, require_response: bool) -> list[dict]:
+    """``prompt_text``/``label_text``: text in its final form, tokenised as it is, prompt and label
+    apart, each cut to ``max_length`` tokens (the RDS+ paper's queries; ``dataselect queries`` writes
+    them). The messages carry ``as_is`` = that length."""
+    prompt = _str_field(rec, "prompt_text")
+    label = _str_field(rec, "label_text", required=require_response)
+    limit = rec.get("max_length", 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise RecordError(f"'max_length' must be a non-negative integer, got {limit!r}")
+    msgs = [{"role": "user", "content": prompt, "as_is": limit}]
+    if label or "label_text" in rec:
+        msgs.append({"role": "assistant", "content": label, "as_is": limit})
+    return msgs
+
+
 def normalize_record(rec: Any, require_response: bool = True) -> list[dict[str, str]]:
     """Return the record as chat messages, or raise :class:`RecordError` saying what is wrong.
 
@@ -87,7 +102,9 @@ def normalize_record(rec: Any, require_response: bool = True) -> list[dict[str, 
     """
     if not isinstance(rec, dict):
         raise RecordError(f"record must be a JSON object, got {type(rec).__name__}")
-    if "messages" in rec:
+    if "prompt_text" in rec:
+        msgs = _as_is(rec, require_response)
+    elif "messages" in rec:
         msgs = _turns(rec["messages"], "messages", "role", "content", {r: r for r in ROLES})
     elif "conversations" in rec:
         msgs = _turns(rec["conversations"], "conversations", "from", "value", SHAREGPT_ROLES)

@@ -1,18 +1,26 @@
 """``rds+``: representation-based data selection (Ivison et al. 2025).
 
-Each pool row's score for a task is the cosine similarity (a dot product of L2-normalised RDS+
-embeddings) to that task's query examples, reduced by ``max`` (the paper's choice) or ``mean``
-over the task's queries. Each task ranks the pool by its score, ties broken by pool row number.
-Rows are then taken round-robin over tasks (in order of first appearance in the query stores):
+Each pool row's score for a query is the cosine similarity (a dot product of L2-normalised RDS+
+embeddings), computed exactly (see :mod:`dataselect.scoring`), so identical rows tie and ties go
+to the lower pool row number, as the paper's stable sorts do.
 
-``paper`` (default; as the paper's code): in each round, every task in turn pops its next-ranked
-row. A row already taken is not added again -- that turn is spent -- and the row keeps the lowest
-score any task gave it when popping it. Stops as soon as the budget is met, mid-round if need be.
+``paper`` (default; as the paper's code, hamishivi/automated-instruction-selection):
+
+* one task, ``--aggregate max`` (``get_top_influences.py --selection_method max``): per-query
+  round-robin. Queries take turns in order; each pops its own best row it has not popped yet. A row
+  another query already took is not added again and that turn is spent. A row's score is the
+  popping query's similarity.
+* several tasks (``get_top_aggregated_influences.py``): a task's score for a row is the max (or
+  mean) over the task's queries; tasks take turns in order of first appearance in the query stores,
+  each popping its next-ranked row; a row already taken spends the turn and keeps the lowest score
+  any task popped it with. Stops as soon as the budget is met, mid-round if need be.
 
 ``next-unique``: every turn takes a new row; a task whose next row is already taken moves on to its
-first row not yet taken. The row's score is the taking task's score.
+first row not yet taken; the row's score is the taking task's. With one task this is the top
+``budget`` rows by the task's max (or mean) score -- dataselect's rule before it followed the
+paper's per-query round-robin.
 
-With one task both reduce to "top ``budget`` rows by score".
+With one task and ``--aggregate mean`` both are the top rows by mean score.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from dataselect.scoring import AGGREGATES, query_matrix, score_tasks
+from dataselect.scoring import AGGREGATES, query_matrix, score_tasks, top_rows_per_query
 from dataselect.selection import Selection
 from dataselect.selectors.base import Selector, check_choice, register
 
@@ -53,6 +61,23 @@ def round_robin_paper(orders: np.ndarray, scores: np.ndarray, budget: int):
     np.minimum.at(lowest, seq, popped)
     picked = seq[first]
     return picked, lowest[picked], turn_task[first]
+
+
+def round_robin_per_query(rows: np.ndarray, scores: np.ndarray, budget: int):
+    """The paper's single-task rule (get_top_influences.py, ``max``): queries take turns in order, each
+    popping its best row not yet popped *by it*; a row another query already took is not added again
+    and that turn is spent. ``rows``/``scores``: (q, m) candidates per query, best first.
+
+    Returns (picked rows, their scores from the popping query, query indices) in pick order, or None
+    when ``m`` candidates per query were too few to reach ``budget`` (score more candidates).
+    """
+    nq, m = rows.shape
+    seq = rows.T.reshape(-1)  # round-major: round r, query j at r * nq + j
+    _, first = np.unique(seq, return_index=True)
+    if len(first) < budget:
+        return None
+    first = np.sort(first)[:budget]
+    return seq[first], scores.T.reshape(-1)[first], first % nq
 
 
 def round_robin_next_unique(orders: np.ndarray, scores: np.ndarray, budget: int):
@@ -87,7 +112,9 @@ class RDSPlus(Selector):
     Parameters
     ----------
     aggregate : "max" (paper) or "mean" over a task's queries.
-    round_robin : "paper" or "next-unique" (see module docstring).
+    round_robin : "paper": the paper's code -- one task: per-query round-robin, a row taken already
+        spends the turn; several tasks: round-robin over tasks by their max score. "next-unique":
+        every turn takes a new row (one task: the top rows by max score).
     block_rows : pool rows scored per matrix multiply (0: sized to ~16 MiB).
     """
 
@@ -121,6 +148,42 @@ class RDSPlus(Selector):
         pos, sc, task = rr(orders, scores, budget)
         return Selection(rows=rows[pos], scores=sc, tasks=np.array(names, dtype=object)[task])
 
+    def per_query(self, n_tasks: int) -> bool:
+        """Whether the paper's per-query round-robin applies (one task, max, paper)."""
+        return n_tasks == 1 and self.aggregate == "max" and self.round_robin == "paper"
+
+    def select_per_query(self, candidates, n_rows: int, n_queries: int, budget: int, name: str,
+                         resources=None) -> Selection:
+        """Per-query round-robin from ``candidates(m)`` -> each query's m best (rows, scores).
+
+        Starts with twice the rows each query pops when no two queries share a row; a pass that runs
+        short (queries that share many rows) is repeated with 4x as many candidates.
+        """
+        m = min(n_rows, 2 * -(-budget // n_queries) + 16)
+        passes = 0
+        while True:
+            if resources is not None:
+                resources.memory.require(3 * n_queries * m * 16, f"rds+ per-query candidates ({n_queries} queries x "
+                                         f"{m:,} rows)")
+            rows, scores = candidates(m)
+            passes += 1
+            picked = round_robin_per_query(rows, scores, budget)
+            if picked is not None or m >= n_rows:
+                break
+            m = min(n_rows, 4 * m)
+        r, sc, q = picked
+        info = {"rule": "per-query round-robin (one task, max)", "candidates_per_query": int(m), "passes": passes}
+        return Selection(rows=r, scores=sc, tasks=np.full(len(r), name, dtype=object), info=info,
+                         extra={"query": q.astype(np.int64)})
+
     def select(self, pool, budget, rng, queries=(), resources=None):
+        Q, starts, names = query_matrix(pool, queries)
+        if self.per_query(len(names)):
+            device = resources.torch_device() if resources is not None else None
+            progress = bool(resources and resources.progress)
+
+            def candidates(m):
+                return top_rows_per_query(pool, Q, m, self.block_rows, device=device, progress=progress)
+            return self.select_per_query(candidates, pool.n_rows, len(Q), budget, names[0], resources)
         rows, scores, names = self.score(pool, queries, resources)
         return self.select_from_scores(rows, scores, names, budget)
