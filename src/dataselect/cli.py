@@ -45,7 +45,8 @@ def _echo(msg: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 @app.command(cls=_Command)
 def embed(
-    pool: Annotated[Path, typer.Argument(metavar="POOL", help="Pool or query file: .jsonl[.gz|.zst], .parquet, or a datasets folder.")],
+    pool: Annotated[str, typer.Argument(metavar="POOL", help="Pool or query file: .jsonl[.gz|.zst], .parquet, a "
+                                        "folder of them, a datasets folder, or a hub dataset id (owner/name).")],
     model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help="Hugging Face hub id or local folder.")] = "bundled",
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Store folder to write (resumed if it exists).")] = Path("store"),
     pooling: Annotated[str, typer.Option(metavar="rds+|mean|last", help="rds+ (position-weighted mean), mean or last.")] = "rds+",
@@ -73,6 +74,12 @@ def embed(
     address: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Ray cluster address (default: start Ray locally).")] = None,
     workers: Annotated[int, typer.Option(metavar="N", help="Ray engine: number of model workers.")] = 0,
     num_gpus_per_worker: Annotated[float, typer.Option(metavar="GPUS", help="Ray engine: GPUs per worker.")] = 0.0,
+    split: Annotated[Optional[str], typer.Option(metavar="SPLIT", help="Read POOL with datasets.load_dataset and "
+                                                  "this split (default train for a hub id).")] = None,
+    subset: Annotated[Optional[str], typer.Option(metavar="NAME", help="The dataset's configuration (subset) "
+                                                  "for datasets.load_dataset.")] = None,
+    streaming: Annotated[bool, typer.Option("--streaming", help="Stream the dataset instead of caching it on "
+                                            "disk (datasets).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Embed a pool (or a query set) into a sharded Arrow store with RDS+ pooling."""
@@ -84,7 +91,9 @@ def embed(
                         skip_invalid=skip_invalid, overwrite=overwrite, progress=not quiet, allow_pickle=allow_pickle,
                         max_shards=max_shards)
     from dataselect.outputs import lock
+    from dataselect.pool import pool_source
 
+    pool = pool_source(pool, split, subset, streaming)
     if engine not in ("local", "ray"):
         raise DataselectError(f"--engine {engine!r}: choose local or ray")
     with lock(out):  # one writer per store, for the whole run
@@ -101,12 +110,17 @@ def embed(
     state = "complete" if man.get("complete") else "partial (re-run to resume)"
     _echo(f"embedded {c.get('rows_stored', 0):,} rows ({c.get('rows_skipped', 0):,} skipped, "
           f"{c.get('truncated', 0):,} truncated, {c.get('tokens', 0):,} tokens) into {out} [{state}]")
+    if man.get("skipped_file"):
+        kinds = "; ".join(f"{n:,} x {k}" for k, n in man["skipped_per_reason"].items())
+        _echo(f"skipped rows per reason: {kinds}; every one (row, file:line, reason) in {out / man['skipped_file']}")
 
 
 @app.command(cls=_Command)
 def score(
     store: Annotated[Path, typer.Argument(metavar="STORE", help="Store folder (from `dataselect embed`).")],
-    pool: Annotated[Path, typer.Option("--pool", metavar="POOL", help="The pool the store was embedded from.")],
+    pool: Annotated[str, typer.Option("--pool", metavar="POOL", help="The pool the store was embedded from.")],
+    split: Annotated[Optional[str], typer.Option(metavar="SPLIT", help="The pool's split, for a datasets or hub "
+                                                  "pool (default train).")] = None,
     with_ifd: Annotated[bool, typer.Option("--with-ifd", help="Also the NLL of the response alone (IFD).")] = False,
     device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda, ...")] = "auto",
     dtype: Annotated[str, typer.Option(metavar="auto|float32|bfloat16|float16", help="auto, float32, bfloat16, float16.")] = "auto",
@@ -120,7 +134,9 @@ def score(
     from dataselect.outputs import lock
 
     with lock(store):
-        man = score_store(store, pool, with_ifd=with_ifd, device=device, dtype=dtype, batch_tokens=batch_tokens,
+        from dataselect.pool import pool_source
+
+        man = score_store(store, pool_source(pool, split), with_ifd=with_ifd, device=device, dtype=dtype, batch_tokens=batch_tokens,
                           progress=not quiet, allow_pickle=allow_pickle)
     _echo(f"scored {man['counts']['rows_stored']:,} rows of {store}")
 
@@ -184,6 +200,10 @@ def inspect(store: Annotated[Path, typer.Argument(help="Store folder.")],
     ]
     if cfg.get("task"):
         lines.append(f"task       {cfg['task']}")
+    for kind, n in (man.get("skipped_per_reason") or {}).items():
+        lines.append(f"skipped    {n:,} x {kind}")
+    if man.get("skipped_file"):
+        lines.append(f"skipped    every row in {store / man['skipped_file']}")
     for ex in man.get("skipped_examples", [])[:5]:
         lines.append(f"skipped    {ex['where']}: {ex['reason']}")
     typer.echo("\n".join(lines))
@@ -289,7 +309,9 @@ def queries(
 @app.command(cls=_Command)
 def export(
     selection: Annotated[Path, typer.Argument(metavar="SELECTION", help="Selection folder (from `dataselect run`).")],
-    pool: Annotated[Path, typer.Option("--pool", metavar="POOL", help="The pool the store was embedded from.")],
+    pool: Annotated[str, typer.Option("--pool", metavar="POOL", help="The pool the store was embedded from.")],
+    split: Annotated[Optional[str], typer.Option(metavar="SPLIT", help="The pool's split, for a datasets or hub "
+                                                  "pool (default train).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Output .jsonl or .jsonl.gz.")] = Path("selected.jsonl"),
     order: Annotated[str, typer.Option(metavar="selection|pool", help="selection (rank order) or pool (pool order).")] = "selection",
     fmt: Annotated[str, typer.Option("--format", metavar="original|messages", help="original records, or normalised messages.")] = "original",
@@ -298,8 +320,9 @@ def export(
 ):
     """Write the selected pool records as JSONL, ready for fine-tuning."""
     from dataselect.exporter import export_selection
+    from dataselect.pool import pool_source
 
-    n = export_selection(selection, pool, out, order=order, fmt=fmt, bare=bare, overwrite=overwrite)
+    n = export_selection(selection, pool_source(pool, split), out, order=order, fmt=fmt, bare=bare, overwrite=overwrite)
     _echo(f"exported {n:,} records to {out}")
 
 

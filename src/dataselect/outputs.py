@@ -90,7 +90,7 @@ def check_inputs(out, inputs: Iterable = (), what: str = "output") -> None:
     """Refuse an output that is, contains or sits inside one of ``inputs``."""
     target = Path(out).resolve()
     for inp in inputs:
-        if inp is None:
+        if inp is None or not isinstance(inp, (str, os.PathLike)):  # e.g. a hub pool: nothing local to protect
             continue
         src = Path(inp).resolve()
         if _overlaps(target, src):

@@ -9,6 +9,7 @@ the same files as an uninterrupted run (batches depend only on the shard's conte
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -20,21 +21,23 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from dataselect import __version__
-from dataselect.atomic import remove_stale_tmp, write_json
+from dataselect.atomic import atomic_path, remove_stale_tmp, write_json
 from dataselect.embedding.compute import RowEmbedder
 from dataselect.embedding.model import describe, load_model, model_name
 from dataselect.embedding.pooling import POOLINGS
 from dataselect.embedding.text import BOS_MODES, TEMPLATES, Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.outputs import check_inputs, made_by_dataselect
-from dataselect.pool import PoolReader, PoolRow, pool_fingerprint
+from dataselect.pool import HubPool, PoolReader, PoolRow, pool_fingerprint, pool_source
 from dataselect.pool.records import content_id
 from dataselect.store.manifest import (
     FORMAT,
     MANIFEST,
     MAX_SKIPPED_EXAMPLES,
+    SKIPPED,
     config_differences,
     load_manifest,
+    reason_kind,
     shard_path,
     store_hash,
 )
@@ -92,9 +95,11 @@ class EmbedStage:
         options.validate()
         self.opts = options
         self.out = Path(out)
-        self.reader = PoolReader(pool, require_response=not options.queries, task=options.task,
-                                 require_task=options.queries)
-        self.pool_path = Path(pool)
+        self.pool = pool_source(pool)  # a local path, or a HubPool (datasets)
+        # the validation pass marks where every shard starts, so later reads seek instead of scanning
+        self.reader = PoolReader(self.pool, require_response=not options.queries, task=options.task,
+                                 require_task=options.queries, mark_every=options.shard_rows)
+        self.pool_path = self.reader.path
 
     # -- set-up ------------------------------------------------------------------------------------
     def _identity(self, model) -> dict:
@@ -104,14 +109,16 @@ class EmbedStage:
             "pooling": o.pooling, "template": o.template, "bos": o.bos, "max_length": self.max_length,
             "dim": model.dim, "dtype": "float16", "with_loss": o.with_loss, "with_ifd": o.with_ifd,
             "shard_rows": o.shard_rows, "task": o.task,
-            "pool": {"name": self.pool_path.name, "format": self.reader.format,
-                     "fingerprint": pool_fingerprint(self.pool_path)},
+            "pool": {"name": str(self.pool) if isinstance(self.pool, HubPool) else self.pool_path.name,
+                     "format": self.reader.format, "fingerprint": pool_fingerprint(self.pool),
+                     **({"hub": {"name": self.pool.name, "split": self.pool.split, "config": self.pool.config}}
+                        if isinstance(self.pool, HubPool) else {})},
         }
 
     def _prepare_dir(self, config: dict) -> dict | None:
         """Return the existing manifest to resume from, or None for a fresh store."""
         out = self.out
-        check_inputs(out, [self.pool_path], "store")
+        check_inputs(out, [] if isinstance(self.pool, HubPool) else [self.pool_path], "store")
         if out.exists() and self.opts.overwrite:
             if made_by_dataselect(out) not in ("store", "empty"):
                 raise DataselectError(f"{out} exists and is not a dataselect store; refusing to replace it even "
@@ -143,6 +150,7 @@ class EmbedStage:
         config = self._identity(model)
         total = self._validate()
         old = self._prepare_dir(config)
+        skipped_info = self._write_skipped()
         man = old or {
             "format": FORMAT, "kind": "queries" if o.queries else "pool", "config": config,
             "model": describe(model), "shards": [], "counts": {}, "skipped_examples": [],
@@ -152,6 +160,7 @@ class EmbedStage:
         if man.get("complete") and len(done) == len(man["shards"]):
             return man
         man["complete"] = False  # a changed or missing shard is embedded again
+        man.update(skipped_info)
         man["shards"] = sorted(done.values(), key=lambda s: s["first_row"])
         for s in man["shards"]:
             self.reader.remember_ids(self._shard_ids(s))
@@ -173,6 +182,20 @@ class EmbedStage:
             time.perf_counter() - self._t_start, 1e-9), 1)}
         write_json(self.out / MANIFEST, man)
         return man
+
+    def _write_skipped(self) -> dict:
+        """Every invalid row of the pool (known after validation) to STORE/skipped.jsonl, atomically;
+        returns the manifest's record of it: file, row count, and rows per kind of problem."""
+        if not self.invalid:
+            return {"skipped_file": None, "skipped_per_reason": {}}
+        kinds: dict[str, int] = {}
+        with atomic_path(self.out / SKIPPED) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            for row, (where, reason) in sorted(self.invalid.items()):
+                fh.write(json.dumps({"row": row, "where": where, "reason": reason}, ensure_ascii=False) + "\n")
+                kind = reason_kind(reason)
+                kinds[kind] = kinds.get(kind, 0) + 1
+        per_reason = dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+        return {"skipped_file": SKIPPED, "skipped_per_reason": per_reason}
 
     def _embed_shards(self, man: dict, done: dict, bar) -> bool:
         """Embed every shard not in ``done``; False when stopped early by --max-shards."""

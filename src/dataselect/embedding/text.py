@@ -5,6 +5,7 @@
     <|system|>\\n{content.strip()}\\n
     <|user|>\\n{content.strip()}\\n
     <|assistant|>\\n{content.strip()}{EOS}\\n
+    <|tool|>\\n{content.strip()}\\n   (tool results; see dataselect.pool.records)
 
 joined, stripped, and tokenised. ``bos="auto"`` (default) tokenises with the tokenizer's own
 special tokens, as the RDS+ paper's code does (``tokenizer(text)``): Llama tokenizers put their BOS
@@ -28,7 +29,7 @@ import numpy as np
 
 TEMPLATES = ("tulu", "chat")
 BOS_MODES = ("auto", "always")
-_TAGS = {"system": "<|system|>\n", "user": "<|user|>\n", "assistant": "<|assistant|>\n"}
+_TAGS = {"system": "<|system|>\n", "user": "<|user|>\n", "assistant": "<|assistant|>\n", "tool": "<|tool|>\n"}
 
 
 @dataclass

@@ -58,6 +58,7 @@ def read_shard(spec: dict, k: int):
     S, queries = spec["shard_rows"], spec["queries"]
     reader = PoolReader(spec["pool"], require_response=not queries, task=spec["task"], require_task=queries,
                         check_duplicates=False)
+    reader.marks = spec.get("marks", {})  # where each shard starts, from the driver's validation pass
     rows: list[PoolRow] = []
     for r in reader.rows(start_row=k * S):
         if r.row >= (k + 1) * S:
@@ -159,8 +160,8 @@ class RayEmbedStage(EmbedStage):
         res = ray.cluster_resources()
         gpus = self.gpus or (1.0 if res.get("GPU", 0) >= 1 else 0.0)
         n = self.workers or (int(res.get("GPU", 0) // gpus) if gpus else max(1, min(8, int(res.get("CPU", 1)))))
-        spec = {"pool": str(self.pool_path), "shard_rows": S, "queries": o.queries, "task": o.task,
-                "invalid": self.invalid, "id_overrides": self.id_overrides}
+        spec = {"pool": self.pool, "shard_rows": S, "queries": o.queries, "task": o.task,
+                "invalid": self.invalid, "id_overrides": self.id_overrides, "marks": self.reader.marks}
         # reading a shard is light work: no CPU reservation, so model actors holding every CPU cannot starve it
         ds = ray_data.read_datasource(shard_datasource(spec, todo), override_num_blocks=len(todo),
                                       ray_remote_args={"num_cpus": 0})

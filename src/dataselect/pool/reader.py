@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from dataselect.errors import DataselectError, InputError
+from dataselect.pool.hub import HubPool
 from dataselect.pool.records import PoolRow, RecordError, normalize_record, record_id, record_source
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson")
@@ -57,8 +58,10 @@ def _zstd_chunks(path: Path) -> Iterator[bytes]:
         raise EOFError("zstd stream ended in the middle of a frame")
 
 
-def _raw_lines(path: Path) -> Iterator[bytes]:
+def _raw_lines(path: Path, offset: int = 0) -> Iterator[bytes]:
     name = path.name.lower()
+    if offset and name.endswith((".gz", ".zst")):
+        raise ValueError("compressed files cannot be entered at a byte offset")
     if name.endswith(".zst"):
         rest = b""
         for chunk in _zstd_chunks(path):
@@ -70,17 +73,20 @@ def _raw_lines(path: Path) -> Iterator[bytes]:
         return
     opener = gzip.open if name.endswith(".gz") else open
     with opener(path, "rb") as fh:
+        if offset:
+            fh.seek(offset)
         yield from fh
 
 
-def _binary_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Yield (1-based line number, raw line) for non-blank lines; compression errors name the line."""
-    line_no = 0
+def _binary_lines(path: Path, offset: int = 0, line_no: int = 0) -> Iterator[tuple[int, int, bytes]]:
+    """Yield (1-based line number, byte offset, raw line) for non-blank lines; compression errors name
+    the line. ``offset``/``line_no``: start there (plain files only: a position a pass recorded)."""
     try:
-        for line in _raw_lines(path):
+        for line in _raw_lines(path, offset):
             line_no += 1
             if line.strip():
-                yield line_no, line
+                yield line_no, offset, line
+            offset += len(line)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{path}:{line_no + 1}", f"compressed stream is corrupt or cut short ({exc})") from None
     except Exception as exc:  # zstandard.ZstdError
@@ -100,6 +106,9 @@ class PoolReader:
         ``require_task`` is set.
     check_duplicates : refuse (or, when skipping, skip) a second record with an id already seen.
     max_record_bytes : a longer JSONL line is refused rather than tokenised.
+    mark_every : remember where every ``mark_every``-th row starts while reading (plain JSONL: byte
+        offset), so that a later ``rows(start_row)`` from a marked row seeks instead of scanning from
+        the first line. ``marks`` can be handed to another reader of the same pool (Ray read tasks).
 
     Invalid records come out with ``error`` set (and empty messages); the caller decides whether that
     stops the run or counts as skipped, so no row ever disappears unaccounted.
@@ -107,14 +116,24 @@ class PoolReader:
 
     def __init__(self, path, *, require_response: bool = True, task: str | None = None,
                  require_task: bool = False, check_duplicates: bool = True,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
-        self.path = regular_pool_path(path)
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, mark_every: int = 0):
+        self.hub = path if isinstance(path, HubPool) else None
+        self.mark_every = mark_every
+        self.marks: dict[int, tuple[int, int, int, int]] = {}  # row -> (file, byte offset, lines before, row in file)
+        self.path = Path(str(path)) if self.hub else regular_pool_path(path)
         self.require_response = require_response
         self.task = task
         self.require_task = require_task
         self.check_duplicates = check_duplicates
         self.max_record_bytes = max_record_bytes
         self.seen_ids: set[bytes] = set()
+        if self.hub is not None:
+            self.format, self.files = "hub", [self.path]
+            cols = self.hub.columns()
+            if not any(c in cols for c in RECORD_COLUMNS):
+                raise InputError(f"{self.hub}:row 0", "dataset has none of the columns "
+                                 f"{', '.join(RECORD_COLUMNS)} (columns: {', '.join(cols[:10])})")
+            return
         if self.path.is_dir():
             if _is_datasets_dir(self.path):
                 self.format, self.files = "datasets", [self.path]
@@ -132,8 +151,13 @@ class PoolReader:
                     raise InputError(f"{p}:1", "file is empty")
 
     # -- raw records -------------------------------------------------------------------------------
-    def _raw_jsonl(self, path: Path, start: int) -> Iterator[tuple[str, object]]:
-        for i, (line_no, line) in enumerate(_binary_lines(path)):
+    def _raw_jsonl(self, path: Path, start: int, file_index: int = 0, base_row: int = 0,
+                   seek: tuple[int, int, int] | None = None) -> Iterator[tuple[str, object]]:
+        offset, lines_before, first = seek or (0, 0, 0)
+        markable = self.mark_every and not path.name.lower().endswith((".gz", ".zst"))
+        for i, (line_no, off, line) in enumerate(_binary_lines(path, offset, lines_before), start=first):
+            if markable and (base_row + i) % self.mark_every == 0:
+                self.marks[base_row + i] = (file_index, off, line_no - 1, i)
             if i < start:
                 continue
             where = f"{path}:{line_no}"
@@ -160,8 +184,12 @@ class PoolReader:
         if not any(c in names for c in RECORD_COLUMNS):
             raise InputError(f"{path}:row 0", "Parquet schema has none of the columns "
                              f"{', '.join(RECORD_COLUMNS)} (columns: {', '.join(names[:10])})")
-        row = 0
-        for batch in pf.iter_batches(batch_size=_BATCH):
+        # enter at the row group holding ``start`` (positions from the file's metadata, nothing read)
+        row, group = 0, 0
+        while group < pf.num_row_groups and row + pf.metadata.row_group(group).num_rows <= start:
+            row += pf.metadata.row_group(group).num_rows
+            group += 1
+        for batch in pf.iter_batches(batch_size=_BATCH, row_groups=range(group, pf.num_row_groups)):
             if row + batch.num_rows <= start:
                 row += batch.num_rows
                 continue
@@ -190,15 +218,28 @@ class PoolReader:
             for j in range(len(batch[cols[0]])):
                 yield f"{path}:row {lo + j}", {c: batch[c][j] for c in cols}
 
+    def _raw_hub(self, path: Path, start: int) -> Iterator[tuple[str, object]]:
+        yield from self.hub.records(start)
+
     def raw(self, start_row: int = 0) -> Iterator[tuple[int, str, object]]:
-        """Yield (row, where, record-or-RecordError) from ``start_row`` on, skipping earlier rows cheaply."""
-        row = 0
-        for path in self.files:
-            kind = "datasets" if self.format == "datasets" else _kind_of(path)
+        """Yield (row, where, record-or-RecordError) from ``start_row`` on, skipping earlier rows cheaply:
+        from the nearest mark at or before ``start_row`` when there is one (see ``mark_every``)."""
+        marked = [r for r in self.marks if r <= start_row]
+        mark = self.marks[max(marked)] if start_row and marked else None
+        first_file = mark[0] if mark else 0
+        row = max(marked) - mark[3] if mark else 0  # pool row of the marked file's first record
+        for index, path in enumerate(self.files):
+            if index < first_file:
+                continue
+            kind = self.format if self.format in ("datasets", "hub") else _kind_of(path)
             n_before = row
             local_start = max(0, start_row - row)
-            gen = {"jsonl": self._raw_jsonl, "parquet": self._raw_parquet,
-                   "datasets": self._raw_datasets}[kind](path, local_start)
+            if kind == "jsonl":
+                seek = mark[1:] if mark and index == first_file else None
+                gen = self._raw_jsonl(path, local_start, index, row, seek)
+            else:
+                gen = {"parquet": self._raw_parquet, "datasets": self._raw_datasets,
+                       "hub": self._raw_hub}[kind](path, local_start)
             row = n_before + local_start
             for where, rec in gen:
                 yield row, where, rec
@@ -255,6 +296,8 @@ class PoolReader:
                 raise InputError(f"{path}:row 0", f"not a readable Parquet file ({exc})") from None
         if kind == "datasets":
             return sum(1 for _ in self._raw_datasets(path, 0))
+        if kind == "hub":
+            return sum(1 for _ in self._raw_hub(path, 0))
         return sum(1 for _ in _binary_lines(path))
 
 
@@ -284,8 +327,11 @@ def pool_fingerprint(path) -> str:
     """A quick identity of a pool: sha256 over each file's name, size, first and last MiB.
 
     Cheap on a 10 GB pool and catches edits, appends, truncation and a different file; it is what
-    stores and selections record to refuse exporting against the wrong pool.
+    stores and selections record to refuse exporting against the wrong pool. A hub pool's is its
+    ``datasets`` builder hash (:meth:`HubPool.fingerprint`).
     """
+    if isinstance(path, HubPool):
+        return path.fingerprint()
     path = regular_pool_path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()

@@ -27,6 +27,15 @@ from dataselect.errors import DataselectError
 MANIFEST = "manifest.json"
 FORMAT = "dataselect-store/1"
 MAX_SKIPPED_EXAMPLES = 20
+SKIPPED = "skipped.jsonl"  # every row --skip-invalid skipped: {"row", "where", "reason"}, pool order
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its particulars, to count rows per kind of problem:
+    ``conversations[3] has unknown role 'x' (expected ...)`` -> ``conversations[i] has unknown role 'x'``."""
+    kind = re.sub(r"\[\d+\]", "[i]", reason)
+    kind = re.sub(r"\s*\(.*\)\s*$", "", kind)
+    return re.sub(r"\d+", "N", kind).strip() or reason
 SHARD_NAME = re.compile(r"shard-\d{5}\.arrow")
 
 
