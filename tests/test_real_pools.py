@@ -208,3 +208,37 @@ def test_reading_the_last_shard_costs_about_the_first(tmp_path):
     first = min(shard_time(0) for _ in range(3))
     last = min(shard_time(n // S - 1) for _ in range(3))
     assert last <= 2 * first, (first, last)
+
+
+# --- resume inside a shard (issue 17, item 5) ----------------------------------------------------------
+def test_kill_inside_a_shard_keeps_committed_chunks_and_resumes_to_the_same_bytes(tmp_path, tiny_llama):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pool = write_jsonl(tmp_path / "p.jsonl", make_records(1500, seed=2))
+    common = ["-m", tiny_llama, "-q", "--chunk-rows", "50"]  # one 50k-row shard of 30 chunks
+    run_cli("embed", pool, "-o", tmp_path / "whole", *common)
+    cmd = [sys.executable, "-m", "dataselect", "embed", str(pool), "-o", str(tmp_path / "cut"), *common]
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    man_path, parts = tmp_path / "cut" / "manifest.json", []
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            parts = (json.loads(man_path.read_text()).get("parts") or {}).get("chunks", [])
+        except (OSError, ValueError):
+            parts = []
+        if len(parts) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed inside its shard"
+    man = json.loads(man_path.read_text())
+    assert man["shards"] == [] and len(man["parts"]["chunks"]) >= 3  # work kept though no shard finished
+    run_cli("embed", pool, "-o", tmp_path / "cut", *common)
+    a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("whole", "cut"))
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    assert "parts" not in b and not list((tmp_path / "cut").glob("*.part-*"))

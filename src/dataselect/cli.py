@@ -55,7 +55,9 @@ def embed(
                                      "paper's code (Llama: one BOS; Qwen: none); always: exactly one BOS.")] = "auto",
     max_length: Annotated[int, typer.Option(metavar="TOKENS", help="Tokens kept per sample; longer ones are truncated and counted.")] = 2048,
     batch_tokens: Annotated[int, typer.Option(metavar="TOKENS", help="Padded tokens per batch (0: 16384 on CPU, 65536 on GPU).")] = 0,
-    shard_rows: Annotated[int, typer.Option(metavar="ROWS", help="Pool rows per shard (the unit of resume).")] = 50_000,
+    shard_rows: Annotated[int, typer.Option(metavar="ROWS", help="Pool rows per shard file.")] = 50_000,
+    chunk_rows: Annotated[int, typer.Option(metavar="ROWS", help="Rows embedded together and committed as one "
+                                            "part of a shard: the unit of resume (a kill loses at most one).")] = 2048,
     with_loss: Annotated[bool, typer.Option("--with-loss", help="Also store response NLL (causal LMs).")] = False,
     with_ifd: Annotated[bool, typer.Option("--with-ifd", help="Also store NLL of the response alone (IFD).")] = False,
     task: Annotated[Optional[str], typer.Option(metavar="NAME", help="Make a query store; every record belongs to this task.")] = None,
@@ -85,7 +87,7 @@ def embed(
     """Embed a pool (or a query set) into a sharded Arrow store with RDS+ pooling."""
     from dataselect.embedding.stage import EmbedOptions
     opts = EmbedOptions(model=model, pooling=pooling, template=template, bos=bos, max_length=max_length,
-                        batch_tokens=batch_tokens, shard_rows=shard_rows, with_loss=with_loss,
+                        batch_tokens=batch_tokens, shard_rows=shard_rows, chunk_rows=chunk_rows, with_loss=with_loss,
                         with_ifd=with_ifd, device=device, dtype=dtype, revision=revision,
                         padding_side=padding_side, task=task, queries=tasks_from_records or task is not None,
                         skip_invalid=skip_invalid, overwrite=overwrite, progress=not quiet, allow_pickle=allow_pickle,

@@ -10,6 +10,7 @@ the same files as an uninterrupted run (batches depend only on the shard's conte
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -55,6 +56,7 @@ class EmbedOptions:
     max_length: int = 2048
     batch_tokens: int = 0  # 0: 16384 on CPU, 65536 on GPU
     shard_rows: int = 50_000
+    chunk_rows: int = 2048  # rows embedded together and committed as one part of a shard (the unit of resume)
     with_loss: bool = False
     with_ifd: bool = False
     device: str = "auto"
@@ -80,6 +82,8 @@ class EmbedOptions:
             raise DataselectError("--max-length must be at least 2")
         if self.shard_rows < 1:
             raise DataselectError("--shard-rows must be positive")
+        if self.chunk_rows < 1:
+            raise DataselectError("--chunk-rows must be positive")
         if self.batch_tokens < 0:
             raise DataselectError("--batch-tokens must be positive")
         if self.padding_side not in ("left", "right"):
@@ -108,7 +112,7 @@ class EmbedStage:
             "model": {"name": model_name(o.model), "revision": model.revision},
             "pooling": o.pooling, "template": o.template, "bos": o.bos, "max_length": self.max_length,
             "dim": model.dim, "dtype": "float16", "with_loss": o.with_loss, "with_ifd": o.with_ifd,
-            "shard_rows": o.shard_rows, "task": o.task,
+            "shard_rows": o.shard_rows, "chunk_rows": o.chunk_rows, "task": o.task,
             "pool": {"name": str(self.pool) if isinstance(self.pool, HubPool) else self.pool_path.name,
                      "format": self.reader.format, "fingerprint": pool_fingerprint(self.pool),
                      **({"hub": {"name": self.pool.name, "split": self.pool.split, "config": self.pool.config}}
@@ -134,6 +138,7 @@ class EmbedStage:
             return None
         old = load_manifest(out)
         old["config"].setdefault("bos", "always")  # stores made before --bos existed
+        old["config"].setdefault("chunk_rows", old["config"].get("shard_rows"))  # ... and before chunks
         diffs = config_differences(old["config"], config)
         if diffs:
             raise DataselectError(f"{out} holds a store made differently ({diffs[0]}); use another --out, "
@@ -295,11 +300,59 @@ class EmbedStage:
         return valid, skipped
 
     def _shard_ready(self, man: dict, rows: list[PoolRow], bar) -> int:
-        """A shard's rows are read: compute and write it (returns shards written)."""
+        """A shard's rows are read: compute it chunk by chunk, each chunk committed as a part file (a
+        kill loses at most the chunk in progress), then write the shard (returns shards written)."""
+        k = rows[0].row // self.opts.shard_rows
         valid, skipped = self._split(rows)
         bar.update(len(skipped))
-        cols = {**row_columns(valid, self.opts.queries), **self.embedder([r.messages for r in valid], self._progress(bar))}
-        return self._write_shard(man, rows[0].row // self.opts.shard_rows, rows[-1].row + 1, skipped, cols)
+        parts = self._parts(man, k)
+        progress = self._progress(bar)
+        tables = []
+        for key, group in chunk_groups(valid, self.opts.chunk_rows):
+            if key in parts:
+                tables.append(parts[key])
+                progress(len(group), 0)
+                continue
+            table = pa.table({**row_columns(group, self.opts.queries),
+                              **self.embedder([r.messages for r in group], progress)})
+            self._commit_part(man, k, key, table)
+            tables.append(table)
+        cols = shard_columns(tables) if tables else {**row_columns([], self.opts.queries), **self.embedder([])}
+        written = self._write_shard(man, k, rows[-1].row + 1, skipped, cols)
+        self._drop_parts(man)
+        return written
+
+    # -- parts of the shard in progress ----------------------------------------------------------
+    def _parts(self, man: dict, k: int) -> dict[int, pa.Table]:
+        """Chunks of shard ``k`` committed by an earlier, killed run (checked against their checksums)."""
+        state = man.get("parts") or {}
+        if state.get("shard") != k:
+            return {}
+        found = {}
+        for part in state["chunks"]:
+            path = self.out / part["file"]
+            if not re.fullmatch(r"shard-\d{5}\.part-\d{6}\.arrow", part["file"]) or not path.is_file() \
+                    or file_xxh3(path) != part["xxh3"]:
+                break  # a missing or damaged part: it and the ones after it are embedded again
+            with pa.memory_map(str(path)) as mm:
+                found[part["chunk"]] = pa.ipc.open_file(mm).read_all()
+        return found
+
+    def _commit_part(self, man: dict, k: int, key: int, table: pa.Table) -> None:
+        name = f"{shard_name(k)[:-len('.arrow')]}.part-{key:06d}.arrow"
+        info = write_shard(self.out / name, {c: table.column(c).combine_chunks() for c in table.column_names})
+        state = man.get("parts") if (man.get("parts") or {}).get("shard") == k else {"shard": k, "chunks": []}
+        state["chunks"] = [c for c in state["chunks"] if c["chunk"] != key] + [
+            {"chunk": key, "file": name, "rows": table.num_rows, "xxh3": info["xxh3"]}]
+        man["parts"] = state
+        write_json(self.out / MANIFEST, man)
+
+    def _drop_parts(self, man: dict) -> None:
+        """After a shard is written and recorded: remove every part file (also a killed run's)."""
+        man.pop("parts", None)
+        write_json(self.out / MANIFEST, man)
+        for p in self.out.glob("shard-*.part-*.arrow"):
+            p.unlink(missing_ok=True)
 
     def _write_shard(self, man: dict, k: int, end: int, skipped: list[dict], cols: dict) -> int:
         """Write shard ``k`` (pool rows k*S .. end-1) from its Arrow columns and record it."""
@@ -320,6 +373,36 @@ class EmbedStage:
         man["counts"] = self._counts(man)
         write_json(self.out / MANIFEST, man)
         return 1
+
+
+def chunk_groups(valid: list[PoolRow], chunk_rows: int) -> list[tuple[int, list[PoolRow]]]:
+    """Valid rows grouped by chunk (pool row // chunk_rows), in order: the unit embedded together.
+
+    Every engine embeds the same groups, so batches -- and so the bytes of a shard -- are the same
+    whether a run was interrupted or not, and locally or on Ray."""
+    groups: dict[int, list[PoolRow]] = {}
+    for r in valid:
+        groups.setdefault(r.row // chunk_rows, []).append(r)
+    return list(groups.items())
+
+
+def shard_columns(tables: list[pa.Table]) -> dict[str, pa.Array]:
+    """One shard's columns from its chunk tables (contiguous arrays: the same bytes however produced)."""
+    table = pa.concat_tables(tables)
+    return {c: table.column(c).combine_chunks() for c in table.column_names}
+
+
+def embed_chunked(embedder, rows: list[int], messages: list[list[dict]], chunk_rows: int) -> dict[str, pa.Array]:
+    """The embedder's columns for a shard's rows, computed chunk by chunk as :func:`chunk_groups` groups them."""
+    keys = [r // chunk_rows for r in rows]
+    parts, lo = [], 0
+    while lo < len(rows):
+        hi = lo
+        while hi < len(rows) and keys[hi] == keys[lo]:
+            hi += 1
+        parts.append(pa.table(embedder(messages[lo:hi])))
+        lo = hi
+    return shard_columns(parts) if parts else embedder([])
 
 
 def row_columns(valid: list[PoolRow], queries: bool) -> dict[str, pa.Array]:

@@ -24,7 +24,14 @@ import numpy as np
 import pyarrow as pa
 
 from dataselect.embedding.model import load_model
-from dataselect.embedding.stage import EmbedOptions, EmbedStage, effective_max_length, make_embedder, row_columns
+from dataselect.embedding.stage import (
+    EmbedOptions,
+    EmbedStage,
+    effective_max_length,
+    embed_chunked,
+    make_embedder,
+    row_columns,
+)
 from dataselect.errors import DataselectError
 from dataselect.pool import PoolReader, PoolRow
 
@@ -95,12 +102,13 @@ class ShardEmbedder:
         model = load_model(opts.model, device="cuda" if gpu else "cpu", dtype=opts.dtype,
                            with_lm_head=opts.with_loss, revision=opts.revision, allow_pickle=opts.allow_pickle)
         self.embedder = make_embedder(model, opts, max_length)
+        self.chunk_rows = opts.chunk_rows
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         shard = from_ipc(batch.column("payload")[0].as_py())
         messages = [json.loads(m) for m in shard.column("messages").to_pylist()]
         cols = {name: shard.column(name).combine_chunks() for name in shard.column_names if name != "messages"}
-        cols.update(self.embedder(messages))
+        cols.update(embed_chunked(self.embedder, cols["row"].to_pylist(), messages, self.chunk_rows))
         return pa.table({"shard": batch.column("shard"), "result": [to_ipc(pa.table(cols))]})
 
 
