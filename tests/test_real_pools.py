@@ -242,3 +242,42 @@ def test_kill_inside_a_shard_keeps_committed_chunks_and_resumes_to_the_same_byte
     a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("whole", "cut"))
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
     assert "parts" not in b and not list((tmp_path / "cut").glob("*.part-*"))
+
+
+# --- the text side at scale (issue 17, item 7) ---------------------------------------------------------
+@pytest.mark.parametrize("order", ["selection", "pool"])
+def test_plain_jsonl_export_fast_path_equals_the_general_path(tmp_path, tiny_llama, monkeypatch, order):
+    import dataselect.exporter as exporter
+
+    lines = [json.dumps(r) for r in make_records(120, seed=8)]
+    lines[5:5] = ["", "   "]  # blank lines are not records
+    pool = write_jsonl(tmp_path / "p.jsonl", lines)
+    run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "s", "-q")
+    run_cli("run", "--store", tmp_path / "s", "--method", "random", "--budget", "50", "--out", tmp_path / "sel", "-q")
+    run_cli("export", tmp_path / "sel", "--pool", pool, "--out", tmp_path / "fast.jsonl", "--order", order)
+    monkeypatch.setattr(exporter, "plain_jsonl_files", lambda pool: None)  # force the streaming path
+    run_cli("export", tmp_path / "sel", "--pool", pool, "--out", tmp_path / "general.jsonl", "--order", order)
+    got = [json.loads(x) for x in (tmp_path / "fast.jsonl").read_text().splitlines()]
+    assert got == [json.loads(x) for x in (tmp_path / "general.jsonl").read_text().splitlines()]
+    # the fast path keeps each record's own bytes and adds the provenance field at its end
+    src = {json.loads(x)["id"]: x for x in lines if x.strip()}
+    for line in (tmp_path / "fast.jsonl").read_text().splitlines()[:5]:
+        rid = json.loads(line)["id"]
+        assert line.startswith(src[rid][:-1] + ', "dataselect":') or line.startswith(src[rid][:-1] + ',"dataselect":')
+    assert len(got) == 50 and all(g["id"] == f"id{g['dataselect']['row']}" for g in got)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8, 1 << 26])
+def test_record_offsets_match_the_line_reader(tmp_path, monkeypatch, chunk):
+    import dataselect.pool.offsets as offsets
+    from dataselect.pool.reader import _binary_lines
+
+    monkeypatch.setattr(offsets, "_CHUNK", chunk)  # chunk boundaries anywhere, even inside "\r\n"
+    cases = [b'\xef\xbb\xbf{"a":1}\n\n   \n{"b":2}\r\n \t{"c":3}\n{"d":4}', b'{"a":1}\n', b'\n\n{"x":1}\n\n',
+             b'{"a":1}\n{"b":22}\n {"c":3}\n', b"\n"]
+    for i, data in enumerate(cases):
+        p = tmp_path / f"{i}.jsonl"
+        p.write_bytes(data)
+        starts, lengths, lines = offsets.record_offsets(p)
+        want = [(off, len(line.rstrip(b"\n")), n) for n, off, line in _binary_lines(p)]
+        assert list(zip(starts.tolist(), lengths.tolist(), lines.tolist(), strict=True)) == want, data

@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pyarrow.parquet as pq
 
 from dataselect.errors import DataselectError, InputError
@@ -95,6 +96,40 @@ def _binary_lines(path: Path, offset: int = 0, line_no: int = 0) -> Iterator[tup
         raise
 
 
+def parse_line(line: bytes, line_no: int, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    """One JSONL line -> its record, or a :class:`RecordError` saying what is wrong with it."""
+    if len(line) > max_record_bytes:
+        return RecordError(f"line is {len(line) / 2**20:.1f} MiB, over the "
+                           f"{max_record_bytes / 2**20:.0f} MiB record limit")
+    try:  # orjson: 1.8x json.loads here; anything it refuses gets the careful path below
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        text = line.decode("utf-8-sig" if line_no == 1 else "utf-8")  # tolerate a byte-order mark
+    except UnicodeDecodeError as exc:
+        return RecordError(f"invalid UTF-8 at byte {exc.start} of the line")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RecordError(f"invalid JSON ({exc.msg} at column {exc.colno})")
+
+
+def plain_jsonl_files(pool) -> list[Path] | None:
+    """The files of a pool that is plain (uncompressed) JSONL, in reading order; else None."""
+    if isinstance(pool, HubPool):
+        return None
+    path = Path(pool)
+    if path.is_dir():
+        if _is_datasets_dir(path):
+            return None
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    else:
+        files = [path]
+    ok = files and all(_kind_of(p) == "jsonl" and not p.name.lower().endswith((".gz", ".zst")) for p in files)
+    return files if ok else None
+
+
 class PoolReader:
     """Iterate a pool's records as :class:`PoolRow`, validated and normalised to messages.
 
@@ -152,7 +187,7 @@ class PoolReader:
 
     # -- raw records -------------------------------------------------------------------------------
     def _raw_jsonl(self, path: Path, start: int, file_index: int = 0, base_row: int = 0,
-                   seek: tuple[int, int, int] | None = None) -> Iterator[tuple[str, object]]:
+                   seek: tuple[int, int, int] | None = None, only=None) -> Iterator[tuple[str, object]]:
         offset, lines_before, first = seek or (0, 0, 0)
         markable = self.mark_every and not path.name.lower().endswith((".gz", ".zst"))
         for i, (line_no, off, line) in enumerate(_binary_lines(path, offset, lines_before), start=first):
@@ -161,19 +196,10 @@ class PoolReader:
             if i < start:
                 continue
             where = f"{path}:{line_no}"
-            if len(line) > self.max_record_bytes:
-                yield where, RecordError(f"line is {len(line) / 2**20:.1f} MiB, over the "
-                                         f"{self.max_record_bytes / 2**20:.0f} MiB record limit")
+            if only is not None and base_row + i not in only:
+                yield where, None  # not wanted: not parsed
                 continue
-            try:
-                text = line.decode("utf-8-sig" if line_no == 1 else "utf-8")  # tolerate a byte-order mark
-            except UnicodeDecodeError as exc:
-                yield where, RecordError(f"invalid UTF-8 at byte {exc.start} of the line")
-                continue
-            try:
-                yield where, json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield where, RecordError(f"invalid JSON ({exc.msg} at column {exc.colno})")
+            yield where, parse_line(line, line_no, self.max_record_bytes)
 
     def _raw_parquet(self, path: Path, start: int) -> Iterator[tuple[str, object]]:
         try:
@@ -221,9 +247,10 @@ class PoolReader:
     def _raw_hub(self, path: Path, start: int) -> Iterator[tuple[str, object]]:
         yield from self.hub.records(start)
 
-    def raw(self, start_row: int = 0) -> Iterator[tuple[int, str, object]]:
+    def raw(self, start_row: int = 0, only=None) -> Iterator[tuple[int, str, object]]:
         """Yield (row, where, record-or-RecordError) from ``start_row`` on, skipping earlier rows cheaply:
-        from the nearest mark at or before ``start_row`` when there is one (see ``mark_every``)."""
+        from the nearest mark at or before ``start_row`` when there is one (see ``mark_every``).
+        ``only``: a container of rows wanted; JSONL lines of other rows are not parsed (record None)."""
         marked = [r for r in self.marks if r <= start_row]
         mark = self.marks[max(marked)] if start_row and marked else None
         first_file = mark[0] if mark else 0
@@ -236,7 +263,7 @@ class PoolReader:
             local_start = max(0, start_row - row)
             if kind == "jsonl":
                 seek = mark[1:] if mark and index == first_file else None
-                gen = self._raw_jsonl(path, local_start, index, row, seek)
+                gen = self._raw_jsonl(path, local_start, index, row, seek, only)
             else:
                 gen = {"parquet": self._raw_parquet, "datasets": self._raw_datasets,
                        "hub": self._raw_hub}[kind](path, local_start)
