@@ -12,6 +12,13 @@ loss:    `EmbedStage --with-loss` (LM head on response positions only, in chunks
 
     python scripts/bench_embed.py                      # CPU defaults (a few minutes on 2 cores)
     python scripts/bench_embed.py --device cuda --rows 4000 --hidden 2048 --layers 16 --vocab 128256
+
+Packed against padded batches (issue 19), in the same run, with model-FLOPs utilisation
+(MFU = model FLOPs per token x tok/s / the GPU's dense bf16 peak; FLOPs per token = 2 x the
+parameters outside the embedding table + the attention's 2 x layers x tokens-in-context x hidden):
+
+    python scripts/bench_embed.py --device cuda --batchings padded,packed --shape 8b --rows 2000 --skip-naive
+    python scripts/bench_embed.py --device cuda --batchings padded,packed --shape 1b --rows 4000 --skip-naive
 """
 
 from __future__ import annotations
@@ -86,15 +93,8 @@ def naive(model_path: str, pool: Path, device: str, dtype, max_length: int = 204
 
 def ours(model_path: str, pool: Path, out: Path, device: str, dtype: str, with_loss: bool) -> tuple[float, int, float]:
     from dataselect.embedding.batching import padding_waste, token_budget_batches
-    from dataselect.embedding.stage import EmbedOptions, EmbedStage
 
-    stage = EmbedStage(pool, out, EmbedOptions(model=model_path, device=device, dtype=dtype, with_loss=with_loss,
-                                               progress=False, overwrite=True))
-    sync()
-    t0 = time.perf_counter()
-    man = stage.run()
-    sync()
-    wall = time.perf_counter() - t0
+    wall, tokens, stage = batching_run(model_path, pool, out, device, dtype, "auto", with_loss)
     from dataselect.store import Store
 
     lengths = Store(out).column("n_tokens")
@@ -102,7 +102,41 @@ def ours(model_path: str, pool: Path, out: Path, device: str, dtype: str, with_l
     # a real shard holds 50k rows: the same length distribution, resampled to that size
     shard = np.random.default_rng(0).choice(lengths, 50_000)
     ours.shard_waste = padding_waste(shard, token_budget_batches(shard, stage.batch_tokens))
-    return wall, man["counts"]["tokens"], waste
+    return wall, tokens, waste
+
+
+SHAPES = {  # Llama-3 shapes: hidden, layers, MLP width, heads, vocab
+    "1b": (2048, 16, 8192, 32, 128256),
+    "8b": (4096, 32, 14336, 32, 128256),
+}
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, no sparsity
+
+
+def flops_per_token(hidden: int, layers: int, inter: int, heads: int, mean_context: float) -> float:
+    kv = max(1, heads // 4) * (hidden // heads)
+    per_layer = 2 * (hidden * hidden * 2 + hidden * kv * 2 + 3 * hidden * inter)  # q, o, k, v, MLP
+    return layers * (per_layer + 2 * 2 * mean_context * hidden)  # + attention scores and values
+
+
+def gpu_peak() -> tuple[str, float | None]:
+    if not torch.cuda.is_available():
+        return "cpu", None
+    name = torch.cuda.get_device_name()
+    return name, next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def batching_run(model_path: str, pool: Path, out: Path, device: str, dtype: str, batching: str,
+                 with_loss: bool = False):
+    """One timed EmbedStage run -> (wall seconds, tokens, the stage)."""
+    from dataselect.embedding.stage import EmbedOptions, EmbedStage
+
+    stage = EmbedStage(pool, out, EmbedOptions(model=model_path, device=device, dtype=dtype, batching=batching,
+                                               with_loss=with_loss, progress=False, overwrite=True))
+    sync()
+    t0 = time.perf_counter()
+    man = stage.run()
+    sync()
+    return time.perf_counter() - t0, man["counts"]["tokens"], stage
 
 
 def sync():
@@ -121,7 +155,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--ray", action="store_true", help="also time the Ray engine (one worker per GPU)")
+    ap.add_argument("--batchings", default="", help="e.g. padded,packed: time each, same run, with MFU")
+    ap.add_argument("--shape", choices=sorted(SHAPES), help="a Llama-3 shape (overrides hidden/layers/...)")
     args = ap.parse_args()
+    if args.shape:
+        args.hidden, args.layers, args.inter, args.heads, args.vocab = SHAPES[args.shape]
     dtype_name = "bfloat16" if args.device.startswith("cuda") else "float32"
     dtype = getattr(torch, dtype_name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,6 +169,24 @@ def main() -> None:
         pool = build_pool(tmp / "pool.jsonl", args.rows)
         print(f"model: Llama hidden={args.hidden} layers={args.layers} vocab={args.vocab}  device={args.device} "
               f"dtype={dtype_name}  torch threads={torch.get_num_threads()}  pool rows={args.rows}")
+        if args.batchings:
+            from dataselect.store import Store
+
+            name, peak = gpu_peak()
+            results = {}
+            for b in args.batchings.split(","):
+                batching_run(model, pool, tmp / f"warm-{b}", args.device, dtype_name, b)  # warm-up
+                wall, tokens, _ = batching_run(model, pool, tmp / f"s-{b}", args.device, dtype_name, b)
+                lengths = Store(tmp / f"s-{b}").column("n_tokens").astype(np.float64)
+                ctx = float((lengths * (lengths + 1) / 2).sum() / lengths.sum())  # mean tokens attended
+                fpt = flops_per_token(args.hidden, args.layers, args.inter or int(args.hidden * 2.75), args.heads, ctx)
+                rate = tokens / wall
+                results[b] = rate
+                mfu = f"MFU {fpt * rate / peak:6.1%} of {name}'s dense bf16 peak" if peak else f"({name}: no MFU)"
+                print(f"{b:<8s} {rate:12,.0f} tok/s   wall {wall:7.2f}s   {fpt / 1e9:.2f} GFLOP/token   {mfu}")
+            if {"padded", "packed"} <= set(results):
+                print(f"packed / padded: x{results['packed'] / results['padded']:.2f}")
+            return
         ours(model, pool, tmp / "warm", args.device, dtype_name, False)  # warm-up: kernels, caches
         t_ours, tok_ours, w_ours = ours(model, pool, tmp / "s", args.device, dtype_name, False)
         t_loss, _, _ = ours(model, pool, tmp / "sl", args.device, dtype_name, True)

@@ -66,6 +66,9 @@ def embed(
     device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     dtype: Annotated[str, typer.Option(metavar="auto|float32|bfloat16|float16", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")] = "auto",
     revision: Annotated[Optional[str], typer.Option(metavar="REV", help="Model revision on the hub.")] = None,
+    batching: Annotated[str, typer.Option(metavar="auto|packed|padded", help="packed: several samples per row, "
+                                          "attention confined to each (no padding); auto: packed when the model "
+                                          "can take it on a GPU, else padded.")] = "auto",
     padding_side: Annotated[str, typer.Option(metavar="right|left", help="right or left; embeddings do not depend on it.")] = "right",
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad rows, counting them in the manifest.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store in --out.")] = False,
@@ -89,7 +92,7 @@ def embed(
     opts = EmbedOptions(model=model, pooling=pooling, template=template, bos=bos, max_length=max_length,
                         batch_tokens=batch_tokens, shard_rows=shard_rows, chunk_rows=chunk_rows, with_loss=with_loss,
                         with_ifd=with_ifd, device=device, dtype=dtype, revision=revision,
-                        padding_side=padding_side, task=task, queries=tasks_from_records or task is not None,
+                        padding_side=padding_side, batching=batching, task=task, queries=tasks_from_records or task is not None,
                         skip_invalid=skip_invalid, overwrite=overwrite, progress=not quiet, allow_pickle=allow_pickle,
                         max_shards=max_shards)
     from dataselect.outputs import lock

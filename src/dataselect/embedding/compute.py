@@ -26,13 +26,15 @@ class RowEmbedder:
     """
 
     def __init__(self, model: LoadedModel, formatter: Formatter, pooling: str, *, with_loss: bool = False,
-                 with_ifd: bool = False, padding_side: str = "right", batch_tokens: int = 0):
+                 with_ifd: bool = False, padding_side: str = "right", batch_tokens: int = 0,
+                 batching: str = "padded"):
         self.model = model
         self.formatter = formatter
         self.pooling = pooling
         self.with_loss = with_loss or with_ifd
         self.with_ifd = with_ifd
         self.padding_side = padding_side
+        self.batching = batching  # "padded" or "packed" (resolved by the caller)
         self.batch_tokens = batch_tokens or (65536 if model.device.type == "cuda" else 16384)
 
     def _encode(self, messages: list[list[dict]], response_only: bool = False) -> list[Encoded]:
@@ -52,7 +54,8 @@ class RowEmbedder:
         cnt = np.zeros(len(all_seqs), dtype=np.int64)
         for batch in token_budget_batches(lengths, self.batch_tokens):
             e, sums, counts = forward_batch(self.model, [all_seqs[i] for i in batch], self.pooling,
-                                            want_loss=self.with_loss, padding_side=self.padding_side)
+                                            want_loss=self.with_loss, padding_side=self.padding_side,
+                                            batching=self.batching)
             main = batch < n
             emb[batch[main]] = e[main]
             if self.with_loss:

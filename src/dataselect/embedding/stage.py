@@ -44,6 +44,8 @@ from dataselect.store.manifest import (
 )
 from dataselect.store.writer import file_sha256, file_xxh3, shard_name, write_shard
 
+BATCHINGS = ("auto", "packed", "padded")
+
 
 @dataclass
 class EmbedOptions:
@@ -63,6 +65,7 @@ class EmbedOptions:
     dtype: str = "auto"
     revision: str | None = None
     padding_side: str = "right"
+    batching: str = "auto"  # auto: packed when the model can take it, else padded
     task: str | None = None  # query stores: task of every record
     queries: bool = False  # a query store (records need a task; prompts alone are fine)
     skip_invalid: bool = False
@@ -86,6 +89,8 @@ class EmbedOptions:
             raise DataselectError("--chunk-rows must be positive")
         if self.batch_tokens < 0:
             raise DataselectError("--batch-tokens must be positive")
+        if self.batching not in BATCHINGS:
+            raise DataselectError(f"--batching {self.batching!r}: choose from {', '.join(BATCHINGS)}")
         if self.padding_side not in ("left", "right"):
             raise DataselectError("--padding-side must be left or right")
         if self.with_ifd and not self.with_loss:
@@ -110,7 +115,8 @@ class EmbedStage:
         o = self.opts
         return {
             "model": {"name": model_name(o.model), "revision": model.revision},
-            "pooling": o.pooling, "template": o.template, "bos": o.bos, "max_length": self.max_length,
+            "pooling": o.pooling, "template": o.template, "bos": o.bos, "batching": self.batching,
+            "max_length": self.max_length,
             "dim": model.dim, "dtype": "float16", "with_loss": o.with_loss, "with_ifd": o.with_ifd,
             "shard_rows": o.shard_rows, "chunk_rows": o.chunk_rows, "task": o.task,
             "pool": {"name": str(self.pool) if isinstance(self.pool, HubPool) else self.pool_path.name,
@@ -139,6 +145,7 @@ class EmbedStage:
         old = load_manifest(out)
         old["config"].setdefault("bos", "always")  # stores made before --bos existed
         old["config"].setdefault("chunk_rows", old["config"].get("shard_rows"))  # ... and before chunks
+        old["config"].setdefault("batching", "padded")  # ... and before packing
         diffs = config_differences(old["config"], config)
         if diffs:
             raise DataselectError(f"{out} holds a store made differently ({diffs[0]}); use another --out, "
@@ -232,6 +239,7 @@ class EmbedStage:
         self.max_length = effective_max_length(model, o)
         self.embedder = make_embedder(model, o, self.max_length)
         self.batch_tokens = self.embedder.batch_tokens
+        self.batching = self.embedder.batching
         return model
 
     def _validate(self) -> int:
@@ -420,10 +428,25 @@ def effective_max_length(model, o: EmbedOptions) -> int:
     return min(o.max_length, model.max_positions or o.max_length)
 
 
+def resolve_batching(model, requested: str, gpu: bool | None = None) -> str:
+    """``auto`` -> ``packed`` when the model can take packed input on a GPU, else ``padded``."""
+    from dataselect.embedding.forward import can_pack
+
+    gpu = model.device.type == "cuda" if gpu is None else gpu
+    if requested == "packed" and not can_pack(model):
+        raise DataselectError(f"--batching packed: {getattr(model.base.config, 'model_type', 'this model')} cannot "
+                              "take packed input here (a causal LM of a known family is needed); use --batching "
+                              "padded or auto")
+    if requested == "auto":
+        return "packed" if can_pack(model) and gpu else "padded"
+    return requested
+
+
 def make_embedder(model, o: EmbedOptions, max_length: int) -> RowEmbedder:
     formatter = Formatter(model.tokenizer, o.template, max_length, causal=model.causal, bos=o.bos)
     return RowEmbedder(model, formatter, o.pooling, with_loss=o.with_loss, with_ifd=o.with_ifd,
-                       padding_side=o.padding_side, batch_tokens=o.batch_tokens)
+                       padding_side=o.padding_side, batch_tokens=o.batch_tokens,
+                       batching=resolve_batching(model, o.batching))
 
 
 def _prompt(messages: list[dict], limit: int = 500) -> str:

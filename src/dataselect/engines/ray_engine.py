@@ -16,6 +16,7 @@ rows' per-task scores; the round-robin merge runs on the driver, giving the loca
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -150,6 +151,10 @@ class RayEmbedStage(EmbedStage):
         info = load_model(o.model, revision=o.revision, with_lm_head=o.with_loss, weights=False)
         self.max_length = effective_max_length(info, o)
         self.batch_tokens = o.batch_tokens or (65536 if self.gpus else 16384)
+        from dataselect.embedding.stage import resolve_batching
+
+        gpu_here = bool(self.gpus) or (o.device != "cpu" and _cluster_gpus(self.address))
+        self.batching = resolve_batching(info, o.batching, gpu=gpu_here)
         return info
 
     def _embed_shards(self, man, done, bar) -> bool:
@@ -173,7 +178,9 @@ class RayEmbedStage(EmbedStage):
         # reading a shard is light work: no CPU reservation, so model actors holding every CPU cannot starve it
         ds = ray_data.read_datasource(shard_datasource(spec, todo), override_num_blocks=len(todo),
                                       ray_remote_args={"num_cpus": 0})
-        out = ds.map_batches(ShardEmbedder, fn_constructor_args=(o, self.max_length, bool(gpus)), batch_size=1,
+        # the actors embed exactly as the driver recorded (batching resolved once, here)
+        actor_opts = dataclasses.replace(o, batching=self.batching)
+        out = ds.map_batches(ShardEmbedder, fn_constructor_args=(actor_opts, self.max_length, bool(gpus)), batch_size=1,
                              batch_format="pyarrow", compute=ray_data.ActorPoolStrategy(size=n),
                              zero_copy_batch=True, max_restarts=-1, max_task_retries=-1,
                              **({"num_gpus": gpus} if gpus else {"num_cpus": 1}))  # older Ray refuses both
@@ -199,6 +206,12 @@ class RayEmbedStage(EmbedStage):
         bar.update(len(skipped))
         self._progress(bar)(len(cols["row"]), tokens)
         self._write_shard(man, k, end, skipped, cols)
+
+
+def _cluster_gpus(address) -> bool:
+    """Whether the Ray cluster has GPUs (the actors then run there)."""
+    ray = init_ray(address)
+    return ray.cluster_resources().get("GPU", 0) >= 1
 
 
 def ray_embed(pool, out, opts: EmbedOptions, *, address=None, workers=0, num_gpus_per_worker=0.0) -> dict:
