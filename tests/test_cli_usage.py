@@ -261,3 +261,14 @@ def test_bundled_model_without_the_extra_is_one_clear_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "dataselect[demo]" in proc.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_demo_reruns_over_an_older_demo_folder(tmp_path):
+    """`make demo` twice, or after an upgrade changed how stores are made, works (its own outputs)."""
+    from dataselect.demo import bundled_data
+
+    q = bundled_data("sample_queries.jsonl")
+    run_cli("embed", q, "-o", tmp_path / "demo" / "query_store", "-q", "--tasks-from-records", "--bos", "always")
+    _, err = run_cli("demo", "--out", tmp_path / "demo", "-q", "--budget", "20")
+    assert json.loads((tmp_path / "demo" / "query_store" / "manifest.json").read_text())["config"]["bos"] == "auto"
+    assert len((tmp_path / "demo" / "selected.jsonl").read_text().splitlines()) == 20

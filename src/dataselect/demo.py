@@ -24,8 +24,10 @@ def bundled_data(name: str) -> Path:
 def run_demo(out, budget: str = "200", model: str = "bundled", progress: bool = True) -> str:
     out = Path(out)
     pool, queries = bundled_data("sample_pool.jsonl"), bundled_data("sample_queries.jsonl")
-    EmbedStage(pool, out / "pool_store", EmbedOptions(model=model, progress=progress)).run()
-    EmbedStage(queries, out / "query_store", EmbedOptions(model=model, queries=True, progress=progress)).run()
+    # the demo's own stores are remade each time: a demo-out from an older dataselect may differ
+    EmbedStage(pool, out / "pool_store", EmbedOptions(model=model, progress=progress, overwrite=True)).run()
+    EmbedStage(queries, out / "query_store", EmbedOptions(model=model, queries=True, progress=progress,
+                                                          overwrite=True)).run()
     spec = RunSpec(method="rds+", store=str(out / "pool_store"), queries=[str(out / "query_store")],
                    budget=budget, out=str(out / "selection"))
     _, meta = run_selection(spec, overwrite=True)
