@@ -281,3 +281,18 @@ def test_record_offsets_match_the_line_reader(tmp_path, monkeypatch, chunk):
         starts, lengths, lines = offsets.record_offsets(p)
         want = [(off, len(line.rstrip(b"\n")), n) for n, off, line in _binary_lines(p)]
         assert list(zip(starts.tolist(), lengths.tolist(), lines.tolist(), strict=True)) == want, data
+
+
+def test_python_api_reads_hub_pools_too(hub_folder, tmp_path, tiny_llama):
+    import dataselect as ds
+
+    folder, _ = hub_folder
+    store = ds.embed(folder, split="train", model=tiny_llama, out=tmp_path / "s", progress=False)
+    assert store.config["pool"]["format"] == "hub" and store.n_rows == 40
+    sel = ds.select(store, method="random", budget=6, progress=False)
+    ds.export(sel, pool=folder, split="train", out=tmp_path / "x.jsonl")
+    assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 6
+    from dataselect.lookup import first_lines
+
+    lines = first_lines(pool_source(folder, "train"), sel.rows.tolist())
+    assert len(lines) == 6 and all(lines.values())

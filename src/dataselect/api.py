@@ -31,11 +31,14 @@ def _path(obj) -> Path:
 
 
 def embed(pool, *, model: str = "bundled", out="store", task: str | None = None, tasks_from_records: bool = False,
+          split: str | None = None, subset: str | None = None, streaming: bool = False,
           overwrite: bool = False, progress: bool = True, **options) -> Store:
     """Embed ``pool`` (a file, folder or ``datasets`` folder) into the store ``out``; return the store.
 
     ``task`` makes a query store whose records all belong to that task; ``tasks_from_records`` one
-    whose records name their task. ``options`` are ``dataselect embed``'s other options with
+    whose records name their task. ``split``/``subset``/``streaming`` read ``pool`` with
+    ``datasets.load_dataset`` (a hub id such as ``"allenai/tulu-3-sft-mixture"`` needs none of
+    them: its ``train`` split is read). ``options`` are ``dataselect embed``'s other options with
     underscores (``max_length=1024``, ``with_loss=True``, ``device="cuda"``, ...). Resumes a partial
     store like the command.
     """
@@ -49,8 +52,10 @@ def embed(pool, *, model: str = "bundled", out="store", task: str | None = None,
         raise DataselectError(f"embed() has no option {', '.join(unknown)} (options: {', '.join(sorted(fields))})")
     opts = EmbedOptions(model=model, task=task, queries=tasks_from_records or task is not None,
                         overwrite=overwrite, progress=progress, **options)
+    from dataselect.pool import pool_source
+
     with lock(out):
-        EmbedStage(Path(pool), Path(out), opts).run()
+        EmbedStage(pool_source(pool, split, subset, streaming), Path(out), opts).run()
     return open_store(out)
 
 
@@ -122,19 +127,21 @@ def load_selection(folder) -> SelectionResult:
 
 
 def export(selection, *, pool, out="selected.jsonl", order: str = "selection", format: str = "original",
-           bare: bool = False, overwrite: bool = False) -> Path:
+           bare: bool = False, overwrite: bool = False, split: str | None = None) -> Path:
     """Write the selected records of ``pool`` as JSONL (``.jsonl.gz`` compressed); returns ``out``.
 
     ``selection``: a :class:`SelectionResult` (saved or not) or a selection folder.
     """
     from dataselect.exporter import export_selection, export_table
+    from dataselect.pool import pool_source
 
+    pool = pool_source(pool, split)
     if isinstance(selection, SelectionResult):
         inputs = [selection.path] if selection.path else []
-        export_table(selection.table, selection.meta, Path(pool), Path(out), order=order, fmt=format, bare=bare,
+        export_table(selection.table, selection.meta, pool, Path(out), order=order, fmt=format, bare=bare,
                      overwrite=overwrite, inputs=inputs)
     else:
-        export_selection(Path(selection), Path(pool), Path(out), order=order, fmt=format, bare=bare,
+        export_selection(Path(selection), pool, Path(out), order=order, fmt=format, bare=bare,
                          overwrite=overwrite)
     return Path(out)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dataselect.errors import DataselectError
-from dataselect.pool import PoolReader, pool_fingerprint
+from dataselect.pool import PoolReader, pool_fingerprint, pool_source
 from dataselect.pool_index import PoolIndex, build_index
 from dataselect.store import Store, open_store
 
@@ -28,7 +28,10 @@ def embed_texts(store: Store, texts: list[str], device: str = "auto") -> np.ndar
 
 
 def first_lines(pool, rows) -> dict[int, str]:
-    """First line of the first user turn of each wanted pool row (one pass over the pool)."""
+    """First line of the first user turn of each wanted pool row (one pass over the pool).
+
+    ``pool``: a path, a hub id, or a :class:`dataselect.pool.HubPool`."""
+    pool = pool_source(pool)
     want, out = set(int(r) for r in rows), {}
     for row in PoolReader(pool, check_duplicates=False):
         if row.row in want and row.error is None:
@@ -44,6 +47,7 @@ def neighbors(store, *, text: str | None = None, row: int | None = None, k: int 
     st = open_store(store, kind="pool")
     if (text is None) == (row is None):
         raise DataselectError("give exactly one of --text or --row")
+    pool = pool_source(pool) if pool is not None else None
     if pool is not None and pool_fingerprint(pool) != st.config["pool"]["fingerprint"]:
         raise DataselectError(f"{pool} is not the pool this store was embedded from")
     query = embed_texts(st, [text]) if text is not None else st.take([row])["embedding"]
