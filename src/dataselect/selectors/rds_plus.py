@@ -131,9 +131,10 @@ class RDSPlus(Selector):
         self.round_robin = round_robin
         self.block_rows = int(block_rows)
 
-    def score(self, pool, queries, resources=None):
-        """Return (rows (N,), scores (N, T) float32, task names)."""
-        Q, starts, names = query_matrix(pool, queries)
+    def score(self, pool, queries, resources=None, matrix=None):
+        """Return (rows (N,), scores (N, T) float32, task names). ``matrix``: ``query_matrix``'s result
+        when the caller has it already."""
+        Q, starts, names = matrix if matrix is not None else query_matrix(pool, queries)
         device = resources.torch_device() if resources is not None else None
         if resources is not None:
             resources.memory.require(pool.n_rows * (8 + 8 * len(starts)), f"rds+ scores of {pool.n_rows:,} rows "
@@ -177,7 +178,7 @@ class RDSPlus(Selector):
                          extra={"query": q.astype(np.int64)})
 
     def select(self, pool, budget, rng, queries=(), resources=None):
-        Q, starts, names = query_matrix(pool, queries)
+        matrix = Q, starts, names = query_matrix(pool, queries)
         if self.per_query(len(names)):
             device = resources.torch_device() if resources is not None else None
             progress = bool(resources and resources.progress)
@@ -185,5 +186,5 @@ class RDSPlus(Selector):
             def candidates(m):
                 return top_rows_per_query(pool, Q, m, self.block_rows, device=device, progress=progress)
             return self.select_per_query(candidates, pool.n_rows, len(Q), budget, names[0], resources)
-        rows, scores, names = self.score(pool, queries, resources)
+        rows, scores, names = self.score(pool, queries, resources, matrix)
         return self.select_from_scores(rows, scores, names, budget)
