@@ -70,7 +70,7 @@ def embed(
                                           "attention confined to each (no padding); auto: packed when the model "
                                           "can take it on a GPU, else padded.")] = "auto",
     padding_side: Annotated[str, typer.Option(metavar="right|left", help="right or left; embeddings do not depend on it.")] = "right",
-    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad rows, counting them in the manifest.")] = False,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad rows: every one listed in STORE/skipped.jsonl (row, file:line, reason), counted per reason in the manifest.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store in --out.")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights, which can run code; "
                                                "only for checkpoints you trust.")] = False,
