@@ -17,6 +17,7 @@ rows' per-task scores; the round-robin merge runs on the driver, giving the loca
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -176,8 +177,9 @@ class RayEmbedStage(EmbedStage):
         spec = {"pool": self.pool, "shard_rows": S, "queries": o.queries, "task": o.task,
                 "invalid": self.invalid, "id_overrides": self.id_overrides, "marks": self.reader.marks}
         # reading a shard is light work: no CPU reservation, so model actors holding every CPU cannot starve it
-        ds = ray_data.read_datasource(shard_datasource(spec, todo), override_num_blocks=len(todo),
-                                      ray_remote_args={"num_cpus": 0})
+        no_cpu = ({"num_cpus": 0} if "num_cpus" in inspect.signature(ray_data.read_datasource).parameters
+                  else {"ray_remote_args": {"num_cpus": 0}})  # named parameter in newer Ray, a dict in 2.35
+        ds = ray_data.read_datasource(shard_datasource(spec, todo), override_num_blocks=len(todo), **no_cpu)
         # the actors embed exactly as the driver recorded (batching resolved once, here)
         actor_opts = dataclasses.replace(o, batching=self.batching)
         out = ds.map_batches(ShardEmbedder, fn_constructor_args=(actor_opts, self.max_length, bool(gpus)), batch_size=1,
