@@ -215,6 +215,13 @@ def test_unknown_task_and_missing_data_are_one_line(tmp_path):
     assert "not found" in err and not (tmp_path / "q.jsonl").exists()
 
 
+def test_squad_without_from_reads_the_hub_and_says_so_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    _, err = run_cli("queries", "squad", "--out", tmp_path / "q.jsonl", expect=2)
+    assert "squad[train]" in err and err.count("\n") == 1 and not (tmp_path / "q.jsonl").exists()
+
+
 def test_build_queries_api_matches_cli(tmp_path):
     recs = build_queries("gsm8k_shots")
     assert [r["id"] for r in recs] == [f"gsm8k_shots-{i}" for i in range(8)]

@@ -295,7 +295,7 @@ def queries(
         "--from", metavar="PATH", help="The task's files: bbh: the bbh (or cot-prompts) folder; mmlu: the folder with "
         "dev/ and test/; tydiqa: the folder with tydiqa-goldp-v1.1-{dev,train}.json; humaneval: the codex_humaneval "
         "folder (HumanEval_dev.jsonl.gz, humanevalpack.jsonl); alpacaeval: alpaca_eval_dev.json; squad: SQuAD "
-        "train (datasets folder, parquet or json); gsm8k: none needed (Wei et al.'s 8 exemplars ship with "
+        "train (datasets folder, parquet or json; none: the hub's squad, as the paper); gsm8k: none needed (Wei et al.'s 8 exemplars ship with "
         "dataselect).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Query file to write (JSONL).")] = Path(
         "queries.jsonl"),

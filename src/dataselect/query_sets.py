@@ -224,16 +224,20 @@ def alpacaeval(src: Path | None) -> tuple[list[str], list[str]]:
 
 def squad(src: Path | None) -> tuple[list[str], list[str]]:
     """SquadEval: SQuAD v1.1 *train* (context + "\\n\\n" + question; label = the first answer). Reads a
-    ``datasets`` folder (``save_to_disk``), Parquet or JSON(L) files of the hub's ``squad`` train split."""
+    ``datasets`` folder (``save_to_disk``), Parquet or JSON(L) files of the hub's ``squad`` train split,
+    or, without ``--from``, the hub's ``squad`` itself, as the paper does (``load_dataset("squad")``)."""
     import datasets
 
-    path = _need(src, "SQuAD train: a datasets folder or parquet/json files")
-    if path.is_dir():
-        ds = datasets.load_from_disk(str(path))
+    if src is None:  # the paper's own call; needs the hub
+        from dataselect.pool.hub import HubPool
+
+        ds = HubPool("squad", "train").load()
+    elif _need(src, "SQuAD train: a datasets folder or parquet/json files").is_dir():
+        ds = datasets.load_from_disk(str(src))
         ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
     else:
-        kind = "parquet" if path.suffix == ".parquet" else "json"
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+        kind = "parquet" if src.suffix == ".parquet" else "json"
+        ds = datasets.load_dataset(kind, data_files=str(src), split="train")
     prompts = [tulu_user(c + "\n\n" + q) for c, q in zip(ds["context"], ds["question"], strict=True)]
     return prompts, [a["text"][0] for a in ds["answers"]]
 
@@ -250,7 +254,7 @@ def build_queries(task: str, src=None, seed: int = SEED) -> list[dict]:
                               f"{', '.join(k for k, _, _ in TASKS.values())})")
     key, keep, max_length = TASKS[name]
     src = Path(src) if src is not None else None
-    if src is None and name != "gsm8k":
+    if src is None and name not in ("gsm8k", "squad"):
         raise DataselectError(f"{name}: give the task's data with --from (see `dataselect queries --help`)")
     prompts, labels = BUILDERS[name](src, seed) if name == "tydiqa" else BUILDERS[name](src)
     order = paper_order(len(prompts))[:keep]
