@@ -1,13 +1,16 @@
 """``dataselect export``: a selection + its pool -> JSONL ready for fine-tuning.
 
-The pool is streamed once. Selected records are appended to a scratch file as they are met (pool
-order) and their byte offsets remembered; the output is then written in selection order (or pool
-order) from that scratch file, so memory holds offsets, never the records. The output is written
-under a temporary name and renamed into place; ``.jsonl.gz`` is compressed.
+Plain JSONL pools: every record's byte offset is found with a numpy newline scan, then only the
+selected lines are read, at their offsets, in output order; each keeps its own bytes, with the
+provenance field spliced in. Other pools (compressed, Parquet, ``datasets``, hub) are streamed once:
+selected records are appended to a scratch file as they are met and their offsets remembered, then
+written in output order from it. Either way memory holds offsets, never the records, and the output
+is written under a temporary name and renamed into place; ``.jsonl.gz`` is compressed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import mmap
@@ -87,18 +90,25 @@ def export_table(table, meta: dict, pool, out, *, order: str = "selection", fmt:
                                   f"({len(missing)} selected rows missing)")
         scratch.flush()
         ranks = range(len(rows)) if order == "selection" else seen_order
-        out.parent.mkdir(parents=True, exist_ok=True)
         with (mmap.mmap(scratch.fileno(), 0, access=mmap.ACCESS_READ) as mm,
-              writing(out, overwrite=overwrite, inputs=inputs, what="export") as tmp):
-            opener = gzip.open if out.name.endswith(".gz") else open
-            with opener(tmp, "wb") as fh:
-                for rank in ranks:
-                    off, length = offsets[rank]
-                    fh.write(mm[off:off + length])
-                if opener is open:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+              _output(out, overwrite, inputs) as fh):
+            for rank in ranks:
+                off, length = offsets[rank]
+                fh.write(mm[off:off + length])
     return len(rows)
+
+
+@contextlib.contextmanager
+def _output(out: Path, overwrite: bool, inputs):
+    """The export file, open for writing (gzip for ``.gz``), swapped into place and synced on success."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(out, overwrite=overwrite, inputs=inputs, what="export") as tmp:
+        opener = gzip.open if out.name.endswith(".gz") else open
+        with opener(tmp, "wb") as fh:
+            yield fh
+            if opener is open:
+                fh.flush()
+                os.fsync(fh.fileno())
 
 
 def _export_plain(files: list[Path], rows: np.ndarray, info: dict, meta: dict, out: Path, *, order: str,
@@ -123,32 +133,25 @@ def _export_plain(files: list[Path], rows: np.ndarray, info: dict, meta: dict, o
         for dst, src in zip(where_in, span, strict=True):
             dst[sel] = src[local[sel]]
     todo = zip(ranks.tolist(), rows[ranks].tolist(), file_of.tolist(), *(a.tolist() for a in where_in), strict=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
     handles = []
     try:  # pread, not mmap: reading millions of scattered lines must not grow the process to the pool's size
         for f in files:
             handles.append(open(f, "rb"))  # noqa: SIM115  (closed in finally)
         fds = [h.fileno() for h in handles]
-        with writing(out, overwrite=overwrite, inputs=inputs, what="export") as tmp:
-            opener = gzip.open if out.name.endswith(".gz") else open
-            with opener(tmp, "wb") as fh:
-                pending: list[bytes] = []
-                for rank, row, k, start, length, line_no in todo:
-                    raw = os.pread(fds[k], length, start)
-                    rec = parse_line(raw, line_no)
-                    if isinstance(rec, RecordError):
-                        raise InputError(f"{files[k]}:{line_no}", f"selected row {row} is not a valid record "
-                                         f"now ({rec})")
-                    line = _original_line(raw, rec, row, rank, info, meta, bare) if fmt == "original" else None
-                    pending.append(line or _jsonl_line(_output_record(rec, row, rank, info, meta, fmt, bare,
-                                                                      f"{files[k]}:{line_no}")))
-                    if len(pending) >= 4096:
-                        fh.write(b"".join(pending))
-                        pending.clear()
-                fh.write(b"".join(pending))
-                if opener is open:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+        with _output(out, overwrite, inputs) as fh:
+            pending: list[bytes] = []
+            for rank, row, k, start, length, line_no in todo:
+                raw = os.pread(fds[k], length, start)
+                rec = parse_line(raw, line_no)
+                if isinstance(rec, RecordError):
+                    raise InputError(f"{files[k]}:{line_no}", f"selected row {row} is not a valid record now ({rec})")
+                line = _original_line(raw, rec, row, rank, info, meta, bare) if fmt == "original" else None
+                pending.append(line or _jsonl_line(_output_record(rec, row, rank, info, meta, fmt, bare,
+                                                                  f"{files[k]}:{line_no}")))
+                if len(pending) >= 4096:
+                    fh.write(b"".join(pending))
+                    pending.clear()
+            fh.write(b"".join(pending))
     finally:
         for h in handles:
             h.close()

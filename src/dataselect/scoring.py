@@ -101,6 +101,11 @@ def single_torch_thread():
         torch.set_num_threads(before)
 
 
+def rows_in(pool: Store, shards: list[int] | None = None) -> int:
+    """Rows stored in ``shards`` of ``pool`` (all of them by default)."""
+    return pool.n_rows if shards is None else sum(pool.shards[i]["rows_stored"] for i in shards)
+
+
 def block_rows_for(dim: int, n_queries: int) -> int:
     return int(max(1024, min(BLOCK_BYTES // (8 * dim), BLOCK_BYTES // (8 * max(n_queries, 1)))))
 
@@ -148,7 +153,7 @@ def score_tasks(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str =
     from dataselect.progress import bar
 
     T = len(starts)
-    n = pool.n_rows if shards is None else sum(pool.shards[i]["rows_stored"] for i in shards)
+    n = rows_in(pool, shards)
     rows = np.empty(n, dtype=np.int64)
     scores = np.empty((n, T), dtype=np.float32)
     sims, block_rows = block_scorer(pool.dim, Q, block_rows, device)
@@ -214,7 +219,7 @@ def top_rows_per_query(pool: Store, Q: np.ndarray, m: int, block_rows: int = 0, 
     from dataselect.progress import bar
 
     nq = len(Q)
-    n = pool.n_rows if shards is None else sum(pool.shards[i]["rows_stored"] for i in shards)
+    n = rows_in(pool, shards)
     m = max(1, min(m, n))
     score, block_rows = block_scorer(pool.dim, Q, block_rows, device)
     thresh = np.full(nq, -np.inf)

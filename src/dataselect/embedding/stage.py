@@ -1,10 +1,11 @@
 """``dataselect embed``: pool -> sharded store, resumable.
 
 The pool is cut into shards of ``shard_rows`` consecutive pool rows (shard k holds rows
-[k*S, (k+1)*S) that are valid). Within a shard, samples are sorted by length and batched under a
-token budget; results are written back in pool order. A shard is written atomically and then
-recorded in the manifest, so a killed run resumes from the first shard not recorded, and produces
-the same files as an uninterrupted run (batches depend only on the shard's contents).
+[k*S, (k+1)*S) that are valid), and shards into chunks of ``chunk_rows`` pool rows. Within a chunk,
+samples are sorted by length and batched under a token budget; results are written back in pool
+order. Each chunk is committed as a part file before the next starts; a finished shard is written
+atomically from its chunks and recorded in the manifest. A killed run resumes from its committed
+chunks and produces the same files as an uninterrupted run (batches depend only on a chunk's rows).
 """
 
 from __future__ import annotations
@@ -316,7 +317,8 @@ class EmbedStage:
         parts = self._parts(man, k)
         progress = self._progress(bar)
         tables = []
-        for key, group in chunk_groups(valid, self.opts.chunk_rows):
+        for key, lo, hi in chunk_spans([r.row for r in valid], self.opts.chunk_rows):
+            group = valid[lo:hi]
             if key in parts:
                 tables.append(parts[key])
                 progress(len(group), 0)
@@ -339,7 +341,7 @@ class EmbedStage:
         found = {}
         for part in state["chunks"]:
             path = self.out / part["file"]
-            if not re.fullmatch(r"shard-\d{5}\.part-\d{6}\.arrow", part["file"]) or not path.is_file() \
+            if not PART_NAME.fullmatch(part["file"]) or not path.is_file() \
                     or file_xxh3(path) != part["xxh3"]:
                 break  # a missing or damaged part: it and the ones after it are embedded again
             with pa.memory_map(str(path)) as mm:
@@ -347,8 +349,8 @@ class EmbedStage:
         return found
 
     def _commit_part(self, man: dict, k: int, key: int, table: pa.Table) -> None:
-        name = f"{shard_name(k)[:-len('.arrow')]}.part-{key:06d}.arrow"
-        info = write_shard(self.out / name, {c: table.column(c).combine_chunks() for c in table.column_names})
+        name = part_name(k, key)
+        info = write_shard(self.out / name, shard_columns([table]))
         state = man.get("parts") if (man.get("parts") or {}).get("shard") == k else {"shard": k, "chunks": []}
         state["chunks"] = [c for c in state["chunks"] if c["chunk"] != key] + [
             {"chunk": key, "file": name, "rows": table.num_rows, "xxh3": info["xxh3"]}]
@@ -360,7 +362,8 @@ class EmbedStage:
         man.pop("parts", None)
         write_json(self.out / MANIFEST, man)
         for p in self.out.glob("shard-*.part-*.arrow"):
-            p.unlink(missing_ok=True)
+            if PART_NAME.fullmatch(p.name):
+                p.unlink(missing_ok=True)
 
     def _write_shard(self, man: dict, k: int, end: int, skipped: list[dict], cols: dict) -> int:
         """Write shard ``k`` (pool rows k*S .. end-1) from its Arrow columns and record it."""
@@ -383,15 +386,27 @@ class EmbedStage:
         return 1
 
 
-def chunk_groups(valid: list[PoolRow], chunk_rows: int) -> list[tuple[int, list[PoolRow]]]:
-    """Valid rows grouped by chunk (pool row // chunk_rows), in order: the unit embedded together.
+PART_NAME = re.compile(r"shard-\d{5}\.part-\d{6}\.arrow")
 
-    Every engine embeds the same groups, so batches -- and so the bytes of a shard -- are the same
+
+def part_name(shard: int, chunk: int) -> str:
+    return f"{shard_name(shard)[:-len('.arrow')]}.part-{chunk:06d}.arrow"
+
+
+def chunk_spans(rows: list[int], chunk_rows: int) -> list[tuple[int, int, int]]:
+    """(chunk, lo, hi) for ascending pool ``rows``: rows[lo:hi] fall in chunk ``row // chunk_rows``, the
+    unit embedded together.
+
+    Every engine embeds the same chunks, so batches -- and so the bytes of a shard -- are the same
     whether a run was interrupted or not, and locally or on Ray."""
-    groups: dict[int, list[PoolRow]] = {}
-    for r in valid:
-        groups.setdefault(r.row // chunk_rows, []).append(r)
-    return list(groups.items())
+    spans, lo = [], 0
+    while lo < len(rows):
+        key, hi = rows[lo] // chunk_rows, lo + 1
+        while hi < len(rows) and rows[hi] // chunk_rows == key:
+            hi += 1
+        spans.append((key, lo, hi))
+        lo = hi
+    return spans
 
 
 def shard_columns(tables: list[pa.Table]) -> dict[str, pa.Array]:
@@ -401,15 +416,8 @@ def shard_columns(tables: list[pa.Table]) -> dict[str, pa.Array]:
 
 
 def embed_chunked(embedder, rows: list[int], messages: list[list[dict]], chunk_rows: int) -> dict[str, pa.Array]:
-    """The embedder's columns for a shard's rows, computed chunk by chunk as :func:`chunk_groups` groups them."""
-    keys = [r // chunk_rows for r in rows]
-    parts, lo = [], 0
-    while lo < len(rows):
-        hi = lo
-        while hi < len(rows) and keys[hi] == keys[lo]:
-            hi += 1
-        parts.append(pa.table(embedder(messages[lo:hi])))
-        lo = hi
+    """The embedder's columns for a shard's rows, computed chunk by chunk (:func:`chunk_spans`)."""
+    parts = [pa.table(embedder(messages[lo:hi])) for _, lo, hi in chunk_spans(rows, chunk_rows)]
     return shard_columns(parts) if parts else embedder([])
 
 

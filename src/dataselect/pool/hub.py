@@ -64,15 +64,21 @@ class HubPool:
             for j, rec in enumerate(ds.skip(start) if start else ds):
                 yield f"{self}:row {start + j}", rec
             return
-        for lo in range(start, len(ds), _BATCH):
-            batch = ds[lo:lo + _BATCH]
-            cols = list(batch)
-            for j in range(len(batch[cols[0]])):
-                yield f"{self}:row {lo + j}", {c: batch[c][j] for c in cols}
+        yield from dataset_records(ds, start, str(self))
 
     def columns(self) -> list[str]:
         ds = self.load()
         return list(ds.column_names or (ds.features or {}))
+
+
+def dataset_records(ds, start: int, label: str) -> Iterator[tuple[str, dict]]:
+    """(``LABEL:row N``, record) of an in-memory-mapped ``datasets.Dataset`` from row ``start``, read
+    a batch of columns at a time."""
+    for lo in range(start, len(ds), _BATCH):
+        batch = ds[lo:lo + _BATCH]
+        cols = list(batch)
+        for j in range(len(batch[cols[0]])):
+            yield f"{label}:row {lo + j}", {c: batch[c][j] for c in cols}
 
 
 def pool_source(pool, split: str | None = None, config: str | None = None, streaming: bool = False):

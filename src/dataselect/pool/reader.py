@@ -20,7 +20,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from dataselect.errors import DataselectError, InputError
-from dataselect.pool.hub import HubPool
+from dataselect.pool.hub import HubPool, dataset_records
 from dataselect.pool.records import PoolRow, RecordError, normalize_record, record_id, record_source
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson")
@@ -61,7 +61,7 @@ def _zstd_chunks(path: Path) -> Iterator[bytes]:
 
 def _raw_lines(path: Path, offset: int = 0) -> Iterator[bytes]:
     name = path.name.lower()
-    if offset and name.endswith((".gz", ".zst")):
+    if offset and _compressed(path):
         raise ValueError("compressed files cannot be entered at a byte offset")
     if name.endswith(".zst"):
         rest = b""
@@ -123,11 +123,27 @@ def plain_jsonl_files(pool) -> list[Path] | None:
     if path.is_dir():
         if _is_datasets_dir(path):
             return None
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        files = _folder_files(path)
     else:
         files = [path]
-    ok = files and all(_kind_of(p) == "jsonl" and not p.name.lower().endswith((".gz", ".zst")) for p in files)
+    ok = files and all(_kind_of(p) == "jsonl" and not _compressed(p) for p in files)
     return files if ok else None
+
+
+def _folder_files(path: Path) -> list[Path]:
+    """A pool folder's files in reading order (name order; hidden files are not pool files)."""
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _compressed(path: Path) -> bool:
+    return path.name.lower().endswith((".gz", ".zst"))
+
+
+def _require_record_columns(where: str, what: str, names) -> None:
+    names = list(names)
+    if not any(c in names for c in RECORD_COLUMNS):
+        raise InputError(where, f"{what} has none of the columns {', '.join(RECORD_COLUMNS)} "
+                         f"(columns: {', '.join(names[:10])})")
 
 
 class PoolReader:
@@ -164,16 +180,13 @@ class PoolReader:
         self.seen_ids: set[bytes] = set()
         if self.hub is not None:
             self.format, self.files = "hub", [self.path]
-            cols = self.hub.columns()
-            if not any(c in cols for c in RECORD_COLUMNS):
-                raise InputError(f"{self.hub}:row 0", "dataset has none of the columns "
-                                 f"{', '.join(RECORD_COLUMNS)} (columns: {', '.join(cols[:10])})")
+            _require_record_columns(f"{self.hub}:row 0", "dataset", self.hub.columns())
             return
         if self.path.is_dir():
             if _is_datasets_dir(self.path):
                 self.format, self.files = "datasets", [self.path]
             else:
-                self.files = sorted(p for p in self.path.iterdir() if p.is_file() and not p.name.startswith("."))
+                self.files = _folder_files(self.path)
                 if not self.files:
                     raise DataselectError(f"{self.path}: folder holds no pool files")
                 kinds = {_kind_of(p) for p in self.files}
@@ -189,7 +202,7 @@ class PoolReader:
     def _raw_jsonl(self, path: Path, start: int, file_index: int = 0, base_row: int = 0,
                    seek: tuple[int, int, int] | None = None, only=None) -> Iterator[tuple[str, object]]:
         offset, lines_before, first = seek or (0, 0, 0)
-        markable = self.mark_every and not path.name.lower().endswith((".gz", ".zst"))
+        markable = self.mark_every and not _compressed(path)
         for i, (line_no, off, line) in enumerate(_binary_lines(path, offset, lines_before), start=first):
             if markable and (base_row + i) % self.mark_every == 0:
                 self.marks[base_row + i] = (file_index, off, line_no - 1, i)
@@ -206,10 +219,7 @@ class PoolReader:
             pf = pq.ParquetFile(path)
         except Exception as exc:
             raise InputError(f"{path}:row 0", f"not a readable Parquet file ({exc})") from None
-        names = pf.schema_arrow.names
-        if not any(c in names for c in RECORD_COLUMNS):
-            raise InputError(f"{path}:row 0", "Parquet schema has none of the columns "
-                             f"{', '.join(RECORD_COLUMNS)} (columns: {', '.join(names[:10])})")
+        _require_record_columns(f"{path}:row 0", "Parquet schema", pf.schema_arrow.names)
         # enter at the row group holding ``start`` (positions from the file's metadata, nothing read)
         row, group = 0, 0
         while group < pf.num_row_groups and row + pf.metadata.row_group(group).num_rows <= start:
@@ -235,14 +245,8 @@ class PoolReader:
             if "train" not in ds:
                 raise DataselectError(f"{path}: DatasetDict without a 'train' split (splits: {', '.join(ds)})")
             ds = ds["train"]
-        if not any(c in ds.column_names for c in RECORD_COLUMNS):
-            raise InputError(f"{path}:row 0", "dataset has none of the columns "
-                             f"{', '.join(RECORD_COLUMNS)} (columns: {', '.join(ds.column_names[:10])})")
-        for lo in range(start, len(ds), _BATCH):
-            batch = ds[lo:lo + _BATCH]
-            cols = list(batch)
-            for j in range(len(batch[cols[0]])):
-                yield f"{path}:row {lo + j}", {c: batch[c][j] for c in cols}
+        _require_record_columns(f"{path}:row 0", "dataset", ds.column_names)
+        yield from dataset_records(ds, start, str(path))
 
     def _raw_hub(self, path: Path, start: int) -> Iterator[tuple[str, object]]:
         yield from self.hub.records(start)
