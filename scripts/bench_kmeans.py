@@ -2,15 +2,15 @@
 
 On a synthetic store (default 1M x 1024 float16, clustered), measured in the same run:
 
-* selector: `kmeans-sensitivity` with its defaults (k = sqrt(n), k-means++ seeding, 20 Lloyd
-  updates on 256 k sampled rows, streamed assignment, the paper's loss rule from the store's loss
-  column, with-replacement draws), run in a subprocess with no clustering cache so its peak RSS is
-  its own;
+* selector: `kmeans-sensitivity` with its defaults (k = 0.2 x budget as the paper's §5.1, k-means++
+  seeding, 20 Lloyd updates on 256 k sampled rows, streamed assignment, the representatives' rounding
+  pass, Lemma 8's Lambda from the store's loss column, systematic pi-ps draws), run in a subprocess
+  with no clustering cache so its peak RSS is its own;
 * baseline: one `faiss.Kmeans` train (FAISS's own random initialisation) on the same number of
   sample points plus one assignment pass of the whole pool (target: selector <= 2x this);
 * scikit-learn: `MiniBatchKMeans` fit on the same sample and `predict` over the whole pool (ratio).
 
-    python scripts/bench_kmeans.py [--rows 1000000] [--dim 1024] [--k 0 (default: sqrt(n))] [--keep DIR] [--skip-sklearn]
+    python scripts/bench_kmeans.py [--rows 1000000] [--dim 1024] [--budget 100000] [--k 0 (default: 0.2 x budget)] [--keep DIR] [--skip-sklearn]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=1024)
-    ap.add_argument("--k", type=int, default=0, help="clusters (0: the selector's default, sqrt(n))")
+    ap.add_argument("--k", type=int, default=0, help="clusters (0: the selector's default, 0.2 x budget)")
     ap.add_argument("--budget", type=int, default=100_000)
     ap.add_argument("--keep", type=Path)
     ap.add_argument("--skip-sklearn", action="store_true")
@@ -51,7 +51,7 @@ def main() -> None:
     import faiss
 
     from dataselect.pool_index.sample import iter_float_blocks, read_positions, sample_positions
-    from dataselect.selectors.kmeans_sensitivity import default_k
+    from dataselect.selectors.kmeans_sensitivity import rule_k
     from dataselect.store import Store
     from dataselect.store.synthetic import clustered_store
 
@@ -60,7 +60,7 @@ def main() -> None:
     clustered_store(path, args.rows, args.dim, with_loss=True)
     shutil.rmtree(path / "clusterings", ignore_errors=True)
     store = Store(path)
-    args.k = args.k or default_k(args.rows)
+    args.k = args.k or rule_k(args.budget)
     n_train = min(args.rows, args.k * 256)
 
     t0 = time.perf_counter()

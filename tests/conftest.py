@@ -64,6 +64,17 @@ def small_pool(tmp_path) -> Path:
     return write_jsonl(tmp_path / "pool.jsonl", make_records(40))
 
 
+def modes(n: int, dim: int, k: int, seed: int = 0):
+    """(n, dim) unit vectors around k well-separated random centres, and each row's mode (n,)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, dim)).astype(np.float32) * 2
+    mode = rng.integers(0, k, n)
+    x = centres[mode] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), mode
+
+
 def run_cli(*args, expect: int = 0):
     """Run the CLI in-process; return (exit code, stderr text) and check the code."""
     import contextlib

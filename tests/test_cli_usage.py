@@ -157,7 +157,8 @@ def test_methods_give_values_default_and_meaning(capsys):
             assert p["meaning"], (cls.name, p["name"])
             assert f"{p['name']} {p['values']}  (default: {p['default']})" in out
     assert "--aggregate max|mean  (default: max)" in out
-    assert "--k INT  (default: 0 = sqrt(n) clamped to [8, 4096])" in out  # kmeans-sensitivity's k
+    assert "--k INT  (default: 0 = k-fraction x budget, §5.1; capped where the memory budget cannot hold it)" in out
+    assert "--lam auto|NUMBER  (default: auto = per cluster, Lemma 8's upper bound from probes" in out
 
 
 def test_methods_choices_are_the_validated_ones():
@@ -169,7 +170,7 @@ def test_methods_choices_are_the_validated_ones():
             if "|" in p["values"] and p["values"] != "true|false":
                 key = p["name"][2:]
                 for v in p["values"].split("|"):
-                    build_selector(name, {key: v})
+                    build_selector(name, {key: "1" if v == "NUMBER" else v})  # NUMBER: a type, not a choice
                 with pytest.raises(DataselectError, match=re.escape(p["name"])):
                     build_selector(name, {key: "surely-not-a-choice"}).select  # noqa: B018
 

@@ -84,31 +84,48 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
     return man
 
 
-def row_losses(store, rows, model_name: str, pool, *, device: str = "auto", dtype: str = "auto") -> np.ndarray:
-    """Mean response NLL of a few pool ``rows`` (e.g. k cluster representatives) under ``model_name``.
+class RowLosses:
+    """Mean response NLL of a few pool rows (e.g. k cluster representatives) under ``model_name``.
 
-    One pass over the pool file to collect those records, one forward pass over them: the cost is k
-    model calls, not n. Rows with no response token left get NaN. ``store`` gives the template and
-    maximum length the rows were embedded with; ``pool`` must be the file it was embedded from.
+    ``scorer(rows)`` makes one pass over the pool file to collect those records and one forward pass
+    over them: the cost is len(rows) model calls, not n. The model is loaded once, on the first call.
+    Rows with no response token left get NaN. ``store`` gives the template and maximum length the
+    rows were embedded with; ``pool`` must be the file it was embedded from.
     """
-    cfg = store.config
-    if pool_fingerprint(pool) != cfg["pool"]["fingerprint"]:
-        raise DataselectError(f"{pool} is not the pool this store was embedded from ({cfg['pool']['name']!r})")
-    rows = np.asarray(rows, dtype=np.int64)
-    wanted = set(rows.tolist())
-    found: dict[int, list] = {}
-    for r in PoolReader(pool, check_duplicates=False).rows():
-        if r.row in wanted:
-            if r.error:
-                raise InputError(r.where, r.error)
-            found[r.row] = r.messages
-            if len(found) == len(wanted):
-                break
-    missing = wanted - set(found)
-    if missing:
-        raise DataselectError(f"{pool}: rows {sorted(missing)[:5]} are not in the pool file")
-    model = load_model(model_name, device=device, dtype=dtype, with_lm_head=True)
-    formatter = Formatter(model.tokenizer, cfg["template"], cfg["max_length"], causal=model.causal,
-                          bos=cfg.get("bos", "always"))
-    cols = RowEmbedder(model, formatter, cfg["pooling"], with_loss=True)([found[int(r)] for r in rows])
-    return cols["loss_response"].to_numpy(zero_copy_only=False).astype(np.float64)
+
+    def __init__(self, store, model_name: str, pool, *, device: str = "auto", dtype: str = "auto"):
+        self.cfg = store.config
+        if pool_fingerprint(pool) != self.cfg["pool"]["fingerprint"]:
+            raise DataselectError(f"{pool} is not the pool this store was embedded from ({self.cfg['pool']['name']!r})")
+        self.model_name, self.pool, self.device, self.dtype = model_name, pool, device, dtype
+        self._embedder = None
+
+    def _records(self, rows: np.ndarray) -> dict[int, list]:
+        wanted = set(rows.tolist())
+        found: dict[int, list] = {}
+        for r in PoolReader(self.pool, check_duplicates=False).rows():
+            if r.row in wanted:
+                if r.error:
+                    raise InputError(r.where, r.error)
+                found[r.row] = r.messages
+                if len(found) == len(wanted):
+                    break
+        missing = wanted - set(found)
+        if missing:
+            raise DataselectError(f"{self.pool}: rows {sorted(missing)[:5]} are not in the pool file")
+        return found
+
+    def __call__(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return np.zeros(0)
+        found = self._records(rows)
+        if self._embedder is None:
+            model = load_model(self.model_name, device=self.device, dtype=self.dtype, with_lm_head=True)
+            cfg = self.cfg
+            formatter = Formatter(model.tokenizer, cfg["template"], cfg["max_length"], causal=model.causal,
+                                  bos=cfg.get("bos", "always"))
+            self._embedder = RowEmbedder(model, formatter, cfg["pooling"], with_loss=True)
+        cols = self._embedder([found[int(r)] for r in rows])
+        return cols["loss_response"].to_numpy(zero_copy_only=False).astype(np.float64)
+

@@ -320,6 +320,27 @@ def plan_memory(store: Store, k: int, d_cluster: int, wanted: int, device: torch
     return Plan(rows, int(min(wanted, n)), block_rows, fixed + per_row * rows, str(device), rows < min(wanted, n))
 
 
+def max_k(store: Store, d_cluster: int, device: torch.device, resources: Resources, wanted: int,
+          per_centroid: int = MIN_POINTS_PER_CENTROID) -> int:
+    """The largest k <= ``wanted`` whose plan fits the memory budget with a training sample of at least
+    ``per_centroid`` rows per centroid (or the whole pool): what a caller may cap a rule's k to."""
+
+    def fits(k: int) -> bool:
+        try:
+            plan = plan_memory(store, k, d_cluster, k * POINTS_PER_CENTROID, device, resources)
+        except DataselectError:
+            return False
+        return plan.sample_rows >= min(store.n_rows, per_centroid * k)
+
+    if fits(wanted):
+        return wanted
+    lo, hi = 0, wanted  # fits(lo) (or lo == 0) and not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
 @dataclass
 class Clustering:
     """A clustering of a store. Arrays are in store order (position i is pool row ``rows[i]``).
@@ -349,6 +370,26 @@ class Clustering:
         """Map (n, dim) vectors into the space the centroids live in."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         return self.projection(torch.from_numpy(x)).numpy() if self.projection is not None else x
+
+    def rounded(self, store: Store, positions: np.ndarray, resources: Resources | None = None) -> Clustering:
+        """The clustering whose centres are the rows at store ``positions`` (k', one per new centre): every
+        row assigned afresh to its nearest such row, streamed; a centre row's own label is its centre.
+        Axiotis et al. 2024 §5.1 replace each centre by its closest data point this way."""
+        resources = resources or Resources.make(progress=False)
+        positions = np.asarray(positions, dtype=np.int64)
+        centres = self.transform(store.take(self.rows[positions])["embedding"])
+        device = resources.torch_device()
+        search = resolve_search(self.meta.get("backend", "auto") if device.type == "cpu" else "torch",
+                                "hnsw" if self.meta.get("search") == "hnsw" else "exact", device)
+        plan = plan_memory(store, len(centres), centres.shape[1], 0, device, resources)
+        labels, dist2 = assign_store(store, centres, search=search, device=device, projection=self.projection,
+                                     block_rows=plan.block_rows, progress=resources.progress,
+                                     desc="assign to rounded centres")
+        labels[positions] = np.arange(len(positions), dtype=np.int32)
+        dist2[positions] = 0.0
+        meta = {**self.meta, "k_effective": len(centres), "rounded_centres": True,
+                "pool_inertia": float(dist2.astype(np.float64).sum())}
+        return Clustering(centres, labels, np.maximum(dist2, 0.0), self.rows, meta, self.projection)
 
     def save(self, folder: Path) -> None:
         with atomic_dir(folder, overwrite=True) as tmp:

@@ -114,9 +114,9 @@ def cluster_balance(op: Opened) -> tuple[np.ndarray, np.ndarray] | None:
     from dataselect.selectors import build_selector
 
     method, params = op.meta["method"], op.meta["params"]
-    if method == "kmeans-sensitivity":
-        cl = build_selector(method, params).cluster(op.pool)
-        return cl.sizes(), np.bincount(op.column("cluster"), minlength=cl.k)
+    balance = build_selector(method, params).cluster_balance(op.pool, op.table, op.meta)
+    if balance is not None:
+        return balance
     if method == "hierarchical-kmeans":
         h = build_selector(method, params).hierarchy(op.pool)
         top = h.labels[0]

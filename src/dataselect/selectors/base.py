@@ -91,6 +91,11 @@ class Selector(ABC):
         ``resources``: device, memory budget and progress display (defaults: auto, default budget).
         """
 
+    def cluster_balance(self, pool: Store, table, meta: dict) -> tuple[np.ndarray, np.ndarray] | None:
+        """For clustering selectors: (pool rows per cluster, selected rows per cluster) of a selection
+        this selector made (``table``, ``meta``: its selection.arrow and selection.json). None: no clusters."""
+        return None
+
     @classmethod
     def parameters(cls) -> dict[str, inspect.Parameter]:
         sig = inspect.signature(cls.__init__)
@@ -164,8 +169,8 @@ def _values_text(annotation) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return "|".join(str(a) for a in args)
-    if origin in (typing.Union, getattr(types, "UnionType", None)) and len(args) == 1:
-        return _values_text(args[0])
+    if origin in (typing.Union, getattr(types, "UnionType", None)):
+        return "|".join(_values_text(a) for a in args)
     if origin is list:
         inner = _values_text(args[0]) if args else "TEXT"
         return f"{inner},{inner},..."
@@ -195,7 +200,13 @@ def _convert(cls: type[Selector], name: str, raw, annotation):
     target = hints.get(name, str)
     args = [a for a in typing.get_args(target) if a is not type(None)]
     if args and typing.get_origin(target) in (typing.Union, getattr(types, "UnionType", None)):
-        target = args[0]
+        literal = [a for a in args if typing.get_origin(a) is typing.Literal]
+        if literal and len(args) > 1:  # e.g. Literal["auto"] | float: a named value or a number
+            if raw in typing.get_args(literal[0]):
+                return raw
+            target = next(a for a in args if a not in literal)
+        else:
+            target = args[0]
     if typing.get_origin(target) is typing.Literal:
         check_choice(name, raw, typing.get_args(target))
         return raw

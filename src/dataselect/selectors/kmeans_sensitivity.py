@@ -1,64 +1,100 @@
-"""``kmeans-sensitivity``: clustering-based sensitivity sampling (Axiotis et al. 2024, arXiv 2402.17327).
+"""``kmeans-sensitivity``: clustering-based sensitivity sampling (Axiotis et al. 2024, arXiv 2402.17327v1).
 
-1. k-means on the pool embeddings (:mod:`dataselect.pool_index.kmeans`; cached per store and parameters).
-2. Sensitivities, by ``variant``:
+The default is the paper's procedure: its Algorithm 1 (§3.2.1) as its experiments run it (§5.1).
+Section numbers below are the paper's. With b = ``--budget``:
 
-   ``loss`` (default; the paper's rule). Each cluster C has a representative r_C, the pool row
-   nearest its centre c (the paper rounds centres to their closest data point), and its model loss
-   l(C) = l(r_C) -- k model evaluations in all, not n. A row e of cluster C is drawn with
+1. **Warm start** (§5.2.2, off by default): ``--warm-start F`` first takes round(F b) rows uniformly
+   at random. §5.2.2 trains the model whose loss is used on them; here the loss comes from the
+   store (or ``--loss-model``), so they only join the selection.
+2. **Clusters** (§5.1): k''-means with k'' = ``--k-fraction`` (0.2) x b clusters on the embeddings
+   (the LLM run of §5.2.1: 4,500 clusters for 45,000 rows). §5.1 uses scikit-learn's k-means; ours is
+   the shared engine (:mod:`dataselect.pool_index.kmeans`: k-means++ and ``--niter`` Lloyd updates
+   on a sample). Where the memory budget cannot hold k'' clusters with 39 training rows each, k''
+   is capped: said in one line, recorded in ``selection.json`` (``k_capped``).
+3. **Representatives** (§5.1): each centre is replaced by its nearest pool row with a finite loss
+   (outside the warm start); their loss l(r_i) is queried -- k'' model calls, not n -- and they are
+   part of the selection. Every row e is then assigned to its closest representative c_e (one
+   streamed pass), which defines the clusters C_i of Algorithm 1 with centres c_i = r_i.
+4. **Sensitivities** (Algorithm 1, line 3): ``lt(e) = l(c_e) + Lambda_i |e - c_e|^z`` (z = 2, k-means;
+   ``--z 1``, k-median), p(e) = lt(e) / sum lt over the rows still to draw from.
+5. **Lambda** (Assumption 1, Lemma 8, App. B.4). ``--lam auto`` (default): one Lambda_i per cluster,
+   Lemma 8's upper bound ``ln(n) * max_j |l(x_j) - l(c_i)| / |x_j - c_i|^z`` over ``--lam-probes`` t
+   rows x_j drawn uniformly from C_i (default 0: Lemma 8's t = ln(100 k) / ln(1 / (1 - p)) with p = 1/2,
+   i.e. ceil(log2(100 k))). Probe losses are read from the store's loss column, or computed for the
+   k t probes with ``--loss-model`` (a forward pass over those records, never the pool). Probes
+   exclude c_i itself and rows at distance 0 from it (there the ratio is undefined); a cluster with
+   no usable probe takes the median Lambda of the others. ``--lam 0.1`` (any finite number >= 0) is
+   one constant for every cluster instead: 0.1 is the constant of the LLM experiment (§5.2.1; App.
+   C.1 sweeps 0.05-500 and reports quality dropping at 500, towards diversity sampling).
+6. **Draws**: the remaining s = b - warm start - k' rows are drawn from the other rows (each
+   representative and warm-start row is in the selection already and stands for itself: weight 1).
+   ``--draws iid`` is Algorithm 1 exactly (lines 3-4): s i.i.d. draws from p, a row drawn t times
+   weighs ``t / (s p)``; fewer than s distinct rows can result, and the shortfall is said and recorded.
+   ``--draws systematic`` (default) delivers exactly s distinct rows: randomised systematic sampling
+   with probability proportional to size (Madow 1949; Hartley & Rao 1962) -- inclusion probabilities
+   pi(e) = min(1, c p(e)) with c such that sum pi = s (rows reaching 1 are taken for sure), rows in a
+   random order, one uniform start, every point u + j of the cumulative pi picks a row. Each row's
+   inclusion probability is exactly pi(e), so weights 1/pi(e) give the Horvitz-Thompson estimator,
+   exactly unbiased for pool sums, with a fixed size and one O(n) pass. (Pareto sampling is only
+   approximately pi-ps; conditional Poisson needs an iterative fit of its probabilities.)
 
-       p(e) = v(e) / sum_e' v(e'),    v(e) = l(C) + lam * |e - c|^z
+In both schemes ``sum over the selection of weight * f`` estimates ``sum over the pool of f`` for any
+per-row quantity f. selection.arrow records each row's ``kind`` (``warm-start``, ``representative``,
+``drawn``), its ``cluster`` (index of its representative), ``draws`` (times drawn), ``p`` (its
+per-draw probability; NaN for rows not drawn) and ``score`` = lt(e). Rows are ordered warm start,
+representatives (by cluster), then drawn rows (systematic: the random order; iid: first draw).
 
-   (z = 2 for k-means, 1 for k-median; lam the Hoelder constant of the loss in the embedding).
-   Losses are the store's ``loss_response`` (``embed --with-loss``) at the representatives, or
-   computed for just those k rows with ``--loss-model MODEL --pool POOL``.
+``--variant coreset`` is the lightweight k-means coreset instead (Bachem et al. 2018; no loss, no
+representatives): ``p(e) = 1/2 |e - c|^2 / sum |e' - c'|^2 + 1/2 / (k' |C|)`` with the k-means
+centroids, and the same draws and weights.
 
-   ``coreset``: the lightweight k-means coreset, no loss:
-   ``p(e) = 1/2 |e - c|^2 / sum |e' - c'|^2 + 1/2 * 1 / (k' |C|)`` (k' = non-empty clusters).
-
-3. Draws are i.i.d. with replacement, in proportion to p, until ``budget`` distinct rows have been
-   drawn (m draws in all); a row drawn t times gets the weight ``t / (m p(e))``, so
-   ``(1/n) sum_selected weight * f`` estimates the pool mean of any per-row quantity f (Hansen-Hurwitz).
-   The selection is ordered by first draw; ``score`` is p(e), ``draws`` is t.
-
-Where the paper leaves a choice open (its Algorithm 1 and experiment section were not available to
-us as text; the rule above is as the paper's abstract, reviews and the issue describe it):
-
-* lam: ``--lam`` sets it. The default (``-1``) estimates it from the k representatives already
-  scored, with no further model calls: the median, over representatives, of
-  ``|l(r_i) - l(r_j)| / |r_i - r_j|^z`` with r_j the nearest other representative -- a local
-  Hoelder ratio at the clustering's own scale. The estimate is recorded in ``selection.json``.
-* Representatives with no finite loss (no response token left after truncation) take the mean loss
-  of the others; with a store loss column, the nearest row *with* a finite loss represents C.
-* Distances are to the centroid c, not to r_C (the guarantee is stated for the clustering cost).
-* Default k: ``sqrt(n)`` clamped to [8, 4096]; seeding on 32 rows per centroid (``--init-sample``).
-
-With ``--queries`` (target-aware mode): each cluster's relevance to a task is the highest cosine
-between its centroid and the task's queries; sampling is restricted to the union over tasks of each
-task's ``query_clusters`` most relevant clusters (default k/10), widened by the next most relevant
-clusters if they hold fewer rows than the budget. p is renormalised over those rows and weights use
-the candidate count in place of n.
+With ``--queries`` (target-aware mode, dataselect's extension): each cluster's relevance to a task is
+the highest cosine between its centre and the task's queries; only the representatives and rows of
+the union over tasks of each task's ``--query-clusters`` most relevant clusters (default k/10) are
+used, widened by the next most relevant clusters while they hold fewer rows than the budget.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
-import torch
 
 from dataselect.errors import DataselectError
-from dataselect.pool_index.kmeans import Clustering, cluster_store
+from dataselect.pool_index.kmeans import Clustering, cluster_store, max_k
+from dataselect.progress import note
+from dataselect.resources import Resources
 from dataselect.scoring import query_matrix
 from dataselect.selection import Selection
 from dataselect.selectors.base import Selector, check_choice, register
 
 VARIANTS = ("loss", "coreset")
-MAX_DRAWS_PER_ROW = 50  # with-replacement draws stop (with an error) after budget * this many
+DRAWS = ("systematic", "iid")
+NAN_ROUNDS = 3  # with --loss-model: rounds of replacing representatives whose loss comes back NaN
 
 
-def default_k(n: int) -> int:
-    return int(min(n, max(8, min(4096, round(np.sqrt(n))))))
+def rule_k(budget: int, fraction: float = 0.2) -> int:
+    """§5.1: k'' = fraction x the number of rows to select (at least 1)."""
+    return max(1, int(round(fraction * budget)))
+
+
+def default_probes(k: int) -> int:
+    """Lemma 8's probes per cluster, t = ln(100 k) / ln(1 / (1 - p)), with p = 1/2."""
+    return max(1, math.ceil(math.log2(100 * max(k, 1))))
+
+
+def parse_lam(lam) -> float | None:
+    """``"auto"`` -> None (estimate per cluster); else a finite number >= 0, refused in one line otherwise."""
+    if isinstance(lam, str) and lam.strip().lower() == "auto":
+        return None
+    try:
+        value = float(lam)
+    except (TypeError, ValueError):
+        raise DataselectError(f"--lam {lam!r}: must be auto or a number >= 0") from None
+    if not math.isfinite(value) or value < 0:
+        raise DataselectError(f"--lam {lam!r}: must be auto or a finite number >= 0")
+    return value
 
 
 def coreset_probabilities(labels: np.ndarray, dist2: np.ndarray, k: int) -> np.ndarray:
@@ -72,86 +108,131 @@ def coreset_probabilities(labels: np.ndarray, dist2: np.ndarray, k: int) -> np.n
     return 0.5 * cost_share + 0.5 / (nonempty * sizes[labels])
 
 
-def loss_probabilities(labels: np.ndarray, dist2: np.ndarray, cluster_loss: np.ndarray, lam: float,
-                       z: float = 2.0) -> np.ndarray:
-    """The paper's p(e) = (l(C_e) + lam |e - c_e|^z) / sum (module docstring, ``loss``); sums to one."""
-    if np.any(cluster_loss < 0) or lam < 0:
-        raise DataselectError("kmeans-sensitivity: losses and --lam must be >= 0")
+def sensitivities(labels: np.ndarray, dist2: np.ndarray, centre_loss: np.ndarray, lam, z: float = 2.0) -> np.ndarray:
+    """Algorithm 1's numerator ``lt(e) = l(c_e) + Lambda_{C_e} |e - c_e|^z`` (n,) float64.
+
+    labels (n,) cluster of each row; dist2 (n,) squared distance to its centre; centre_loss (k,);
+    lam: one number, or (k,) per-cluster values.
+    """
+    centre_loss = np.asarray(centre_loss, dtype=np.float64)
+    lam = np.broadcast_to(np.asarray(lam, dtype=np.float64), centre_loss.shape)
+    if np.any(~np.isfinite(centre_loss)) or np.any(centre_loss < 0) or np.any(~np.isfinite(lam)) or np.any(lam < 0):
+        raise DataselectError("kmeans-sensitivity: losses and Lambda must be finite and >= 0")
     dist = np.maximum(dist2.astype(np.float64), 0.0) ** (z / 2)
-    v = cluster_loss.astype(np.float64)[labels] + lam * dist
-    total = v.sum()
-    return v / total if total > 0 else np.full(len(v), 1.0 / len(v))
+    return centre_loss[labels] + lam[labels] * dist
 
 
-def representatives(clustering: Clustering, eligible: np.ndarray | None = None) -> np.ndarray:
-    """Store position of each cluster's row nearest its centre (-1 for a cluster with no eligible row)."""
-    d = clustering.dist2.astype(np.float64)
+def representatives(labels: np.ndarray, dist2: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Position of each cluster's eligible row nearest its centre, (k,) int64 (-1: no eligible row); ties by position."""
+    d = dist2.astype(np.float64)
     if eligible is not None:
         d = np.where(eligible, d, np.inf)
-    n, k = len(d), clustering.k
-    order = np.lexsort((np.arange(n), d, clustering.labels))  # by cluster, then distance, then position
-    lab = clustering.labels[order]
+    n = len(d)
+    order = np.lexsort((np.arange(n), d, labels))  # by cluster, then distance, then position
+    lab = labels[order]
     starts = np.minimum(np.searchsorted(lab, np.arange(k)), n - 1)
     nearest = order[starts]
     found = (lab[starts] == np.arange(k)) & np.isfinite(d[nearest])
     return np.where(found, nearest, -1)
 
 
-def estimate_lam(rep_emb: np.ndarray, rep_loss: np.ndarray, z: float = 2.0) -> float:
-    """Median over representatives of |l_i - l_j| / |r_i - r_j|^z, r_j the nearest other one (module docstring)."""
-    m = len(rep_emb)
-    if m < 2:
-        return 0.0
-    x = torch.as_tensor(rep_emb, dtype=torch.float32)
-    nearest = np.empty(m, dtype=np.int64)
-    dist = np.empty(m, dtype=np.float64)
-    for lo in range(0, m, 1024):  # (1024, m) distance blocks
-        d2 = torch.cdist(x[lo:lo + 1024], x).square_()
-        d2[torch.arange(len(d2)), torch.arange(lo, lo + len(d2))] = float("inf")
-        val, idx = d2.min(1)
-        nearest[lo:lo + len(d2)], dist[lo:lo + len(d2)] = idx.numpy(), val.double().numpy()
-    ratio = np.abs(rep_loss - rep_loss[nearest]) / np.maximum(dist, 1e-12) ** (z / 2)
-    return float(np.median(ratio))
+def draw_probes(labels: np.ndarray, dist2: np.ndarray, k: int, t: int, rng: np.random.Generator,
+                eligible: np.ndarray | None = None) -> np.ndarray:
+    """Up to ``t`` positions per cluster, uniformly without replacement among its eligible rows at distance > 0."""
+    ok = dist2 > 0
+    if eligible is not None:
+        ok &= eligible
+    pos = np.nonzero(ok)[0]
+    order = pos[np.lexsort((rng.random(len(pos)), labels[pos]))]  # by cluster, random within
+    lab = labels[order]
+    starts = np.searchsorted(lab, np.arange(k))
+    rank = np.arange(len(order)) - starts[lab]
+    return np.sort(order[rank < t])
 
 
-def draw_with_replacement(p: np.ndarray, budget: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
-    """i.i.d. draws in proportion to ``p`` until ``budget`` distinct indices appear.
+def lemma8_lambda(labels: np.ndarray, dist2: np.ndarray, centre_loss: np.ndarray, probes: np.ndarray,
+                  probe_loss: np.ndarray, n: int, z: float = 2.0) -> tuple[np.ndarray, int]:
+    """Lemma 8 / App. B.4: Lambda_i = ln(n) max over cluster i's probes of |l(x) - l(c_i)| / |x - c_i|^z.
 
-    Returns (distinct indices in order of first draw, times each was drawn, total draws m).
+    Returns ((k,) Lambda, number of clusters without a usable probe, which take the median of the others).
     """
+    k = len(centre_loss)
+    keep = np.isfinite(probe_loss) & (dist2[probes] > 0)
+    probes, probe_loss = probes[keep], probe_loss[keep]
+    lab = labels[probes]
+    ratio = np.abs(probe_loss - centre_loss[lab]) / dist2[probes].astype(np.float64) ** (z / 2)
+    best = np.full(k, -np.inf)
+    np.maximum.at(best, lab, ratio)
+    lam = math.log(max(n, 2)) * best
+    missing = ~np.isfinite(lam)
+    lam[missing] = float(np.median(lam[~missing])) if (~missing).any() else 0.0
+    return lam, int(missing.sum())
+
+
+def inclusion_probabilities(p: np.ndarray, s: int) -> np.ndarray:
+    """pi = min(1, c p) with c such that sum pi = s (0 < s <= number of rows with p > 0), float64."""
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(-p, kind="stable")
+    ps = p[order]
+    tail = np.cumsum(ps[::-1])[::-1]  # tail[j] = sum of ps[j:]
+    # the first j rows are certainties when (s - j) ps[j] / tail[j] >= 1 for each of them
+    pi = np.empty_like(ps)
+    j = 0
+    while j < s and (s - j) * ps[j] >= tail[j]:
+        j += 1
+    pi[:j] = 1.0
+    pi[j:] = (s - j) * ps[j:] / tail[j] if j < len(ps) and tail[j] > 0 else 0.0
+    out = np.empty_like(pi)
+    out[order] = np.minimum(pi, 1.0)
+    return out
+
+
+def systematic_sample(pi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Randomised systematic pi-ps sampling: exactly round(sum pi) distinct positions, each with probability pi."""
+    s = int(round(float(pi.sum())))
+    sure = np.nonzero(pi >= 1.0)[0]
+    rest = np.nonzero(pi < 1.0)[0]
+    m = s - len(sure)
+    if m <= 0:
+        return rng.permutation(sure)[:s]
+    perm = rest[rng.permutation(len(rest))]
+    cum = np.cumsum(pi[perm])
+    cum *= m / cum[-1]  # absorb float rounding: the points u + j, j < m, all fall inside
+    points = rng.random() + np.arange(m)
+    picked = perm[np.minimum(np.searchsorted(cum, points, side="right"), len(perm) - 1)]
+    if len(np.unique(picked)) != m:  # only if a pi within rounding of 1 straddled two points
+        raise DataselectError("kmeans-sensitivity: systematic sampling hit a rounding tie; run again with another --seed")
+    out = np.concatenate([sure, picked])
+    return out[rng.permutation(len(out))]
+
+
+def iid_sample(p: np.ndarray, s: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 1, line 4: ``s`` i.i.d. draws from ``p`` -> (distinct positions in first-draw order, times drawn)."""
     cdf = np.cumsum(p, dtype=np.float64)
-    seq = np.zeros(0, dtype=np.int64)
-    limit = MAX_DRAWS_PER_ROW * budget
-    while True:
-        need = max(1024, 2 * (budget - len(np.unique(seq))))
-        u = rng.random(need) * cdf[-1]
-        seq = np.concatenate([seq, np.minimum(np.searchsorted(cdf, u, side="right"), len(p) - 1)])
-        uniq, first = np.unique(seq, return_index=True)
-        if len(uniq) >= budget:
-            break
-        if len(seq) > limit:
-            raise DataselectError(f"kmeans-sensitivity: {len(seq):,} draws found only {len(uniq):,} distinct rows of "
-                                  f"the {budget:,} asked; the budget is too close to the rows with non-negligible "
-                                  "probability -- lower --budget")
-    cut = int(np.sort(first)[budget - 1]) + 1  # the draw that brought the budget-th distinct row
-    seq = seq[:cut]
+    seq = np.minimum(np.searchsorted(cdf, rng.random(s) * cdf[-1], side="right"), len(p) - 1)
     uniq, first, counts = np.unique(seq, return_index=True, return_counts=True)
     order = np.argsort(first, kind="stable")
-    return uniq[order], counts[order], cut
+    return uniq[order], counts[order]
 
 
 @register
 class KMeansSensitivity(Selector):
-    """Sensitivity sampling on k-means clusters, with the model's loss and importance weights (Axiotis et al. 2024).
+    """Sensitivity sampling on k-means clusters with the model's loss, as Axiotis et al. 2024 (Algorithm 1, §5.1).
 
     Parameters
     ----------
-    variant : "loss" (the paper: p ~ l(C) + lam |e - c|^z) or "coreset" (lightweight k-means coreset).
-    lam : Hoelder constant lam of the loss over distances (-1.0: estimated from the representatives, see the module docstring).
+    variant : "loss" (the paper: p ~ l(c_e) + Lambda |e - c_e|^z) or "coreset" (lightweight k-means coreset).
+    k : clusters, whose representatives are selected (0: k-fraction x budget, §5.1; capped where the
+        memory budget cannot hold it).
+    k_fraction : share of the budget that k'' clusters take when --k is 0 (the paper: 0.2, §5.1).
+    lam : Hoelder constant Lambda (auto: per cluster, Lemma 8's upper bound from probes; a number:
+        one constant, the LLM experiment's 0.1, §5.2.1).
+    lam_probes : rows per cluster whose loss --lam auto queries (0: Lemma 8's count for p = 1/2, log2 of 100 k rounded up).
     z : distance power, 2 (k-means) or 1 (k-median).
-    loss_model : model that scores the k representatives when the store has no loss column.
+    draws : "systematic" (exactly budget distinct rows, pi-ps, weights 1/pi) or "iid" (Algorithm 1: s draws, weights t/(s p)).
+    warm_start : share of the budget taken uniformly first (§5.2.2 uses 0.2).
+    loss_model : model that scores the representatives and probes when the store has no loss column.
     pool : the pool file the store was embedded from (needed with --loss-model).
-    k : clusters (0: sqrt(n) clamped to [8, 4096]).
     niter : Lloyd updates.
     spherical : normalise centroids (cosine k-means).
     pca_dim : reduce to this many dimensions with PCA before clustering (0: no PCA).
@@ -165,64 +246,127 @@ class KMeansSensitivity(Selector):
 
     name = "kmeans-sensitivity"
     uses_queries = True
-    rule = ("k-means; the loss l(C) of the row nearest each centre; draw rows i.i.d. with p(e) ~ l(C) + lam |e - c|^z "
-            "until budget distinct rows; weight = draws / (m p). --variant coreset: p = 1/2 d^2/cost + 1/2 / (k' |C|).")
+    rule = ("k'' = 0.2 x budget clusters; each centre replaced by its nearest row, whose loss is queried and which is "
+            "selected; the rest drawn with p(e) ~ l(c_e) + Lambda_i |e - c_e|^z, Lambda_i Lemma 8's bound (--lam auto) or "
+            "a constant; exactly budget rows by systematic pi-ps (weights 1/pi), or --draws iid (weights t/(s p)).")
     source = ("Axiotis et al. 2024, 'Data-Efficient Learning via Clustering-Based Sensitivity Sampling' (ICML, "
-              "arXiv 2402.17327), Algorithm 1; lam's default estimate is dataselect's choice (see docs)")
+              "arXiv 2402.17327v1): Algorithm 1 (§3.2.1), Lemma 8 (§3.2.3, App. B.4), §5.1, §5.2")
 
-    def __init__(self, *, variant: Literal["loss", "coreset"] = "loss", lam: float = -1.0, z: float = 2.0, loss_model: str = "",
-                 pool: str = "", k: int = 0, niter: int = 20, spherical: bool = False, pca_dim: int = 0,
+    def __init__(self, *, variant: Literal["loss", "coreset"] = "loss", k: int = 0, k_fraction: float = 0.2,
+                 lam: Literal["auto"] | float = "auto", lam_probes: int = 0, z: float = 2.0,
+                 draws: Literal["systematic", "iid"] = "systematic", warm_start: float = 0.0,
+                 loss_model: str = "", pool: str = "", niter: int = 20, spherical: bool = False, pca_dim: int = 0,
                  sample_size: int = 0, init_sample: int = 32, cluster_seed: int = 0, query_clusters: int = 0,
                  backend: Literal["auto", "faiss", "torch"] = "auto", assign: Literal["exact", "hnsw"] = "exact"):
         check_choice("variant", variant, VARIANTS)
+        check_choice("draws", draws, DRAWS)
+        self._lam = parse_lam(lam)
         if z not in (1.0, 2.0):
             raise DataselectError(f"--z {z}: choose 2 (k-means) or 1 (k-median)")
-        if lam < 0 and lam != -1:
-            raise DataselectError(f"--lam {lam}: must be >= 0, or -1 to estimate it")
-        if (k < 0 or niter < 1 or pca_dim < 0 or sample_size < 0 or init_sample < 0 or query_clusters < 0):
-            raise DataselectError("kmeans-sensitivity: k, pca_dim, sample_size, init_sample and query_clusters must "
-                                  "be >= 0; niter >= 1")
+        if not (isinstance(k_fraction, (int, float)) and 0 < k_fraction <= 1):
+            raise DataselectError(f"--k-fraction {k_fraction}: must be in (0, 1]")
+        if not (isinstance(warm_start, (int, float)) and 0 <= warm_start < 1):
+            raise DataselectError(f"--warm-start {warm_start}: must be in [0, 1)")
+        for name, value in (("k", k), ("lam-probes", lam_probes), ("pca-dim", pca_dim), ("sample-size", sample_size),
+                            ("init-sample", init_sample), ("query-clusters", query_clusters), ("niter", niter - 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                shown = niter if name == "niter" else value
+                raise DataselectError(f"--{name} {shown!r}: must be an integer >= {1 if name == 'niter' else 0}")
         if loss_model and not pool:
-            raise DataselectError("--loss-model needs --pool POOL: the records of the k representatives are read "
+            raise DataselectError("--loss-model needs --pool POOL: the records of the representatives are read "
                                   "from it")
-        self.variant, self.lam, self.z, self.loss_model, self.pool = variant, lam, z, loss_model, pool
-        self.k, self.niter, self.spherical, self.pca_dim = k, niter, spherical, pca_dim
+        self.variant, self.k, self.k_fraction, self.lam, self.lam_probes = variant, k, k_fraction, lam, lam_probes
+        self.z, self.draws, self.warm_start = z, draws, warm_start
+        self.loss_model, self.pool = loss_model, pool
+        self.niter, self.spherical, self.pca_dim = niter, spherical, pca_dim
         self.sample_size, self.init_sample, self.cluster_seed = sample_size, init_sample, cluster_seed
         self.query_clusters, self.backend, self.assign = query_clusters, backend, assign
 
-    def cluster(self, pool, resources=None) -> Clustering:
-        return cluster_store(pool, self.k or default_k(pool.n_rows), niter=self.niter, seed=self.cluster_seed,
-                             spherical=self.spherical, sample_size=self.sample_size, pca_dim=self.pca_dim,
-                             init_sample=self.init_sample, backend=self.backend, assign=self.assign,
-                             resources=resources)
+    # -- clustering ---------------------------------------------------------------------------------------------
 
-    def cluster_losses(self, clustering: Clustering, pool, resources=None) -> tuple[np.ndarray, dict]:
-        """Loss l(C) of each cluster's representative (module docstring), and what was used."""
-        if "loss_response" in pool.columns and not self.loss_model:
-            loss = pool.column("loss_response").astype(np.float64)
-            reps = representatives(clustering, np.isfinite(loss))
-            rep_loss = np.where(reps >= 0, loss[np.maximum(reps, 0)], np.nan)
-            source = "store column loss_response"
+    def resolve_k(self, pool, budget: int, resources: Resources | None = None) -> tuple[int, dict]:
+        """k'' for this budget (module docstring, step 2) and what decided it, for ``selection.json``."""
+        resources = resources or Resources.make(progress=False)
+        if self.k:
+            if self.variant == "loss" and self.k > budget:
+                raise DataselectError(f"--k {self.k}: the representatives of the k clusters are part of the selection, "
+                                      f"so k must be <= --budget ({budget:,})")
+            return self.k, {"k": self.k, "k_rule": "--k"}
+        wanted = min(rule_k(budget, self.k_fraction), pool.n_rows)
+        info = {"k_rule": f"{self.k_fraction} x budget (§5.1)", "k_wanted": wanted}
+        fit = max_k(pool, self.pca_dim or pool.dim, resources.torch_device(), resources, wanted)
+        if fit < 1:
+            raise DataselectError(f"kmeans-sensitivity: {resources.memory.source} cannot hold even one cluster "
+                                  "with its training sample; raise --max-memory")
+        if fit < wanted:
+            reason = (f"{resources.memory.source} holds a k-means training sample of 39 rows per centroid for at most "
+                      f"{fit:,} clusters")
+            note(f"kmeans-sensitivity: k capped at {fit:,} (the rule asks {wanted:,}): {reason}; raise --max-memory "
+                 "or pass --pca-dim to cluster in fewer dimensions")
+            info["k_capped"] = {"wanted": wanted, "effective": fit, "reason": reason}
+        info["k"] = fit
+        return fit, info
+
+    def cluster(self, pool, k: int, resources=None) -> Clustering:
+        """The k-means clustering (cached in the store) that the representatives round."""
+        return cluster_store(pool, k, niter=self.niter, seed=self.cluster_seed, spherical=self.spherical,
+                             sample_size=self.sample_size, pca_dim=self.pca_dim, init_sample=self.init_sample,
+                             backend=self.backend, assign=self.assign, resources=resources)
+
+    def _rounded(self, pool, base: Clustering, eligible: np.ndarray, scorer, resources
+                 ) -> tuple[Clustering, np.ndarray, np.ndarray, dict]:
+        """Step 3: (clustering around the representatives, their positions, their losses, what was used)."""
+        reps = representatives(base.labels, base.dist2, base.k, eligible)
+        info: dict = {}
+        if scorer is not None:
+            rep_loss = np.full(base.k, np.nan)
+            eligible = eligible.copy()
+            scored = 0
+            for _ in range(NAN_ROUNDS):  # a representative whose loss is NaN (no response token) is replaced
+                todo = np.nonzero((reps >= 0) & ~np.isfinite(rep_loss))[0]
+                if not len(todo):
+                    break
+                rep_loss[todo] = scorer(base.rows[reps[todo]])
+                scored += len(todo)
+                bad = todo[~np.isfinite(rep_loss[todo])]
+                eligible[reps[bad]] = False
+                reps[bad] = representatives(base.labels, base.dist2, base.k, eligible)[bad]
+            info["loss_source"] = f"{scored:,} representatives scored with {self.loss_model}"
         else:
-            from dataselect.embedding.score import row_losses
+            loss = pool.column("loss_response").astype(np.float64)
+            rep_loss = np.where(reps >= 0, loss[np.maximum(reps, 0)], np.nan)
+            info["loss_source"] = "store column loss_response"
+        found = (reps >= 0) & np.isfinite(rep_loss)
+        if not found.any():
+            raise DataselectError("kmeans-sensitivity: no cluster has a row with a finite loss (no response tokens?); "
+                                  "use --variant coreset")
+        info["representatives"] = int(found.sum())
+        if (~found).any():
+            info["clusters_without_representative"] = int((~found).sum())
+            note(f"kmeans-sensitivity: {(~found).sum():,} of {base.k:,} clusters have no row with a finite loss; "
+                 "their rows go to the nearest other representative")
+        rep_loss = rep_loss[found]
+        if np.any(rep_loss < 0):
+            raise DataselectError("kmeans-sensitivity: the loss column holds negative values; it must be a "
+                                  "non-negative loss (mean response NLL)")
+        return base.rounded(pool, reps[found], resources), reps[found], rep_loss, info
 
-            reps = representatives(clustering)
-            valid = reps >= 0
-            rep_loss = np.full(len(reps), np.nan)
-            rep_loss[valid] = row_losses(pool, clustering.rows[reps[valid]], self.loss_model, self.pool,
-                                         device=resources.device if resources else "auto")
-            source = f"{valid.sum():,} representatives scored with {self.loss_model}"
-        finite = np.isfinite(rep_loss)
-        if not finite.any():
-            raise DataselectError("kmeans-sensitivity: no cluster representative has a finite loss (no response "
-                                  "tokens?); use --variant coreset")
-        filled = np.where(finite, rep_loss, rep_loss[finite].mean())
-        info = {"loss_source": source, "representatives_scored": int(finite.sum()),
-                "representatives_without_loss": int((~finite).sum())}
-        if self.lam == -1:
-            emb = clustering.transform(pool.take(clustering.rows[reps[finite]])["embedding"])
-            info["lam_estimated"] = estimate_lam(emb, rep_loss[finite], self.z)
-        return filled, info
+    def _lambda(self, pool, cl: Clustering, rep_loss: np.ndarray, scorer, rng: np.random.Generator
+                ) -> tuple[np.ndarray, dict]:
+        """Step 5: one Lambda per cluster (Lemma 8) or the constant --lam."""
+        if self._lam is not None:
+            return np.full(cl.k, self._lam), {"lam": self._lam}
+        t = self.lam_probes or default_probes(cl.k)
+        loss = None if scorer is not None else pool.column("loss_response").astype(np.float64)
+        eligible = None if loss is None else np.isfinite(loss)
+        probes = draw_probes(cl.labels, cl.dist2, cl.k, t, rng, eligible)
+        probe_loss = loss[probes] if loss is not None else scorer(cl.rows[probes])
+        lam, missing = lemma8_lambda(cl.labels, cl.dist2, rep_loss, probes, probe_loss, pool.n_rows, self.z)
+        info = {"lam": "auto", "lam_probes_per_cluster": t, "lam_probes_used": int(np.isfinite(probe_loss).sum()),
+                "lam_clusters_without_probe": missing,
+                "lam_per_cluster": {"min": float(lam.min()), "median": float(np.median(lam)),
+                                    "mean": float(lam.mean()), "max": float(lam.max())}}
+        return lam, info
 
     def candidate_clusters(self, clustering, pool, queries, budget) -> np.ndarray:
         Q, starts, _ = query_matrix(pool, queries)
@@ -241,30 +385,95 @@ class KMeansSensitivity(Selector):
             keep[c] = True
         return keep
 
+    def cluster_balance(self, pool, table, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(pool rows per cluster, selected rows per cluster) of the clustering the selection drew from.
+
+        The representatives are in the selection (``kind``), so the rounded clustering is rebuilt from
+        them: the cached k-means (for the projection) and one assignment pass, no model call."""
+        info = meta.get("method_info", {})
+        base = self.cluster(pool, int(info.get("clustering", {}).get("k", info.get("k", 1))))
+        labels = np.asarray(table.column("cluster").to_numpy())
+        if self.variant == "coreset":
+            return base.sizes(), np.bincount(labels, minlength=base.k)
+        kind = np.asarray(table.column("kind").to_pylist(), dtype=object)
+        rows = np.asarray(table.column("row").to_numpy())[kind == "representative"]
+        rows = rows[np.argsort(labels[kind == "representative"], kind="stable")]
+        pos = np.searchsorted(base.rows, rows)
+        cl = base.rounded(pool, pos)
+        return cl.sizes(), np.bincount(labels, minlength=cl.k)
+
+    # -- selection ----------------------------------------------------------------------------------------------
+
     def select(self, pool, budget, rng, queries=(), resources=None):
-        rng = rng if rng is not None else np.random.default_rng(0)
+        if rng is None:
+            raise DataselectError("kmeans-sensitivity draws at random: pass rng (numpy Generator)")
         if self.variant == "loss" and not self.loss_model and "loss_response" not in pool.columns:
             raise DataselectError(f"kmeans-sensitivity needs the model's loss: {pool.path} has no loss column. Embed "
                                   "with --with-loss (or run `dataselect score`), pass --loss-model MODEL --pool POOL "
-                                  "to score only the k cluster representatives, or use --variant coreset")
-        cl = self.cluster(pool, resources)
-        info = {"clustering": cl.meta, "variant": self.variant}
+                                  "to score only the representatives, or use --variant coreset")
+        n = pool.n_rows
+        n_warm = int(round(self.warm_start * budget))
+        k, info = self.resolve_k(pool, budget, resources)
+        if self.variant == "loss" and n_warm + k > budget:
+            raise DataselectError(f"--warm-start {self.warm_start} takes {n_warm:,} rows and the k={k:,} representatives "
+                                  f"are selected too: together more than --budget {budget:,}; lower one of them")
+        info["variant"] = self.variant
+        warm = np.sort(rng.choice(n, n_warm, replace=False)) if n_warm else np.zeros(0, dtype=np.int64)
+        taken = np.zeros(n, dtype=bool)
+        taken[warm] = True
+        base = self.cluster(pool, k, resources)
+        info["clustering"] = base.meta
         if self.variant == "coreset":
-            p = coreset_probabilities(cl.labels, cl.dist2, cl.k)
+            cl, reps = base, np.zeros(0, dtype=np.int64)
+            score = coreset_probabilities(cl.labels, cl.dist2, cl.k)
         else:
-            cluster_loss, loss_info = self.cluster_losses(cl, pool, resources)
-            lam = loss_info.get("lam_estimated", self.lam)
-            p = loss_probabilities(cl.labels, cl.dist2, cluster_loss, lam, self.z)
-            info.update(loss_info, lam=lam, z=self.z)
-        cand = np.arange(len(p))
+            eligible = ~taken
+            scorer = None
+            if self.loss_model:
+                from dataselect.embedding.score import RowLosses
+
+                scorer = RowLosses(pool, self.loss_model, self.pool, device=resources.device if resources else "auto")
+            else:
+                eligible &= np.isfinite(pool.column("loss_response"))
+            cl, reps, rep_loss, rep_info = self._rounded(pool, base, eligible, scorer, resources)
+            info.update(rep_info)
+            lam, lam_info = self._lambda(pool, cl, rep_loss, scorer, rng)
+            info.update(lam_info, z=self.z)
+            score = sensitivities(cl.labels, cl.dist2, rep_loss, lam, self.z)
         if queries:
             keep = self.candidate_clusters(cl, pool, queries, budget)
-            cand = np.nonzero(keep[cl.labels])[0]
-            p = p[cand] / p[cand].sum()
-        picked, draws, m = draw_with_replacement(p, budget, rng)
-        info["draws"] = m
-        weights = draws / (m * p[picked])
-        pos = cand[picked]
-        return Selection(rows=cl.rows[pos], scores=p[picked].astype(np.float32), weights=weights.astype(np.float32),
-                         extra={"cluster": cl.labels[pos].astype(np.int32), "draws": draws.astype(np.int32)},
+            reps = reps[keep[cl.labels[reps]]]
+            info["query_clusters_kept"] = int(keep.sum())
+        taken[reps] = True
+        candidates = ~taken if not queries else ~taken & keep[cl.labels]
+        pop = np.nonzero(candidates)[0]
+        s = budget - n_warm - len(reps)
+        if s > len(pop):
+            raise DataselectError(f"kmeans-sensitivity: {len(pop):,} rows are left to draw {s:,} from; lower --budget")
+        p = score[pop]
+        p = p / p.sum() if p.sum() > 0 else np.full(len(pop), 1.0 / max(len(pop), 1))
+        if s == 0:
+            drawn, draws, weight = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+        elif self.draws == "iid":
+            drawn, draws = iid_sample(p, s, rng)
+            weight = draws / (s * p[drawn])
+            if len(drawn) < s:
+                note(f"kmeans-sensitivity --draws iid: {s:,} draws gave {len(drawn):,} distinct rows (Algorithm 1 "
+                     "draws with replacement); the selection has fewer rows than --budget")
+        else:
+            pi = inclusion_probabilities(p, s)
+            drawn = systematic_sample(pi, rng)
+            draws, weight = np.ones(len(drawn), dtype=np.int64), 1.0 / pi[drawn]
+            info["certainty_rows"] = int((pi >= 1.0).sum())
+        info.update(draws=self.draws, draws_made=int(draws.sum()), drawn_rows=len(drawn), warm_start_rows=n_warm,
+                    population=len(pop))
+        pos = np.concatenate([warm, reps, pop[drawn]]).astype(np.int64)
+        kinds = np.array(["warm-start"] * n_warm + ["representative"] * len(reps) + ["drawn"] * len(drawn), dtype=object)
+        p_col = np.concatenate([np.full(n_warm + len(reps), np.nan), p[drawn]])
+        return Selection(rows=cl.rows[pos], scores=score[pos].astype(np.float32),
+                         weights=np.concatenate([np.ones(n_warm + len(reps)), weight]).astype(np.float32),
+                         extra={"kind": kinds, "cluster": cl.labels[pos].astype(np.int32),
+                                "draws": np.concatenate([np.ones(n_warm + len(reps), dtype=np.int64), draws]).astype(np.int32),
+                                "p": p_col.astype(np.float32)},
                          info=info)
+
