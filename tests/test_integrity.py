@@ -96,7 +96,7 @@ def test_verify_passes_a_good_store_and_names_every_problem(tmp_path, vec_store,
     (pool / "shard-00003.arrow").unlink()
     _, err = run_cli("verify", pool, expect=2)
     assert "shard-00000.arrow: sha256 differs" in err and "shard-00003.arrow: missing" in err
-    assert "2 problem(s)" in err or "3 problem(s)" in err
+    assert any(f"{n} problem(s)" in err for n in (2, 3, 4))  # flipped bytes may also read as a NaN
 
 
 def test_embed_rerun_repairs_a_corrupt_shard(tmp_path, tiny_llama):
@@ -177,3 +177,92 @@ def test_a_query_file_of_blank_lines_makes_no_store(tmp_path, tiny_llama):
     q.write_text("\n\n   \n\n")
     _, err = run_cli("embed", q, "-m", tiny_llama, "-o", tmp_path / "qs", "--task", "t", "-q", expect=2)
     assert "no records" in err and not (tmp_path / "qs" / "manifest.json").exists()
+
+
+def poison(store, shard: int, position: int, value: float) -> None:
+    """Put ``value`` (NaN or inf) into one embedding of a shard, with every checksum made to match:
+    a store as a release without finite checks could have written it."""
+    import pyarrow as pa
+
+    from dataselect.store.manifest import store_hash
+    from dataselect.store.writer import column_xxh3, embedding_array, file_sha256, file_xxh3
+
+    path = store / f"shard-{shard:05d}.arrow"
+    table = pa.ipc.open_file(pa.BufferReader(path.read_bytes())).read_all()  # in memory: the file is rewritten
+    emb = table.column("embedding").combine_chunks()
+    x = emb.values.to_numpy().reshape(len(emb), -1).copy()
+    x[position, 3] = value
+    table = table.set_column(table.schema.get_field_index("embedding"), "embedding", embedding_array(x))
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+
+    def update(m):
+        s = m["shards"][shard]
+        s.update(bytes=path.stat().st_size, sha256=file_sha256(path), xxh3=file_xxh3(path),
+                 xxh3_columns=column_xxh3(path))
+        m["store_hash"] = store_hash(m["config"], m["shards"])
+
+    edit_manifest(store, update)
+
+
+@pytest.mark.parametrize("method", ["rds+", "kmeans-sensitivity", "hierarchical-kmeans", "random"])
+def test_every_selector_refuses_a_store_with_nan_or_inf(tmp_path, vec_store, method):
+    """Issue 24.3: rds+ ranked an inf row first; the clustering methods crashed with a torch traceback."""
+    pool, q = vec_store
+    poison(pool, 1, 5, np.nan)
+    poison(pool, 2, 7, np.inf)
+    extra = {"rds+": ["--queries", q], "kmeans-sensitivity": ["--variant", "coreset"],
+             "hierarchical-kmeans": ["--k", "8,2"], "random": []}[method]
+    # random reads no embedding (nor loss): its selection is right whatever the vectors hold
+    _, err = run_cli("run", "--store", pool, "--method", method, *extra, "--budget", "20", "--out", tmp_path / "s",
+                     "-q", expect=0 if method == "random" else 2)
+    if method == "random":
+        return
+    assert "NaN or inf in embedding" in err and "pool rows 105" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_verify_reports_nan_and_inf(vec_store):
+    pool, _ = vec_store
+    poison(pool, 1, 5, np.nan)
+    _, err = run_cli("verify", pool, expect=2)
+    assert "shard-00001.arrow: NaN or inf in embedding of 1 row (pool rows 105)" in err
+
+
+def test_a_query_store_with_inf_is_refused(tmp_path, vec_store):
+    pool, q = vec_store
+    poison(q, 0, 2, -np.inf)
+    _, err = run_cli("run", "--store", pool, "--method", "rds+", "--queries", q, "--budget", "20",
+                     "--out", tmp_path / "s", expect=2)
+    assert "NaN or inf in embedding" in err
+
+
+def test_writer_refuses_non_finite_embeddings_and_losses(tmp_path):
+    x = np.ones((10, 4), np.float32)
+    x[3, 1] = np.nan
+    with pytest.raises(DataselectError, match=r"NaN or inf in embedding of 1 row \(pool rows 3\)"):
+        store_from_array(tmp_path / "a", x)
+    assert not list((tmp_path / "a").glob("shard-*"))
+    loss = np.ones(10, np.float32)
+    loss[4] = np.inf
+    with pytest.raises(DataselectError, match="NaN or inf in loss_response"):
+        store_from_array(tmp_path / "b", np.ones((10, 4), np.float32), extra={"loss_response": loss})
+
+
+def test_embed_refuses_a_model_that_gives_nan(tmp_path):
+    """Issue 24.3: a model whose final norm holds a NaN gave an all-NaN store; embed exited 0 and verify said ok."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tinymodel import build_llama
+
+    path = build_llama(tmp_path / "nan-llama")
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")
+    model.save_pretrained(path)
+    pool = write_jsonl(tmp_path / "pool.jsonl", make_records(12))
+    _, err = run_cli("embed", pool, "-m", path, "-o", tmp_path / "st", "-q", expect=2)
+    assert "NaN or inf in embedding of 12 rows" in err and "--dtype float32" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "st").glob("shard-*.arrow"))

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from dataselect.errors import DataselectError
 from dataselect.store.manifest import MANIFEST, load_manifest, shard_path
-from dataselect.store.writer import column_xxh3
+from dataselect.store.writer import LOSS_COLUMNS, column_xxh3, nonfinite_problem
 
 
 def _column_numpy(batch: pa.RecordBatch, name: str, dim: int) -> np.ndarray:
@@ -98,11 +98,16 @@ class Store:
         self._starts = np.array([s["first_row"] for s in self.shards], dtype=np.int64)
 
     def _verify(self, shard: dict, columns) -> None:
-        """Check the columns about to be read against the xxh3 recorded when the shard was written
-        (once per shard and column; shards written before per-column digests are checked by ``verify``)."""
+        """Check the columns about to be read against the xxh3 recorded when the shard was written, and
+        embeddings and losses for NaN and inf (once per shard and column; shards written before
+        per-column digests are checked by ``verify``)."""
+        name = shard["file"]
         recorded = shard.get("xxh3_columns")
-        if not isinstance(recorded, dict):
-            return
+        if isinstance(recorded, dict):
+            self._check_xxh3(shard, columns, recorded)
+        self._check_finite(shard, [c for c in columns if c == "embedding" or c in LOSS_COLUMNS])
+
+    def _check_xxh3(self, shard: dict, columns, recorded: dict) -> None:
         name = shard["file"]
         todo = [c for c in columns if (name, c) not in self._verified]
         if not todo:
@@ -114,6 +119,25 @@ class Store:
                                       f"is corrupt since it was written; run `dataselect verify {self.path}`, and "
                                       "re-embed to repair it")
             self._verified.add((name, c))
+
+    def _check_finite(self, shard: dict, columns) -> None:
+        name = shard["file"]
+        todo = [c for c in columns if (name, "finite:" + c) not in self._verified]
+        if not todo:
+            return
+        with pa.memory_map(str(self.path / name)) as mm:
+            reader = pa.ipc.open_file(mm)
+            names = reader.schema.names
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                cols = {c: _column_numpy(batch, c, self.dim) for c in ("row", *todo, "n_response_tokens")
+                        if c in names}
+                problem = nonfinite_problem(cols)
+                if problem:
+                    raise DataselectError(f"{self.path / name}: {problem}; no selection can use this store -- "
+                                          "re-embed those rows (`dataselect verify` lists every shard)")
+                del cols, batch
+        self._verified.update((name, "finite:" + c) for c in todo)
 
     def __len__(self) -> int:
         return self.n_rows

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataselect.atomic import atomic_path, with_path
+from dataselect.errors import DataselectError
 
 
 def shard_name(index: int) -> str:
@@ -70,10 +71,79 @@ def _arrays(array: pa.Array):
         yield from _arrays(array.values)
 
 
+_EXPONENT = np.uint16(0x7C00)  # float16: all exponent bits set = inf or NaN
+LOSS_COLUMNS = ("loss_response", "loss_response_alone")
+
+
+def nonfinite_rows(emb: np.ndarray) -> np.ndarray:
+    """Positions of the rows of a (n, dim) float16 array that hold a NaN or inf, in blocks (no full-size temporary)."""
+    emb = np.asarray(emb)
+    if emb.dtype != np.float16:
+        return np.nonzero(~np.isfinite(emb).all(axis=1))[0]
+    bad = []
+    step = max(1, (1 << 24) // max(emb.shape[1], 1))
+    for lo in range(0, len(emb), step):
+        hit = (emb[lo:lo + step].view(np.uint16) & _EXPONENT) == _EXPONENT
+        if hit.any():
+            bad.append(lo + np.nonzero(hit.any(axis=1))[0])
+    return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
+
+
+def bad_loss_rows(loss: np.ndarray, tokens: np.ndarray | None) -> np.ndarray:
+    """Positions of losses that are inf, or NaN although the row has response tokens (NaN is kept for
+    rows with no response token left: there is no loss to compute)."""
+    loss = np.asarray(loss, dtype=np.float64)
+    bad = np.isinf(loss)
+    if tokens is not None:
+        bad |= np.isnan(loss) & (np.asarray(tokens) > 0)
+    return np.nonzero(bad)[0]
+
+
+def nonfinite_problem(columns: dict[str, np.ndarray]) -> str | None:
+    """What is not finite in a shard's columns (``embedding`` (n, dim), loss columns, ``row``), or None."""
+    rows = columns.get("row")
+    found = []
+    if "embedding" in columns:
+        bad = nonfinite_rows(columns["embedding"])
+        if len(bad):
+            found.append(("embedding", bad))
+    for name in LOSS_COLUMNS:
+        if name in columns:
+            bad = bad_loss_rows(columns[name], columns.get("n_response_tokens"))
+            if len(bad):
+                found.append((name, bad))
+    if not found:
+        return None
+    parts = []
+    for name, bad in found:
+        shown = [int(rows[i]) if rows is not None else int(i) for i in bad[:5]]
+        parts.append(f"{name} of {len(bad):,} row{'s' if len(bad) > 1 else ''} (pool rows "
+                     f"{', '.join(map(str, shown))}{', ...' if len(bad) > 5 else ''})")
+    return "NaN or inf in " + "; ".join(parts)
+
+
+def _numpy_columns(columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, arr in columns.items():
+        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+        if name == "embedding":
+            dim = arr.type.list_size
+            out[name] = arr.values.to_numpy(zero_copy_only=False)[arr.offset * dim:(arr.offset + len(arr)) * dim
+                                                                   ].reshape(len(arr), dim)
+        elif name in ("row", "n_response_tokens", *LOSS_COLUMNS):
+            out[name] = arr.to_numpy(zero_copy_only=False)
+    return out
+
+
 def write_shard(path, columns: dict[str, pa.Array]) -> dict:
     """Write ``columns`` as one record batch to ``path`` atomically; return its size, sha256, the
-    xxh3 of the file and of each column."""
+    xxh3 of the file and of each column. Refuses (nothing written) columns holding NaN or inf
+    embeddings or losses: no store dataselect writes has them."""
     path = Path(path)
+    problem = nonfinite_problem(_numpy_columns(columns))
+    if problem:
+        raise DataselectError(f"{path}: {problem} -- the model produced non-finite values (NaN weights, or "
+                              "float16 overflow: try --dtype float32); nothing of this shard was written")
     batch = pa.RecordBatch.from_pydict(columns)
     with atomic_path(path) as tmp:
         try:
