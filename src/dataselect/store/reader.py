@@ -101,7 +101,6 @@ class Store:
         """Check the columns about to be read against the xxh3 recorded when the shard was written, and
         embeddings and losses for NaN and inf (once per shard and column; shards written before
         per-column digests are checked by ``verify``)."""
-        name = shard["file"]
         recorded = shard.get("xxh3_columns")
         if isinstance(recorded, dict):
             self._check_xxh3(shard, columns, recorded)
