@@ -78,8 +78,63 @@ def test_closest_per_cluster():
     labels = np.array([1, 0, 1, 1, 0, 2])
     dist2 = np.array([0.5, 0.2, 0.1, 0.9, 0.3, 0.0], np.float32)
     assert closest_per_cluster(labels, dist2, 2).tolist() == [0, 1, 2, 4, 5]
-    assert default_levels(5_800_000) == [20000, 2000, 200, 20]
-    assert default_levels(1000) == [4]
+
+
+
+def test_default_levels_follow_the_references_ratio():
+    # ssl-data-curation: README 29,700 points -> 1,000 clusters, configs/2levels 100,000 -> 5,000 (n/20-n/30)
+    for n, (lo, hi) in ((29_700, (990, 1485)), (100_000, (3333, 5000)), (5_800_000, (193_333, 290_000))):
+        k1 = default_levels(n)[0]
+        assert lo <= k1 <= hi and k1 == round(n / 25), (n, k1)
+    assert default_levels(5_800_000) == [232_000, 23_200, 2_320, 232]
+    assert default_levels(1000) == [40]
+    assert default_levels(30) == [2]
+
+
+def test_default_levels_through_the_selector_and_capped_by_memory(tmp_path, capsys):
+    from dataselect.pool_index.kmeans import plan_memory
+    from dataselect.resources import SLACK, MemoryBudget, Resources
+
+    x, _ = modes_pool(2)
+    store_from_array(tmp_path / "p", x[::5], shard_rows=500)  # 990 rows
+    st = Store(tmp_path / "p")
+    h = build_selector("hierarchical-kmeans", {"resamples": 0, "niter": 2}).hierarchy(st)
+    assert h.ks == [40] and h.meta["default_levels"]["k1"] == 40  # round(990 / 25), as the reference's ratio
+    assert not h.meta["default_levels"]["limited_by_memory"] and not h.meta["notes"]
+    # a budget that holds the whole pool's 25 rows per centroid only for a smaller k
+    tight = Resources.make("cpu", MemoryBudget.runtime() + SLACK + 180 * 2**10, progress=False)
+    capsys.readouterr()
+    h = build_hierarchy(st, resamples=0, niter=2, resources=tight, cache=False)
+    k1 = h.ks[0]
+    err = capsys.readouterr().err
+    assert 2 <= k1 < 40 and h.meta["default_levels"]["limited_by_memory"] and h.meta["default_levels"]["k1"] == k1
+    assert err.count("not the reference's n/25 = 40") == 1 and h.meta["notes"][0].startswith("hierarchical k-means")
+
+    def holds(k):  # independently: the engine's plan for k keeps >= 25 rows per centroid
+        n = st.n_rows
+        try:
+            plan = plan_memory(st, k, st.dim, 256 * k, tight.torch_device(), tight,
+                               keep_rows=k * max(2, int(0.5 * n / k)), extra=40 * n)
+        except Exception:
+            return False
+        return plan.sample_rows >= min(n, 25 * k)
+
+    assert holds(k1) and not holds(k1 + 1)
+
+
+def test_each_level_is_assigned_to_the_centroids_the_next_level_clusters(tmp_path):
+    x, _ = modes_pool(3)
+    store_from_array(tmp_path / "p", x, shard_rows=1000)
+    st = Store(tmp_path / "p")
+    h = build_hierarchy(st, [40, 6], resamples=2, sample_sizes=[10, 3], niter=5, cache=False)
+    from dataselect.pool_index.sample import read_positions
+
+    pool = read_positions(st, np.arange(st.n_rows))
+    for points, cent, lab in ((pool, h.centroids[0], h.labels[0]), (h.centroids[0], h.centroids[1], h.labels[1])):
+        d2 = ((points[:, None, :].astype(np.float64) - cent[None].astype(np.float64)) ** 2).sum(-1)
+        best = d2.min(1)
+        assert (d2[np.arange(len(points)), lab] <= best + 1e-4).all()  # the nearest centroid (ties aside)
+    np.testing.assert_allclose(h.dist2, ((pool - h.centroids[0][h.labels[0]]) ** 2).sum(1), rtol=1e-3, atol=1e-4)
 
 
 def modes_pool(seed=0, dim=16):

@@ -16,6 +16,12 @@ At level 1 the k-means input is a uniform sample of the pool sized by the memory
 reference uses the whole pool, which it spreads over many GPUs), the pool is assigned shard by
 shard after every run, and a resampling union larger than the budget holds is cut to fewer points
 per cluster (said in one line, recorded in the metadata). Upper levels hold at most k1 centroids.
+
+Default levels (:func:`plan_default_levels`): k1 = n/25, the reference's ratio (its README clusters
+29,700 points into 1,000, ``configs/2levels_random_embeddings.yaml`` 100,000 into 5,000), then /10
+per level. Where the memory budget cannot hold a level-1 training sample of 25 rows per centroid
+for that k, k1 is the largest k it can: said in one line, recorded as ``default_levels`` in the
+metadata. docs/fidelity.md compares this code with the reference's side by side.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,12 +54,58 @@ from dataselect.store import Store
 RESAMPLE_STRATEGIES = ("closest", "random")
 
 
-def default_levels(n: int) -> list[int]:
-    """k1 = n/256 clamped to [2, 20000]; each next level divides by 10 while that leaves >= 10; <= 4 levels."""
-    ks = [int(min(20000, max(2, round(n / 256))))]
+REFERENCE_ROWS_PER_CLUSTER = 25  # level 1 of ssl-data-curation's examples: n/20 to n/30 rows per cluster
+
+
+def default_levels(n: int, k1: int = 0) -> list[int]:
+    """k1 (default n/25, the reference's level-1 ratio, clamped to [2, n]); each next level divides by 10
+    while that leaves >= 10; at most 4 levels."""
+    ks = [int(k1 or min(n, max(2, round(n / REFERENCE_ROWS_PER_CLUSTER))))]
     while len(ks) < 4 and ks[-1] // 10 >= 10:
         ks.append(ks[-1] // 10)
     return ks
+
+
+def _level1_plan(store: Store, k: int, sample_size: int, sample_per_cluster: int, device, resources: Resources):
+    """The engine's memory plan for level 1 with k clusters (raises DataselectError when it cannot fit)."""
+    n = store.n_rows
+    return plan_memory(store, k, store.dim, sample_size or k * POINTS_PER_CENTROID, device, resources,
+                       keep_rows=k * max(sample_per_cluster, 1), extra=40 * n)
+
+
+def plan_default_levels(store: Store, device, resources: Resources, sample_size: int = 0) -> tuple[list[int], dict]:
+    """Default levels: :func:`default_levels`, with k1 lowered where the memory budget cannot hold it.
+
+    k1 = n/25 is kept when the engine's plan fits and its level-1 training sample holds the
+    reference's 25 rows per centroid; otherwise k1 is the largest k that does (the plan shrinks with
+    k), said in one line and recorded. Returns (ks, record for the hierarchy metadata).
+    """
+    n = store.n_rows
+    wanted = default_levels(n)[0]
+
+    def fits(k: int) -> bool:
+        try:
+            plan = _level1_plan(store, k, sample_size, max(2, int(0.5 * n / k)), device, resources)
+        except DataselectError:
+            return False
+        return plan.sample_rows >= min(n, REFERENCE_ROWS_PER_CLUSTER * k)
+
+    k1 = wanted
+    if not fits(wanted):
+        lo, hi = 1, wanted  # fits(lo) (or lo == 1: nothing fits), not fits(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        k1 = max(2, lo)
+    record = {"rule": f"k1 = n/{REFERENCE_ROWS_PER_CLUSTER} (ssl-data-curation's level-1 ratio), then /10 per "
+                      "level while >= 10, at most 4 levels", "k1_reference": wanted, "k1": k1,
+              "limited_by_memory": k1 < wanted, "note": None}
+    if k1 < wanted:
+        record["note"] = (f"hierarchical k-means: level 1 gets k={k1:,}, not the reference's n/"
+                          f"{REFERENCE_ROWS_PER_CLUSTER} = {wanted:,}: the memory budget holds a training sample of "
+                          f"{REFERENCE_ROWS_PER_CLUSTER} rows per centroid only up to that k; raise --max-memory "
+                          "or pass --k")
+    return default_levels(n, k1), record
 
 
 def closest_per_cluster(labels: np.ndarray, dist2: np.ndarray, size: int) -> np.ndarray:
@@ -73,13 +125,15 @@ def random_per_cluster(labels: np.ndarray, size: int, rng: np.random.Generator) 
 class Hierarchy:
     """labels[0]: (n_rows,) level-1 cluster of each pool row (store order); labels[l]: (k_l,) parent
     of each level-l cluster at level l+1. dist2: (n_rows,) squared distance of each row to its level-1
-    centroid. ``rows``: pool row numbers in store order."""
+    centroid. ``rows``: pool row numbers in store order. centroids[l]: (k_l, d) float32 centroids of
+    level l+1 (those of the level's last k-means run; level l+2 clusters them)."""
 
     labels: list[np.ndarray]
     dist2: np.ndarray
     ks: list[int]
     rows: np.ndarray
     meta: dict
+    centroids: list[np.ndarray] = field(default_factory=list)
 
     def paths(self, positions: np.ndarray) -> list[str]:
         """'top/.../leaf' cluster path of each store position."""
@@ -93,18 +147,24 @@ def _default_sample_sizes(n: int, ks: list[int]) -> list[int]:
     return [max(2, int(0.5 * m / k)) for m, k in zip([n, *ks[:-1]], ks, strict=True)]
 
 
-def build_hierarchy(store: Store, ks: list[int], *, resamples: int = 9, sample_sizes: list[int] | None = None,
+def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int = 9, sample_sizes: list[int] | None = None,
                     strategy: str = "closest", niter: int = 50, seed: int = 0, sample_size: int = 0,
                     init_sample: int = 0, backend: str = "auto", assign: str = "exact",
                     resources: Resources | None = None, cache: bool = True) -> Hierarchy:
     """Cluster ``store`` into a hierarchy with ``ks[l]`` clusters at level l+1 (see module docstring).
 
-    ``sample_sizes[l]``: points kept per cluster in level l+1's resampling steps. ``sample_size``:
-    level-1 training rows (0: 256 k1, within the memory budget). ``init_sample``: see
-    :func:`dataselect.pool_index.kmeans.fit_kmeans`.
+    ``ks`` empty: :func:`plan_default_levels`. ``sample_sizes[l]``: points kept per cluster in level
+    l+1's resampling steps. ``sample_size``: level-1 training rows (0: 256 k1, within the memory
+    budget). ``init_sample``: see :func:`dataselect.pool_index.kmeans.fit_kmeans`.
     """
     resources = resources or Resources.make(progress=False)
     n = store.n_rows
+    device = resources.torch_device()
+    levels = None
+    if not ks:
+        ks, levels = plan_default_levels(store, device, resources, sample_size)
+        if levels["note"]:
+            note(levels["note"])  # said on every run: the plan, not the cache, decides it
     if not ks or any(k < 1 for k in ks) or ks[0] > n or any(b > a for a, b in zip(ks, ks[1:], strict=False)):
         raise DataselectError(f"--k {','.join(map(str, ks))}: cluster counts must be >= 1, not increase with the "
                               f"level, and the first must not exceed the pool ({n:,} rows)")
@@ -113,11 +173,9 @@ def build_hierarchy(store: Store, ks: list[int], *, resamples: int = 9, sample_s
     sample_sizes = list(sample_sizes or _default_sample_sizes(n, ks))
     if len(sample_sizes) != len(ks):
         raise DataselectError(f"--sample-sizes needs one value per level ({len(ks)})")
-    device = resources.torch_device()
     search = resolve_search(backend, assign, device)
     # per pool row beyond the engine's own: the sort that picks each cluster's closest points (~40 B)
-    plan = plan_memory(store, ks[0], store.dim, sample_size or ks[0] * POINTS_PER_CENTROID, device, resources,
-                       keep_rows=ks[0] * max(sample_sizes[0], 1), extra=40 * n)
+    plan = _level1_plan(store, ks[0], sample_size, sample_sizes[0], device, resources)
     params = {"ks": ks, "resamples": resamples, "sample_sizes": sample_sizes, "strategy": strategy,
               "niter": niter, "seed": seed, "sample_rows": plan.sample_rows, "init_sample": init_sample,
               "n_local_trials": [default_trials(k) for k in ks], "search": search}
@@ -128,7 +186,7 @@ def build_hierarchy(store: Store, ks: list[int], *, resamples: int = 9, sample_s
 
     progress = resources.progress
     timings: list[dict] = []
-    notes: list[str] = []
+    notes: list[str] = [levels["note"]] if levels and levels["note"] else []
     if plan.limited_by_budget:
         notes.append(sample_note(f"hierarchical k-means level 1 (k={ks[0]:,})", plan, ks[0]))
         note(notes[-1])
@@ -169,34 +227,56 @@ def build_hierarchy(store: Store, ks: list[int], *, resamples: int = 9, sample_s
 
     # Upper levels: the previous level's centroids, in memory.
     labels = [labels0.astype(np.int32)]
+    cents = [np.asarray(centroids, dtype=np.float32)]
     points = torch.as_tensor(centroids, device=device)
     for level, k in enumerate(ks[1:], start=1):
         t0 = time.perf_counter()
-        s = sample_sizes[level]
-        cent = torch.as_tensor(fit(points, k, seed + 1000 * level).centroids, device=device)
-        lab, d2 = CentroidSearch(cent, search)(points)
-        for r in range(resamples if s > 1 else 0):
-            lab_np, d2_np = lab.cpu().numpy(), d2.cpu().numpy()
-            pos = (closest_per_cluster(lab_np, d2_np, s) if strategy == "closest"
-                   else random_per_cluster(lab_np, s, rng))
-            cent = torch.as_tensor(fit(points[torch.as_tensor(pos, device=device)], k,
-                                       seed + 1000 * level + 1 + r).centroids, device=device)
-            lab, d2 = CentroidSearch(cent, search)(points)
-        labels.append(lab.cpu().numpy().astype(np.int32))
-        points = cent
+        cent, lab = cluster_level(points, k, resamples=resamples, sample_size=sample_sizes[level], strategy=strategy,
+                                  niter=niter, seed=seed + 1000 * level, rng=rng, search=search,
+                                  init_sample=init_sample, progress=progress)
+        labels.append(lab.astype(np.int32))
+        cents.append(cent)
+        points = torch.as_tensor(cent, device=device)
         timings.append(_lap(level + 1, t0))
     meta = {**params, "store_hash": store.hash, "n": n, "ks_effective": [int(len(lab_)) and int(lab_.max()) + 1 for lab_ in labels],
             "sample_rows_wanted": plan.wanted_rows, "sample_limited_by_memory": plan.limited_by_budget,
             "device": plan.device, "backend": "torch" if search == "torch" else "faiss", "notes": notes,
+            "default_levels": levels,
             "timings": timings}
-    hierarchy = Hierarchy(labels, dist2, ks, store.rows(), meta)
+    hierarchy = Hierarchy(labels, dist2, ks, store.rows(), meta, cents)
     if cache:
         with atomic_dir(folder, overwrite=True) as tmp:
-            for i, lab in enumerate(labels):
+            for i, (lab, cen) in enumerate(zip(labels, cents, strict=True)):
                 np.save(tmp / f"labels-{i}.npy", lab)
+                np.save(tmp / f"centroids-{i}.npy", cen)
             np.save(tmp / "dist2.npy", dist2)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return hierarchy
+
+
+def cluster_level(points: torch.Tensor, k: int, *, resamples: int = 9, sample_size: int = 0,
+                  strategy: str = "closest", niter: int = 50, seed: int = 0, rng: np.random.Generator | None = None,
+                  search: str = "flat", init_sample: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One upper level: k-means of ``points`` (in memory) then the resampling runs (module docstring).
+
+    Returns (centroids (k, d) float32, label of each point (n,)).
+    """
+    rng = rng if rng is not None else np.random.default_rng(seed)
+
+    def fit(x: torch.Tensor, run_seed: int) -> torch.Tensor:
+        c = fit_kmeans(x, k, niter=niter, seed=run_seed, init_sample=init_sample, search=search,
+                       progress=progress).centroids
+        return torch.as_tensor(c, device=points.device)
+
+    cent = fit(points, seed)
+    lab, d2 = CentroidSearch(cent, search)(points)
+    for r in range(resamples if sample_size > 1 else 0):
+        lab_np, d2_np = lab.cpu().numpy(), d2.cpu().numpy()
+        pos = (closest_per_cluster(lab_np, d2_np, sample_size) if strategy == "closest"
+               else random_per_cluster(lab_np, sample_size, rng))
+        cent = fit(points[torch.as_tensor(pos, device=points.device)], seed + 1 + r)
+        lab, d2 = CentroidSearch(cent, search)(points)
+    return cent.cpu().numpy().astype(np.float32), lab.cpu().numpy()
 
 
 def _lap(level: int, t0: float) -> dict:
@@ -209,7 +289,8 @@ def _load(folder, store: Store, levels: int) -> Hierarchy:
     if meta.get("store_hash") != store.hash:
         raise DataselectError(f"{folder} is stale: it was made for another version of the store")
     labels = [np.load(folder / f"labels-{i}.npy") for i in range(levels)]
+    cents = [np.load(folder / f"centroids-{i}.npy") for i in range(levels) if (folder / f"centroids-{i}.npy").is_file()]
     dist2 = np.load(folder / "dist2.npy")
     if len(labels[0]) != store.n_rows or len(dist2) != store.n_rows:
         raise DataselectError(f"{folder}: cached hierarchy does not match the store; delete it and run again")
-    return Hierarchy(labels, dist2, meta["ks"], store.rows(), meta)
+    return Hierarchy(labels, dist2, meta["ks"], store.rows(), meta, cents if len(cents) == levels else [])

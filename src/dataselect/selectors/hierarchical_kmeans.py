@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from dataselect.errors import DataselectError
-from dataselect.pool_index.hierarchical import RESAMPLE_STRATEGIES, Hierarchy, build_hierarchy, default_levels
+from dataselect.pool_index.hierarchical import RESAMPLE_STRATEGIES, Hierarchy, build_hierarchy
 from dataselect.selection import Selection
 from dataselect.selectors.base import Selector, check_choice, register
 
@@ -91,8 +91,11 @@ class HierarchicalKMeans(Selector):
 
     Parameters
     ----------
-    k : clusters per level, bottom to top, e.g. "20000,2000,200,20" (empty: n/256 clamped to
-        [2, 20000], then /10 per level while >= 10, at most 4 levels).
+    k : clusters per level, bottom to top, e.g. "20000,2000,200,20" (empty: n/25 at level 1, the
+        reference's ratio -- its README clusters 29,700 points into 1,000, its two-level config
+        100,000 into 5,000 -- lowered, in one line and in the metadata, to the largest k whose
+        training sample of 25 rows per centroid the memory budget holds; then /10 per level while
+        >= 10, at most 4 levels).
     resamples : resampling steps per level after the first k-means (reference: 10 runs = 1 + 9).
     sample_sizes : points kept per cluster in resampling, one per level (empty: half the mean
         cluster size of the level, the reference configs' advice).
@@ -129,7 +132,7 @@ class HierarchicalKMeans(Selector):
         self.backend, self.assign = backend, assign
 
     def hierarchy(self, pool, resources=None) -> Hierarchy:
-        return build_hierarchy(pool, self.k or default_levels(pool.n_rows), resamples=self.resamples,
+        return build_hierarchy(pool, self.k or None, resamples=self.resamples,
                                sample_sizes=self.sample_sizes or None, strategy=self.resample, niter=self.niter,
                                seed=self.cluster_seed, sample_size=self.sample_size, init_sample=self.init_sample,
                                backend=self.backend, assign=self.assign, resources=resources)
