@@ -5,7 +5,7 @@ times, each with a time limit (rows reached, rate and ETA are reported when it i
 
 * validation: `PoolReader.rows()` over the whole pool, the pass `embed` makes before writing;
 * export: `dataselect export` of a selection of `--selected` random rows (a synthetic store and
-  selection over the same pool).
+  selection over the same pool), with the id check only and with every record's hash checked.
 
 The baseline, in the same run: reading the file's lines and `json.loads` alone (the least any
 validator must do). Ratios are printed against it.
@@ -44,6 +44,22 @@ def write_pool(path: Path, n: int, seed: int = 0) -> None:
             fh.write(json.dumps({"id": f"tulu-{i}", "source": f"src{i % 17}", "messages": turns}) + "\n")
             if i % 500_000 == 0 and i:
                 print(f"  wrote {i:,} rows ({i / (time.perf_counter() - t0):,.0f} rows/s)", file=sys.stderr)
+
+
+def selected_hashes(pool: Path, rows: np.ndarray) -> np.ndarray:
+    """What embed would have stored as record_hash for ``rows`` (one pass over the pool)."""
+    import orjson
+
+    from dataselect.pool.identity import record_hash
+
+    where = {int(r): i for i, r in enumerate(rows)}
+    out = np.zeros(len(rows), dtype=np.uint64)
+    with open(pool, "rb") as fh:
+        for i, line in enumerate(fh):
+            j = where.get(i)
+            if j is not None:
+                out[j] = record_hash(orjson.loads(line))
+    return out
 
 
 def timed(label: str, it, total: int, limit: float) -> tuple[int, float, bool]:
@@ -103,13 +119,19 @@ def main() -> None:
                       "task": pa.array([None] * len(rows), pa.string()),
                       "weight": pa.array(np.ones(len(rows), np.float32))})
     out = args.keep / "exported.jsonl"
-    if out.exists():
-        out.unlink()
     t0 = time.perf_counter()
-    export_table(table, meta, pool, out)
-    dt = time.perf_counter() - t0
-    print(f"export of {args.selected:,} rows      : {dt:.1f} s = {args.selected / dt:,.0f} selected rows/s, "
-          f"{args.rows / dt:,.0f} pool rows/s  x{args.rows / dt / base:.2f} of baseline (pool rows)")
+    hashes = selected_hashes(pool, rows)
+    print(f"(setup, untimed: record hashes of the selected rows in {time.perf_counter() - t0:.1f} s)")
+    for label, tab in (("export, id check only (stores without record_hash)", table),
+                       ("export, record_hash checked per record", table.append_column(
+                           "record_hash", pa.array(hashes, pa.uint64())))):
+        if out.exists():
+            out.unlink()
+        t0 = time.perf_counter()
+        export_table(tab, meta, pool, out)
+        dt = time.perf_counter() - t0
+        print(f"{label}: {args.selected:,} rows in {dt:.1f} s = {args.selected / dt:,.0f} selected rows/s, "
+              f"{args.rows / dt:,.0f} pool rows/s  x{args.rows / dt / base:.2f} of baseline (pool rows)")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     os.environ.get("KEEP") or out.unlink()
 

@@ -241,3 +241,40 @@ def test_recovery_touches_only_its_own_temporary_files(tmp_path):
     with lock(out):
         recover(out)
     assert theirs.exists() and alive_legacy.exists() and not dead.exists()
+
+
+def test_a_link_to_an_output_shares_its_lock(tmp_path, small_pool, tiny_llama):
+    """Issue 24.9: a second embed through a symlink to the store being written ran beside the first."""
+    store = tmp_path / "store"
+    (tmp_path / "alias").symlink_to(store, target_is_directory=True)
+    with lock(store):
+        _, err = run_cli("embed", small_pool, "-m", tiny_llama, "-o", tmp_path / "alias", "-q", expect=2)
+    assert "being written" in err and f"pid {os.getpid()}" in err
+    with lock(tmp_path / "alias"), pytest.raises(Exception, match="being written"), lock(store):
+        pass
+
+
+def test_no_lock_file_outlives_its_writer(tmp_path, stores):
+    """Issue 24: `.dataselect-lock.NAME` files were left in every output's parent folder."""
+    pool, q = stores
+    select(pool, q, tmp_path / "sel")
+    run_cli("report", tmp_path / "sel", "--out", tmp_path / "r.html")
+    with lock(tmp_path / "x"):
+        assert (tmp_path / ".dataselect-lock.x").exists()
+    assert not list(tmp_path.glob(".dataselect-lock.*"))
+    assert not list(pool.glob(".dataselect-lock.*")) and not list(pool.parent.glob(".dataselect-lock.*"))
+
+
+def test_a_lock_removed_by_its_holder_is_not_shared(tmp_path):
+    """The race the removal opens: a waiter that opened the file before it was removed must not hold
+    a lock on the removed file while a third takes a new one."""
+    import fcntl
+
+    out = tmp_path / "o"
+    path = tmp_path / ".dataselect-lock.o"
+    with lock(out):
+        stale = os.open(path, os.O_RDWR)  # opened while held, as a waiter would
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # succeeds on the removed inode ...
+    with lock(out):  # ... and the next writer takes a fresh file: the two are told apart by inode
+        assert os.fstat(stale).st_ino != os.stat(path).st_ino
+    os.close(stale)

@@ -294,5 +294,5 @@ def test_python_api_reads_hub_pools_too(hub_folder, tmp_path, tiny_llama):
     assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 6
     from dataselect.lookup import first_lines
 
-    lines = first_lines(pool_source(folder, "train"), sel.rows.tolist())
+    lines = first_lines(pool_source(folder, "train"), store, sel.rows.tolist())
     assert len(lines) == 6 and all(lines.values())

@@ -5,7 +5,9 @@ selected lines are read, at their offsets, in output order; each keeps its own b
 provenance field spliced in. Other pools (compressed, Parquet, ``datasets``, hub) are streamed once:
 selected records are appended to a scratch file as they are met and their offsets remembered, then
 written in output order from it. Either way memory holds offsets, never the records, and the output
-is written under a temporary name and renamed into place; ``.jsonl.gz`` is compressed.
+is written under a temporary name and renamed into place; ``.jsonl.gz`` is compressed. Every record
+written is first checked against the identity the store recorded for its row (pool.identity): a pool
+changed after embedding is refused at the first record that differs, naming its file and line.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orjson
 from dataselect.errors import DataselectError, InputError
 from dataselect.outputs import claim, writing
 from dataselect.pool import PoolReader, normalize_record, pool_fingerprint
+from dataselect.pool.identity import HASH_COLUMN, Identities
 from dataselect.pool.offsets import record_offsets
 from dataselect.pool.reader import parse_line, plain_jsonl_files
 from dataselect.pool.records import RecordError
@@ -63,9 +66,11 @@ def export_table(table, meta: dict, pool, out, *, order: str = "selection", fmt:
                               f"from {meta['pool_store']['pool_name']!r} with a different fingerprint)")
     rows = table.column("row").to_numpy()
     info = {c: table.column(c).to_pylist() for c in ("score", "task", "weight", "id")}
+    hashes = table.column(HASH_COLUMN).to_numpy() if HASH_COLUMN in table.column_names else None
+    identities = Identities(rows, info["id"], hashes, "the selection's store")
     files = plain_jsonl_files(pool)
     if files is not None:
-        _export_plain(files, rows, info, meta, out, order=order, fmt=fmt, bare=bare, overwrite=overwrite,
+        _export_plain(files, rows, info, meta, out, identities, order=order, fmt=fmt, bare=bare, overwrite=overwrite,
                       inputs=inputs)
         return len(rows)
     rank_of = {int(r): i for i, r in enumerate(rows)}
@@ -79,6 +84,7 @@ def export_table(table, meta: dict, pool, out, *, order: str = "selection", fmt:
                 continue
             if isinstance(rec, RecordError):
                 raise InputError(where, f"selected row {row} is not a valid record now ({rec})")
+            identities.check(row, where, rec)
             obj = _output_record(rec, row, rank, info, meta, fmt, bare, where)
             line = _jsonl_line(obj)
             offsets[rank] = (scratch.tell(), len(line))
@@ -111,8 +117,8 @@ def _output(out: Path, overwrite: bool, inputs):
                 os.fsync(fh.fileno())
 
 
-def _export_plain(files: list[Path], rows: np.ndarray, info: dict, meta: dict, out: Path, *, order: str,
-                  fmt: str, bare: bool, overwrite: bool, inputs) -> None:
+def _export_plain(files: list[Path], rows: np.ndarray, info: dict, meta: dict, out: Path, identities: Identities, *,
+                  order: str, fmt: str, bare: bool, overwrite: bool, inputs) -> None:
     """Plain JSONL pools: find every record's byte offset with numpy, then read, annotate and write only
     the selected lines, in the output's order, each read at its offset."""
     spans = [record_offsets(f) for f in files]
@@ -145,6 +151,7 @@ def _export_plain(files: list[Path], rows: np.ndarray, info: dict, meta: dict, o
                 rec = parse_line(raw, line_no)
                 if isinstance(rec, RecordError):
                     raise InputError(f"{files[k]}:{line_no}", f"selected row {row} is not a valid record now ({rec})")
+                identities.check(row, f"{files[k]}:{line_no}", rec)
                 line = _original_line(raw, rec, row, rank, info, meta, bare) if fmt == "original" else None
                 pending.append(line or _jsonl_line(_output_record(rec, row, rank, info, meta, fmt, bare,
                                                                   f"{files[k]}:{line_no}")))

@@ -8,6 +8,7 @@ import numpy as np
 
 from dataselect.errors import DataselectError
 from dataselect.pool import PoolReader, pool_fingerprint, pool_source
+from dataselect.pool.identity import Identities
 from dataselect.pool_index import PoolIndex, build_index
 from dataselect.store import Store, open_store
 
@@ -27,14 +28,20 @@ def embed_texts(store: Store, texts: list[str], device: str = "auto") -> np.ndar
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
-def first_lines(pool, rows) -> dict[int, str]:
-    """First line of the first user turn of each wanted pool row (one pass over the pool).
+def first_lines(pool, store: Store, rows) -> dict[int, str]:
+    """First line of the first user turn of each wanted pool row (one pass over the pool), each record
+    checked against what ``store`` recorded of it (refused in one line when the pool changed).
 
     ``pool``: a path, a hub id, or a :class:`dataselect.pool.HubPool`."""
     pool = pool_source(pool)
+    if pool_fingerprint(pool) != store.config["pool"]["fingerprint"]:
+        raise DataselectError(f"{pool} is not the pool {store.path} was embedded from "
+                              f"({store.config['pool']['name']!r})")
     want, out = set(int(r) for r in rows), {}
+    identities = Identities.of_store(store, sorted(want))
     for row in PoolReader(pool, check_duplicates=False):
         if row.row in want and row.error is None:
+            identities.check(row.row, row.where, row.record)
             user = next((m["content"] for m in row.messages if m["role"] != "assistant"), "")
             out[row.row] = (user.strip().splitlines() or [""])[0][:100]
             if len(out) == len(want):
@@ -57,7 +64,7 @@ def neighbors(store, *, text: str | None = None, row: int | None = None, k: int 
     scores, rows = index.search(query, k + (row is not None))
     pairs = [(s, r) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0 and r != row][:k]
     ids = st.take([r for _, r in pairs], ("id",))["id"] if pairs else []
-    lines_of = first_lines(pool, [r for _, r in pairs]) if pool is not None else {}
+    lines_of = first_lines(pool, st, [r for _, r in pairs]) if pool is not None else {}
     head = f"nearest to {'text ' + repr(text[:60]) if text is not None else f'row {row}'} ({kind} index):"
     out = [head]
     for (s, r), rid in zip(pairs, ids, strict=True):

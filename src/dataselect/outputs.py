@@ -8,8 +8,11 @@ Every command's output path goes through :func:`claim` and :func:`writing`:
   selection's ``selection.json`` + ``selection.arrow``, an index's ``index.json``, a report's
   generator tag, a figure's PNG metadata, an export's provenance field. Anything else is refused in
   one line, ``--overwrite`` or not.
-* **One writer.** :func:`writing` holds an exclusive ``flock`` on ``PARENT/.dataselect-lock.NAME``
-  for the whole write; a second writer is refused in one line naming the holder (pid, command, start).
+* **One writer.** :func:`writing` holds an exclusive ``flock`` on ``PARENT/.dataselect-lock.NAME``,
+  PARENT and NAME those of the output's real path (a link to an output shares its lock), for the
+  whole write; a second writer is refused in one line naming the holder (pid, command, start). The
+  lock file is removed by its holder on release (a waiter that opened it meanwhile sees it gone
+  and takes a fresh one), so no lock file outlives its writer.
 * **Crash-safe replacement.** A new output is built under ``.tmp-NAME.new.*``, renamed to
   ``.tmp-NAME.ready.*`` once complete, then swapped in: the old output is moved to
   ``.tmp-NAME.old.*``, the ready one to NAME, and the old one deleted. A kill at any moment leaves
@@ -124,20 +127,35 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _lock_path(out) -> Path:
+    """The lock file of output ``out``: named after its real path, so a link to an output shares its lock."""
+    real = Path(os.path.realpath(out))
+    return real.parent / f"{LOCK}{real.name}"
+
+
 @contextlib.contextmanager
 def lock(out) -> Iterator[None]:
-    """Hold the exclusive lock of output ``out`` (module docstring)."""
+    """Hold the exclusive lock of output ``out`` (module docstring); the lock file is removed on release."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    path = out.parent / f"{LOCK}{out.name}"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    path = _lock_path(out)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 1024, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
             raise DataselectError(f"{out} is being written by {holder}; wait for it to finish or choose another "
                                   "--out") from None
+        try:  # the file may have been removed by its last holder between our open and our lock: retry
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         command = " ".join(["dataselect", *sys.argv[1:]])[:200]
         info = f"dataselect pid {os.getpid()} (`{command}`, since {time.strftime('%Y-%m-%d %H:%M:%S')})"
         os.ftruncate(fd, 0)
@@ -145,16 +163,19 @@ def lock(out) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+            os.unlink(path)  # while still holding it: a waiter that opened it sees it gone and retries
         os.close(fd)
 
 
 def held_by(out) -> str | None:
     """Who holds the lock of ``out`` right now (None when nobody does)."""
-    path = Path(out).parent / f"{LOCK}{Path(out).name}"
+    path = _lock_path(out)
     if not path.exists():
         return None
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -125,7 +125,9 @@ def compute_selection(spec: RunSpec, progress: bool = False) -> tuple[pa.Table, 
         selection = selector.select(pool, budget, rng, queries, resources)
     else:
         raise DataselectError(f"--engine {spec.engine!r}: choose local or ray")
-    ids_sources = pool.take(selection.rows, ("id", "source"))
+    from dataselect.pool.identity import HASH_COLUMN, has_hashes
+
+    ids_sources = pool.take(selection.rows, ("id", "source", *((HASH_COLUMN,) if has_hashes(pool) else ())))
     wall = time.perf_counter() - t0
     meta = {
         "method": spec.method, "params": selector.get_params(), "seed": spec.seed,
@@ -139,7 +141,7 @@ def compute_selection(spec: RunSpec, progress: bool = False) -> tuple[pa.Table, 
         "engine": spec.engine, "resources": resources.describe(), "method_info": selection.info,
         "version": __version__, "wall_s": round(wall, 3),
     }
-    return selection.table(ids_sources["id"]), meta
+    return selection.table(ids_sources["id"], ids_sources.get(HASH_COLUMN)), meta
 
 
 def save_selection(table: pa.Table, meta: dict, out, overwrite: bool = False) -> Path:

@@ -4,8 +4,9 @@ On disk a selection is a folder, written atomically:
 
 * ``selection.arrow``: columns ``row`` (int64, pool row number), ``id`` (string), ``rank`` (int64,
   0 = picked first), ``score`` (float32), ``task`` (string, may be null), ``weight`` (float32,
-  importance weight; 1 where the method has none), plus any method-specific columns
-  (e.g. ``cluster_path``).
+  importance weight; 1 where the method has none), ``record_hash`` (uint64, the record's identity as
+  embedded: export checks every record it writes against it; absent for stores from before it),
+  plus any method-specific columns (e.g. ``cluster_path``).
 * ``selection.json``: method, parameters, seed, budget, the stores' hashes and pool fingerprint,
   package version, wall time, counts per task and per source.
 """
@@ -59,7 +60,8 @@ class Selection:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def table(self, ids: np.ndarray) -> pa.Table:
+    def table(self, ids: np.ndarray, record_hashes: np.ndarray | None = None) -> pa.Table:
+        """The ``selection.arrow`` table; ``ids`` and ``record_hashes`` are what the store recorded of each row."""
         n = len(self.rows)
         cols = {
             "row": pa.array(self.rows, pa.int64()),
@@ -69,6 +71,8 @@ class Selection:
             "task": pa.array(list(self.tasks) if self.tasks is not None else [None] * n, pa.string()),
             "weight": pa.array(self.weights if self.weights is not None else np.ones(n), pa.float32()),
         }
+        if record_hashes is not None:
+            cols["record_hash"] = pa.array(np.asarray(record_hashes, dtype=np.uint64), pa.uint64())
         for name, arr in self.extra.items():
             cols[name] = pa.array(arr.tolist() if getattr(arr, "dtype", None) is np.dtype(object) else arr)
         return pa.table(cols)

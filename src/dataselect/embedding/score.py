@@ -22,6 +22,7 @@ from dataselect.embedding.model import load_model
 from dataselect.embedding.text import Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool import PoolReader, pool_fingerprint
+from dataselect.pool.identity import HASH_COLUMN, Identities
 from dataselect.store.manifest import MANIFEST, load_manifest, shard_path, store_hash
 from dataselect.store.writer import write_shard
 
@@ -58,6 +59,9 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
         with pa.memory_map(str(path)) as mm:
             table = pa.ipc.open_file(mm).read_all()
         wanted = set(table.column("row").to_pylist())
+        identities = Identities(table.column("row").to_numpy(), table.column("id").to_pylist(),
+                                table.column(HASH_COLUMN).to_numpy() if HASH_COLUMN in table.column_names else None,
+                                f"the store {store}")
         msgs = []
         for r in reader.rows(start_row=shard["first_row"]):
             if r.row >= shard["end_row"]:
@@ -65,6 +69,7 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
             if r.row in wanted:
                 if r.error:
                     raise InputError(r.where, r.error)
+                identities.check(r.row, r.where, r.record)
                 msgs.append(r.messages)
         if len(msgs) != table.num_rows:
             raise DataselectError(f"{pool}: rows {shard['first_row']}..{shard['end_row']} no longer match {path}")
@@ -94,7 +99,7 @@ class RowLosses:
     """
 
     def __init__(self, store, model_name: str, pool, *, device: str = "auto", dtype: str = "auto"):
-        self.cfg = store.config
+        self.store, self.cfg = store, store.config
         if pool_fingerprint(pool) != self.cfg["pool"]["fingerprint"]:
             raise DataselectError(f"{pool} is not the pool this store was embedded from ({self.cfg['pool']['name']!r})")
         self.model_name, self.pool, self.device, self.dtype = model_name, pool, device, dtype
@@ -102,11 +107,13 @@ class RowLosses:
 
     def _records(self, rows: np.ndarray) -> dict[int, list]:
         wanted = set(rows.tolist())
+        identities = Identities.of_store(self.store, sorted(wanted))
         found: dict[int, list] = {}
         for r in PoolReader(self.pool, check_duplicates=False).rows():
             if r.row in wanted:
                 if r.error:
                     raise InputError(r.where, r.error)
+                identities.check(r.row, r.where, r.record)
                 found[r.row] = r.messages
                 if len(found) == len(wanted):
                     break

@@ -162,7 +162,7 @@ def top_examples(op: Opened, per_task: int = 5, pool=None) -> list[dict]:
     if pool is not None:
         from dataselect.lookup import first_lines
 
-        text = first_lines(pool, rows[[i for i, _ in picks]])
+        text = first_lines(pool, op.pool, rows[[i for i, _ in picks]])
     ids = op.column("id")
     return [{"task": task or "", "rank": i, "row": int(rows[i]), "id": ids[i], "score": float(scores[i]),
              "text": text.get(int(rows[i]), ""), "nearest_query": nearest.get(i, (None, ""))[1],

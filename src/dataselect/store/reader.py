@@ -151,6 +151,14 @@ class Store:
         with pa.memory_map(str(self.path / self.shards[0]["file"])) as mm:
             return pa.ipc.open_file(mm).schema.names
 
+    def shard_columns(self) -> list[list[str]]:
+        """The column names of every shard (a store resumed across releases can differ between shards)."""
+        out = []
+        for s in self.shards:
+            with pa.memory_map(str(self.path / s["file"])) as mm:
+                out.append(pa.ipc.open_file(mm).schema.names)
+        return out
+
     def _batches(self, shard: dict, columns=(), verified: bool = False) -> Iterator[pa.RecordBatch]:
         if not verified:
             self._verify(shard, columns)
