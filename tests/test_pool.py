@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_records, write_jsonl
+from conftest import make_records, run_cli, write_jsonl
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool import PoolReader, normalize_record, pool_fingerprint
 from dataselect.pool.records import RecordError, content_id
@@ -127,3 +127,19 @@ def test_fingerprint_changes_with_content(tmp_path):
     assert pool_fingerprint(p) == before
     p.write_text(p.read_text().replace("id1", "id9"))
     assert pool_fingerprint(p) != before
+
+
+@pytest.mark.parametrize("depth", [300, 5000])
+def test_a_deeply_nested_row_is_one_bad_row(tmp_path, depth, tiny_llama):
+    """Issue 24.5: a row nested 5,000 levels deep gave a RecursionError traceback, --skip-invalid or not."""
+    good = {"id": "a", "prompt": "two plus three", "completion": "five"}
+    deep = '{"x": ' + "[" * depth + "]" * depth + ', "prompt": "p", "completion": "c"}'
+    pool = write_jsonl(tmp_path / "pool.jsonl", [good, deep, {**good, "id": "b"}])
+    _, err = run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "s", "-q", expect=2)
+    assert f"{pool}:2:" in err and "nested more than 254 levels deep" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+    run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "s", "-q", "--skip-invalid")
+    from dataselect.store import Store
+
+    st = Store(tmp_path / "s")
+    assert st.n_rows == 2 and st.manifest["counts"]["rows_skipped"] == 1

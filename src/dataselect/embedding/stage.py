@@ -31,7 +31,7 @@ from dataselect.embedding.text import BOS_MODES, TEMPLATES, Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.outputs import check_inputs, made_by_dataselect
 from dataselect.pool import HubPool, PoolReader, PoolRow, pool_fingerprint, pool_source
-from dataselect.pool.identity import HASH_COLUMN, record_hash
+from dataselect.pool.identity import HASH_COLUMN
 from dataselect.pool.records import content_id
 from dataselect.store.manifest import (
     FORMAT,
@@ -426,7 +426,7 @@ def row_columns(valid: list[PoolRow], queries: bool) -> dict[str, pa.Array]:
     """The per-row identity columns of a shard (row, id, record hash, source; task and prompt text in query
     stores). The record hash is what later reads of the pool check each record against (pool.identity)."""
     cols = {"row": pa.array([r.row for r in valid], pa.int64()), "id": pa.array([r.id for r in valid], pa.string()),
-            HASH_COLUMN: pa.array([record_hash(r.record) for r in valid], pa.uint64()),
+            HASH_COLUMN: pa.array([r.record_hash for r in valid], pa.uint64()),
             "source": pa.array([r.source for r in valid], pa.string())}
     if queries:
         cols["task"] = pa.array([r.task for r in valid], pa.string())

@@ -19,15 +19,24 @@ import orjson
 import xxhash
 
 from dataselect.errors import InputError
+from dataselect.pool.records import RecordError
 
 HASH_COLUMN = "record_hash"
 
 
+MAX_DEPTH = 254  # orjson's nesting limit; no real instruction record comes near it
+
+
 def record_hash(rec) -> int:
-    """xxh3-64 of the parsed record's serialisation (uint64 as a Python int)."""
+    """xxh3-64 of the parsed record's serialisation (uint64 as a Python int).
+
+    Raises :class:`RecordError` for a record nested deeper than ``MAX_DEPTH`` levels."""
     try:
         data = orjson.dumps(rec)
-    except TypeError:  # integers beyond 64 bits: the standard library, deterministic all the same
+    except TypeError as exc:
+        if "Recursion" in str(exc):
+            raise RecordError(f"record is nested more than {MAX_DEPTH} levels deep") from None
+        # integers beyond 64 bits: the standard library, deterministic all the same
         data = json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
     return xxhash.xxh3_64_intdigest(data)
 

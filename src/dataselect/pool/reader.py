@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool.hub import HubPool, dataset_records
+from dataselect.pool.identity import MAX_DEPTH, record_hash
 from dataselect.pool.records import PoolRow, RecordError, normalize_record, record_id, record_source
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".ndjson")
@@ -113,6 +114,8 @@ def parse_line(line: bytes, line_no: int, max_record_bytes: int = DEFAULT_MAX_RE
         return json.loads(text)
     except json.JSONDecodeError as exc:
         return RecordError(f"invalid JSON ({exc.msg} at column {exc.colno})")
+    except RecursionError:
+        return RecordError(f"JSON nested more than {MAX_DEPTH} levels deep")
 
 
 def plain_jsonl_files(pool) -> list[Path] | None:
@@ -294,6 +297,7 @@ class PoolReader:
             msgs = normalize_record(rec, require_response=self.require_response)
             _check_unicode(msgs, *(rec.get(k) for k in ("id", "source", "dataset", "task")))
             rid = record_id(rec, msgs)
+            digest = record_hash(rec)
             task = self.task
             if task is None and self.require_task:
                 task = rec.get("task")
@@ -311,7 +315,7 @@ class PoolReader:
         except RecordError as exc:
             return PoolRow(row=row, id="", messages=[], where=where, error=str(exc), record=rec)
         return PoolRow(row=row, id=rid, messages=msgs, source=record_source(rec), task=task,
-                       where=where, record=rec)
+                       where=where, record=rec, record_hash=digest)
 
     def remember_ids(self, ids) -> None:
         """Mark ids as seen (used when resuming: ids of shards already written)."""

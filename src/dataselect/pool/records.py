@@ -66,6 +66,7 @@ class PoolRow:
     where: str = ""
     record: Any = field(default=None, repr=False)
     error: str | None = None
+    record_hash: int = 0  # xxh3-64 of the parsed record (pool.identity), set for valid rows
 
 
 def content_id(messages: list[dict[str, str]]) -> str:
