@@ -60,3 +60,53 @@ def test_api_errors_are_dataselect_errors(tmp_path, tiny_llama):
     ds.export(sel, pool=pool, out=tmp_path / "b.jsonl")
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     assert set(ds.methods()) == {"random", "rds+", "kmeans-sensitivity", "hierarchical-kmeans", "loss"}
+
+
+@pytest.fixture(scope="module")
+def vec_store(tmp_path_factory):
+    import numpy as np
+
+    from dataselect.store.synthetic import store_from_array, unit_rows
+
+    tmp = tmp_path_factory.mktemp("api")
+    rng = np.random.default_rng(0)
+    store_from_array(tmp / "pool", unit_rows(rng, 300, 8), shard_rows=100)
+    store_from_array(tmp / "q", unit_rows(rng, 4, 8), kind="queries", tasks=["a", "a", "b", "b"])
+    return tmp
+
+
+@pytest.mark.parametrize("seed", [-1, 2**70, 1.5, "3", True])
+def test_a_bad_seed_is_one_error_from_python_and_the_cli(vec_store, seed, tmp_path):
+    """Issue 24.6: seed -1 was a numpy traceback; 2**70 was accepted."""
+    with pytest.raises(DataselectError, match="--seed .*must be an integer from 0 to 4,294,967,295"):
+        ds.select(vec_store / "pool", method="random", budget=10, seed=seed, progress=False)
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        _, err = run_cli("run", "--store", vec_store / "pool", "--method", "random", "--budget", "10",
+                         "--seed", str(seed), "--out", tmp_path / "s", expect=2)
+        assert "--seed" in err and len(err.strip().splitlines()) == 1
+
+
+def test_python_arguments_of_the_wrong_kind_are_one_error(vec_store, tmp_path):
+    """Issue 24.8: each of these was a TypeError or a walk over a string's characters."""
+    pool, q = vec_store / "pool", vec_store / "q"
+    sel = ds.select(pool, method="rds+", queries=str(q), budget=10, progress=False)  # one path, not its characters
+    assert len(sel) == 10 and sel.meta["query_stores"][0]["path"] == str(q.resolve())
+    cases = [
+        (lambda: ds.select(None, method="random", budget=10), "store: expected a path or a store, got NoneType"),
+        (lambda: ds.select(pool, method="hierarchical-kmeans", budget=10, k=-3), "--k"),
+        (lambda: ds.select(pool, method="kmeans-sensitivity", budget=10, k=-1, variant="coreset"), "--k"),
+        (lambda: ds.export(42, pool="x.jsonl", out=tmp_path / "o.jsonl"), "selection: expected a path or a store"),
+        (lambda: ds.embed("pool.jsonl", model="bundled", out=tmp_path / "e", max_length="x"),
+         "--max-length 'x': expected int"),
+        (lambda: ds.embed("pool.jsonl", model="bundled", out=None), "out: expected a path"),
+    ]
+    for call, message in cases:
+        with pytest.raises(DataselectError, match=re.escape(message)):
+            call()
+
+
+def test_a_missing_local_model_folder_is_said_so(tmp_path):
+    pool = write_jsonl(tmp_path / "pool.jsonl", make_records(3))
+    for name in (str(tmp_path / "no-such-model"), "./models/nothing", "../x"):
+        with pytest.raises(DataselectError, match="model folder .* does not exist"):
+            ds.embed(pool, model=name, out=tmp_path / "s", progress=False)

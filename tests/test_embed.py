@@ -180,7 +180,7 @@ def test_encoder_model_embeds_but_refuses_loss(tmp_path, bundled_model):
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(5))
     man = embed(pool, tmp_path / "s", "bundled")
     assert man["config"]["dim"] == 384 and man["config"]["max_length"] == 512
-    with pytest.raises(DataselectError, match="--with-loss needs a causal language model"):
+    with pytest.raises(DataselectError, match="losses need a causal language model"):
         embed(pool, tmp_path / "s2", bundled_model, with_loss=True)
 
 

@@ -26,10 +26,6 @@ from dataselect.store import Store, open_store
 __all__ = ["SelectionResult", "embed", "export", "load_selection", "methods", "open_store", "select"]
 
 
-def _path(obj) -> Path:
-    return obj.path if isinstance(obj, Store) else Path(obj)
-
-
 def embed(pool, *, model: str = "bundled", out="store", task: str | None = None, tasks_from_records: bool = False,
           split: str | None = None, subset: str | None = None, streaming: bool = False,
           overwrite: bool = False, progress: bool = True, **options) -> Store:
@@ -52,8 +48,10 @@ def embed(pool, *, model: str = "bundled", out="store", task: str | None = None,
         raise DataselectError(f"embed() has no option {', '.join(unknown)} (options: {', '.join(sorted(fields))})")
     opts = EmbedOptions(model=model, task=task, queries=tasks_from_records or task is not None,
                         overwrite=overwrite, progress=progress, **options)
+    from dataselect.checks import as_path
     from dataselect.pool import pool_source
 
+    out = as_path(out, "out")
     with lock(out):
         EmbedStage(pool_source(pool, split, subset, streaming), Path(out), opts).run()
     return open_store(out)
@@ -109,10 +107,13 @@ def select(store, method: str = "rds+", *, budget, queries: Sequence = (), seed:
     parameters (``dataselect methods``), e.g. ``aggregate="max"`` for rds+ or ``k=[1000, 100]`` for
     hierarchical-kmeans. Nothing is written: call :meth:`SelectionResult.save`.
     """
+    from dataselect.checks import as_path, as_paths
     from dataselect.run import RunSpec, compute_selection
 
-    spec = RunSpec(method=method, store=str(_path(store)), queries=[str(_path(q)) for q in queries],
-                   budget=str(budget), seed=int(seed), params=dict(params), allow_all=allow_all, engine=engine,
+    spec = RunSpec(method=method, store=str(as_path(store, "store")),
+                   queries=[str(q) for q in as_paths(queries, "queries")],
+                   budget=budget if isinstance(budget, bool) else str(budget), seed=seed, params=dict(params),
+                   allow_all=allow_all, engine=engine,
                    address=address, device=device, max_memory=None if max_memory is None else str(max_memory))
     table, meta = compute_selection(spec, progress=progress)
     return SelectionResult(table, meta)
@@ -136,6 +137,10 @@ def export(selection, *, pool, out="selected.jsonl", order: str = "selection", f
     from dataselect.pool import pool_source
 
     pool = pool_source(pool, split)
+    from dataselect.checks import as_path
+
+    if not isinstance(selection, SelectionResult):
+        selection = as_path(selection, "selection")
     if isinstance(selection, SelectionResult):
         inputs = [selection.path] if selection.path else []
         export_table(selection.table, selection.meta, pool, Path(out), order=order, fmt=format, bare=bare,

@@ -53,6 +53,20 @@ class RunSpec:
     device: str = "auto"
     max_memory: str | None = None
 
+    def validate(self) -> None:
+        """Types and choices of every setting, once, before any work (checks.py)."""
+        from dataselect.checks import as_path, as_paths, check_seed
+
+        check_seed(self.seed)
+        if not isinstance(self.method, str):
+            raise DataselectError(f"--method {self.method!r}: expected a method name (`dataselect methods`)")
+        self.store = str(as_path(self.store, "--store"))
+        self.queries = [str(q) for q in as_paths(self.queries, "--queries")]
+        if isinstance(self.budget, bool) or not isinstance(self.budget, (str, int, float)):
+            raise DataselectError(f"--budget {self.budget!r}: expected a count (1000, 10k, 2.5M) or a share (10%)")
+        if not isinstance(self.params, dict):
+            raise DataselectError(f"method parameters must be a mapping, got {type(self.params).__name__}")
+
 
 def load_config(path) -> dict:
     path = Path(path)
@@ -105,6 +119,7 @@ def _task_counts(tasks) -> dict:
 def compute_selection(spec: RunSpec, progress: bool = False) -> tuple[pa.Table, dict]:
     """Run the selector of ``spec`` -> (the selection table, its ``selection.json`` contents); writes nothing."""
     t0 = time.perf_counter()
+    spec.validate()
     resources = Resources.make(spec.device, spec.max_memory, progress)
     pool = open_store(spec.store, kind="pool")
     queries = [open_store(q) for q in spec.queries]

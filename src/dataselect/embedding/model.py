@@ -121,6 +121,14 @@ def model_revision(name: str, config) -> str:
     return "local-" + h.hexdigest()[:16]
 
 
+def _looks_local(name: str) -> bool:
+    """A name that can only be a local path: absolute, ./ ~ or ../, more than one '/', or whose first part
+    is a folder here (a hub id is ``org/name``)."""
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/") or os.sep in name.replace("/", ""):
+        return True
+    return "/" in name and Path(name.split("/")[0]).is_dir()
+
+
 def load_model(name: str, *, device: str = "auto", dtype: str = "auto", with_lm_head: bool = False,
                revision: str | None = None, weights: bool = True, allow_pickle: bool = False) -> LoadedModel:
     """Load tokenizer and model. Encoders work for embeddings; ``with_lm_head`` needs a causal LM.
@@ -144,6 +152,8 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", with_lm_
         if weights and pickled and not any(f.endswith(".safetensors") for f in files) and not allow_pickle:
             raise DataselectError(f"model {name!r} holds pickle weights ({pickled[0]}), which can run code when "
                                   "loaded; convert them to safetensors, or pass --allow-pickle if you trust the file")
+    if not Path(path).exists() and _looks_local(str(path)):
+        raise DataselectError(f"model folder {name!r} does not exist (a hub id looks like org/name)")
     try:
         config = AutoConfig.from_pretrained(path, revision=revision)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
@@ -154,8 +164,9 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", with_lm_
     archs = list(getattr(config, "architectures", None) or [])
     causal = any(a.endswith(CAUSAL_SUFFIXES) for a in archs) or bool(getattr(config, "is_decoder", False))
     if with_lm_head and not causal:
-        raise DataselectError(f"--with-loss needs a causal language model; {name!r} is "
-                              f"{', '.join(archs) or config.model_type} (an encoder without an LM head)")
+        raise DataselectError(f"losses need a causal language model; {name!r} is "
+                              f"{', '.join(archs) or config.model_type} (an encoder without an LM head), so it "
+                              "cannot give them (--with-loss, score, --loss-model)")
     dev = resolve_device(device) if weights else torch.device("cpu")
     torch_dtype = resolve_dtype(dtype, dev)
     if not weights:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from dataselect import __version__
 from dataselect.atomic import atomic_path, remove_stale_tmp, write_json
+from dataselect.checks import check_fields
 from dataselect.embedding.compute import RowEmbedder
 from dataselect.embedding.model import describe, load_model, model_name
 from dataselect.embedding.pooling import POOLINGS
@@ -77,6 +78,7 @@ class EmbedOptions:
     max_shards: int | None = None  # stop cleanly after writing this many shards (time-boxed runs)
 
     def validate(self) -> None:
+        check_fields(self)
         if self.pooling not in POOLINGS:
             raise DataselectError(f"--pooling {self.pooling!r}: choose from {', '.join(POOLINGS)}")
         if self.bos not in BOS_MODES:

@@ -126,6 +126,9 @@ class HierarchicalKMeans(Selector):
         check_choice("remainder", remainder, REMAINDERS)
         if resamples < 0 or niter < 1 or sample_size < 0 or init_sample < 0:
             raise DataselectError("--resamples, --sample-size and --init-sample must be >= 0 and --niter >= 1")
+        if any(v < 1 for v in (k or [])) or any(v < 0 for v in (sample_sizes or [])):
+            raise DataselectError(f"--k {k!r} / --sample-sizes {sample_sizes!r}: clusters per level must be >= 1 and "
+                                  "sample sizes >= 0")
         self.k, self.resamples, self.sample_sizes = list(k or []), resamples, list(sample_sizes or [])
         self.resample, self.leaf, self.remainder, self.niter = resample, leaf, remainder, niter
         self.sample_size, self.init_sample, self.cluster_seed = sample_size, init_sample, cluster_seed
