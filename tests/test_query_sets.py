@@ -225,3 +225,37 @@ def test_squad_without_from_reads_the_hub_and_says_so_offline(tmp_path, monkeypa
 def test_build_queries_api_matches_cli(tmp_path):
     recs = build_queries("gsm8k_shots")
     assert [r["id"] for r in recs] == [f"gsm8k_shots-{i}" for i in range(8)]
+
+
+def _junk(tmp_path, case: str):
+    import os
+
+    if case == "bbh-binary":
+        (tmp_path / "cot-prompts").mkdir()
+        (tmp_path / "cot-prompts" / "x.txt").write_bytes(os.urandom(3000) + b"\xff\xfe")
+        return "bbh", tmp_path
+    if case == "tydiqa-data-5":
+        for part in ("dev", "train"):
+            (tmp_path / f"tydiqa-goldp-v1.1-{part}.json").write_text('{"data": 5}')
+        return "tydiqa", tmp_path
+    files = {"alpacaeval-binary": ("alpacaeval", "a.json", b"\xa6\x00\xff" * 100),
+             "alpacaeval-object": ("alpacaeval", "a.json", b'{"a": 1}'),
+             "squad-empty": ("squad", "s.json", b""),
+             "squad-no-columns": ("squad", "s.json", b'{"x": 1}\n'),
+             "squad-junk-parquet": ("squad", "s.parquet", b"PAR1" + b"\x01" * 500)}
+    task, name, data = files[case]
+    (tmp_path / name).write_bytes(data)
+    return task, tmp_path / name
+
+
+@pytest.mark.parametrize("case", ["bbh-binary", "tydiqa-data-5", "alpacaeval-binary", "alpacaeval-object",
+                                  "squad-empty", "squad-no-columns", "squad-junk-parquet"])
+def test_junk_downloads_are_one_line(tmp_path, case):
+    """Issue 24.7: seven junk downloads gave seven different tracebacks."""
+    src = tmp_path / "src"
+    src.mkdir()
+    task, path = _junk(src, case)
+    _, err = run_cli("queries", task, "--from", path, "--out", tmp_path / "q.jsonl", expect=2)
+    assert f"not {task} data dataselect can read" in err or f"no {task} examples" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "q.jsonl").exists()

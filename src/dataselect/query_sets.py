@@ -237,6 +237,7 @@ def squad(src: Path | None) -> tuple[list[str], list[str]]:
         ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
     else:
         kind = "parquet" if src.suffix == ".parquet" else "json"
+        datasets.disable_progress_bars()  # a few MB read in a second; its bars would break the one-line errors
         ds = datasets.load_dataset(kind, data_files=str(src), split="train")
     prompts = [tulu_user(c + "\n\n" + q) for c, q in zip(ds["context"], ds["question"], strict=True)]
     return prompts, [a["text"][0] for a in ds["answers"]]
@@ -244,6 +245,17 @@ def squad(src: Path | None) -> tuple[list[str], list[str]]:
 
 BUILDERS: dict[str, Callable] = {"gsm8k": gsm8k, "bbh": bbh, "mmlu": mmlu, "tydiqa": tydiqa,
                                  "humaneval": humaneval, "alpacaeval": alpacaeval, "squad": squad}
+
+
+EXPECTED = {
+    "gsm8k": "a JSONL of exemplars with 'question' and 'cot_answer'",
+    "bbh": "BIG-Bench-Hard's cot-prompts/ folder of UTF-8 .txt prompt files",
+    "mmlu": "the MMLU data folder with dev/ and test/ CSV files",
+    "tydiqa": "the TyDiQA GoldP v1.1 folder (SQuAD-format JSON: {'data': [{'paragraphs': ...}]})",
+    "humaneval": "HumanEval's problems (.jsonl.gz or JSONL with 'prompt' and 'canonical_solution')",
+    "alpacaeval": "alpaca_eval_dev.json: a JSON list of records with 'instruction' and 'output'",
+    "squad": "SQuAD v1.1 train as a datasets folder, or parquet/JSON with context, question and answers",
+}
 
 
 def build_queries(task: str, src=None, seed: int = SEED) -> list[dict]:
@@ -256,7 +268,16 @@ def build_queries(task: str, src=None, seed: int = SEED) -> list[dict]:
     src = Path(src) if src is not None else None
     if src is None and name not in ("gsm8k", "squad"):
         raise DataselectError(f"{name}: give the task's data with --from (see `dataselect queries --help`)")
-    prompts, labels = BUILDERS[name](src, seed) if name == "tydiqa" else BUILDERS[name](src)
+    try:
+        prompts, labels = BUILDERS[name](src, seed) if name == "tydiqa" else BUILDERS[name](src)
+    except DataselectError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- whatever a junk download makes a parser raise is bad input
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataselectError(f"{src}: not {name} data dataselect can read ({type(exc).__name__}: {first}); "
+                              f"expected {EXPECTED[name]}") from None
+    if not prompts:
+        raise DataselectError(f"{src}: no {name} examples found; expected {EXPECTED[name]}")
     order = paper_order(len(prompts))[:keep]
     return [{"id": f"{key}-{i}", "task": key, "prompt_text": prompts[j], "label_text": labels[j],
              "max_length": max_length} for i, j in enumerate(order.tolist())]
