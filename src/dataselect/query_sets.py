@@ -272,7 +272,7 @@ def build_queries(task: str, src=None, seed: int = SEED) -> list[dict]:
         prompts, labels = BUILDERS[name](src, seed) if name == "tydiqa" else BUILDERS[name](src)
     except DataselectError:
         raise
-    except Exception as exc:  # noqa: BLE001 -- whatever a junk download makes a parser raise is bad input
+    except Exception as exc:  # whatever a junk download makes a parser raise is bad input
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise DataselectError(f"{src}: not {name} data dataselect can read ({type(exc).__name__}: {first}); "
                               f"expected {EXPECTED[name]}") from None
