@@ -111,3 +111,21 @@ def test_loss_selector_needs_loss_columns(tmp_path):
     store_from_array(tmp_path / "s", unit_rows(np.random.default_rng(0), 5, 4))
     with pytest.raises(DataselectError, match="store has no loss_response column; embed with --with-loss"):
         build_selector("loss", {}).select(Store(tmp_path / "s"), 2, None)
+
+
+def test_score_on_a_store_with_losses_does_nothing(tmp_path, tiny_llama):
+    """Issue 24: `score` on a store that already has losses recomputed every one (here the model is
+    moved away: a run that loaded it would fail)."""
+    import shutil
+
+    from conftest import make_records, run_cli, write_jsonl
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_llama, model)
+    pool = write_jsonl(tmp_path / "pool.jsonl", make_records(12))
+    run_cli("embed", pool, "-m", model, "-o", tmp_path / "s", "--with-loss", "-q")
+    before = (tmp_path / "s" / "manifest.json").read_bytes()
+    shutil.rmtree(model)
+    _, err = run_cli("score", tmp_path / "s", "--pool", pool, "-q")
+    assert "already has losses for all 12 rows; nothing to score" in err
+    assert (tmp_path / "s" / "manifest.json").read_bytes() == before

@@ -278,3 +278,51 @@ def test_a_lock_removed_by_its_holder_is_not_shared(tmp_path):
     with lock(out):  # ... and the next writer takes a fresh file: the two are told apart by inode
         assert os.fstat(stale).st_ino != os.stat(path).st_ino
     os.close(stale)
+
+
+def test_report_and_compare_never_write_into_a_store(tmp_path, stores):
+    """Issue 24: `report --out STORE/report.html` and `compare --png STORE/...` wrote into an input folder."""
+    pool, q = stores
+    select(pool, q, tmp_path / "a")
+    select(pool, q, tmp_path / "b", "--round-robin", "next-unique")
+    before = sorted(p.name for p in pool.iterdir())
+    _, err = run_cli("report", tmp_path / "a", "--out", pool / "report.html", expect=2)
+    assert "report.html" in err and len(err.strip().splitlines()) == 1
+    run_cli("compare", tmp_path / "a", tmp_path / "b", "--png", q / "cmp.png", expect=2)
+    assert sorted(p.name for p in pool.iterdir()) == before and not (q / "cmp.png").exists()
+
+
+def test_a_second_run_into_the_same_output_is_told_who_holds_it_at_once(tmp_path, stores):
+    """Issue 24: two overlapping `run --out same`: the slower failed at save with 'already exists'."""
+    import subprocess
+    import sys
+    import time
+
+    pool, q = stores
+    out = tmp_path / "sel"
+    code = ("import sys, time; from dataselect.outputs import lock\n"
+            f"with lock({str(out)!r}):\n    print('held', flush=True); time.sleep(30)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.perf_counter()
+        _, err = select(pool, q, out, expect=2)
+        assert f"pid {holder.pid}" in err and "being written" in err and time.perf_counter() - t0 < 10
+    finally:
+        holder.kill()
+        holder.wait()
+    select(pool, q, out)
+
+
+def test_progress_in_a_log_is_whole_lines(capsys):
+    """Issue 24: in non-terminal logs bars stayed at 0% and the next line was glued to them."""
+    from dataselect.progress import bar
+
+    with bar(3, "step") as b:
+        for _ in range(3):
+            b.update(1)
+    print("next line", file=__import__("sys").stderr)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and lines[-1] == "next line"
+    assert any("step" in x and "100%" in x and ("3/3" in x or "3.00/3.00" in x) for x in lines[:-1])

@@ -143,3 +143,13 @@ def test_a_deeply_nested_row_is_one_bad_row(tmp_path, depth, tiny_llama):
 
     st = Store(tmp_path / "s")
     assert st.n_rows == 2 and st.manifest["counts"]["rows_skipped"] == 1
+
+
+def test_skip_reason_kinds_keep_names_and_drop_particulars():
+    """Issue 24: skip-reason counts read "invalid UTF-N" and "\\udN"."""
+    from dataselect.store.manifest import reason_kind
+
+    assert reason_kind("invalid UTF-8 at byte 12 of the line") == "invalid UTF-8 at byte N of the line"
+    assert reason_kind("a lone surrogate \\ud800 at 3") == "a lone surrogate \\ud800 at N"
+    assert reason_kind("conversations[3] has unknown role 'x' (expected user)") == "conversations[i] has unknown role 'x'"
+    assert reason_kind("line is 3.2 MiB, over the 16 MiB record limit") == "line is N MiB, over the N MiB record limit"

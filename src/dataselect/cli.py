@@ -141,9 +141,12 @@ def score(
     with lock(store):
         from dataselect.pool import pool_source
 
-        man = score_store(store, pool_source(pool, split), with_ifd=with_ifd, device=device, dtype=dtype, batch_tokens=batch_tokens,
-                          progress=not quiet, allow_pickle=allow_pickle)
-    _echo(f"scored {man['counts']['rows_stored']:,} rows of {store}")
+        man, scored = score_store(store, pool_source(pool, split), with_ifd=with_ifd, device=device, dtype=dtype,
+                                  batch_tokens=batch_tokens, progress=not quiet, allow_pickle=allow_pickle)
+    if scored:
+        _echo(f"scored {scored:,} rows of {store}")
+    else:
+        _echo(f"{store} already has losses for all {man['counts']['rows_stored']:,} rows; nothing to score")
 
 
 @app.command(cls=_Command)

@@ -133,12 +133,21 @@ def _lock_path(out) -> Path:
     return real.parent / f"{LOCK}{real.name}"
 
 
+_HELD: set[Path] = set()  # locks taken with reentrant=True: taking one of them again in this process is a no-op
+
+
 @contextlib.contextmanager
-def lock(out) -> Iterator[None]:
-    """Hold the exclusive lock of output ``out`` (module docstring); the lock file is removed on release."""
+def lock(out, reentrant: bool = False) -> Iterator[None]:
+    """Hold the exclusive lock of output ``out`` (module docstring); the lock file is removed on release.
+
+    ``reentrant``: the command holds its output's lock from its first step to its write, and the
+    write's own ``lock(out)`` inside it then passes (``run`` does this)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     path = _lock_path(out)
+    if path in _HELD:
+        yield
+        return
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -160,8 +169,11 @@ def lock(out) -> Iterator[None]:
         info = f"dataselect pid {os.getpid()} (`{command}`, since {time.strftime('%Y-%m-%d %H:%M:%S')})"
         os.ftruncate(fd, 0)
         os.pwrite(fd, info.encode(), 0)
+        if reentrant:
+            _HELD.add(path)
         yield
     finally:
+        _HELD.discard(path)
         with contextlib.suppress(OSError):
             os.unlink(path)  # while still holding it: a waiter that opened it sees it gone and retries
         os.close(fd)

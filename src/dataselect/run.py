@@ -168,6 +168,13 @@ def save_selection(table: pa.Table, meta: dict, out, overwrite: bool = False) ->
 
 
 def run_selection(spec: RunSpec, overwrite: bool = False, progress: bool = False) -> tuple[Path, dict]:
-    """Run ``spec``; write the selection folder ``spec.out``; return (folder, selection.json contents)."""
-    table, meta = compute_selection(spec, progress)
-    return save_selection(table, meta, spec.out, overwrite=overwrite), meta
+    """Run ``spec``; write the selection folder ``spec.out``; return (folder, selection.json contents).
+
+    The output's lock is held from the start, so a second run into the same folder is refused at
+    once, naming the first, not after its own selection when saving."""
+    from dataselect.outputs import claim, lock
+
+    with lock(spec.out, reentrant=True):
+        claim(Path(spec.out), overwrite=overwrite, what="selection")
+        table, meta = compute_selection(spec, progress)
+        return save_selection(table, meta, spec.out, overwrite=overwrite), meta

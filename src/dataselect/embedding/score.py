@@ -9,12 +9,10 @@ marked incomplete.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from dataselect.atomic import write_json
 from dataselect.embedding.compute import RowEmbedder
@@ -23,13 +21,15 @@ from dataselect.embedding.text import Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool import PoolReader, pool_fingerprint
 from dataselect.pool.identity import HASH_COLUMN, Identities
+from dataselect.progress import bar as progress_bar
 from dataselect.store.manifest import MANIFEST, load_manifest, shard_path, store_hash
 from dataselect.store.writer import write_shard
 
 
 def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dtype: str = "auto",
-                batch_tokens: int = 0, progress: bool = True, allow_pickle: bool = False) -> dict:
-    """Add loss columns to every shard of ``store`` lacking them; returns the updated manifest."""
+                batch_tokens: int = 0, progress: bool = True, allow_pickle: bool = False) -> tuple[dict, int]:
+    """Add loss columns to every shard of ``store`` lacking them; returns (the updated manifest, rows
+    scored now: 0 when every shard had them, without loading the model)."""
     store = Path(store)
     man = load_manifest(store)
     cfg = man["config"]
@@ -40,7 +40,7 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
     want = ["loss_response", "n_response_tokens"] + (["loss_response_alone"] if with_ifd else [])
     todo = [s for s in man["shards"] if not set(want) <= set(s.get("loss_columns", []))]
     if not todo:
-        return man
+        return man, 0
     model = load_model(cfg["model"]["name"], device=device, dtype=dtype, with_lm_head=True, allow_pickle=allow_pickle)
     if model.revision != cfg["model"]["revision"]:
         raise DataselectError(f"model {cfg['model']['name']!r} is now at revision {model.revision}, but the store "
@@ -52,8 +52,7 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
     man["complete"], man["scoring"] = False, True
     write_json(store / MANIFEST, man)
     reader = PoolReader(pool, check_duplicates=False)
-    bar = tqdm(total=sum(s["rows_stored"] for s in todo), unit="row", desc="score", disable=not progress,
-               file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
+    bar = progress_bar(sum(s["rows_stored"] for s in todo), "score", enabled=progress)
     for shard in todo:
         path = shard_path(store, shard["file"])
         with pa.memory_map(str(path)) as mm:
@@ -86,7 +85,7 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
     man["complete"] = True
     man["store_hash"] = store_hash(cfg, man["shards"])
     write_json(store / MANIFEST, man)
-    return man
+    return man, sum(s["rows_stored"] for s in todo)
 
 
 class RowLosses:

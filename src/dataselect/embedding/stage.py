@@ -13,14 +13,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from dataselect import __version__
 from dataselect.atomic import atomic_path, remove_stale_tmp, write_json
@@ -34,6 +32,7 @@ from dataselect.outputs import check_inputs, made_by_dataselect
 from dataselect.pool import HubPool, PoolReader, PoolRow, pool_fingerprint, pool_source
 from dataselect.pool.identity import HASH_COLUMN
 from dataselect.pool.records import content_id
+from dataselect.progress import bar as progress_bar
 from dataselect.store.manifest import (
     FORMAT,
     MANIFEST,
@@ -183,8 +182,7 @@ class EmbedStage:
         write_json(self.out / MANIFEST, man)
 
         rows_done = sum(s["end_row"] - s["first_row"] for s in man["shards"])
-        bar = tqdm(total=total, initial=rows_done, unit="row", desc="embed", disable=not o.progress,
-                   dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 10, file=sys.stderr)
+        bar = progress_bar(total, "embed", enabled=o.progress, initial=rows_done)
         self._tokens, self._t_start = 0, time.perf_counter()
         finished = self._embed_shards(man, done, bar)
         bar.close()

@@ -190,7 +190,8 @@ def build_report(selection, out=None, png_dir=None, pool=None, overwrite: bool =
     t0 = time.perf_counter()
     op = open_selection(selection)
     out = Path(out) if out else op.path / "report.html"
-    inputs = [pool, op.path / "selection.json", op.path / "selection.arrow"]
+    # the stores are inputs too: a report or figure is never written into one
+    inputs = [pool, op.path / "selection.json", op.path / "selection.arrow", op.pool.path, *(q.path for q in op.queries)]
     claim(out, overwrite=overwrite, inputs=inputs, what="report")
     if png_dir:
         for name in ("tasks", "sources", "scores", "projection", "clusters"):

@@ -53,6 +53,7 @@ def compare_selections(a, b, png=None, overwrite: bool = False) -> dict:
         ax.set_xticks(x, [printable(s, False) or "(none)" for s in names], rotation=30, ha="right")
         ax.set_title(f"Rows per source; overlap {overlap:,}, Jaccard {res['jaccard']:.3f}")
         ax.legend()
-        with writing(png, overwrite=overwrite, inputs=[a, b], what="figure") as tmp:
+        with writing(png, overwrite=overwrite, inputs=[a, b, A.pool.path, B.pool.path, *(q.path for q in A.queries + B.queries)],
+                     what="figure") as tmp:
             tmp.write_bytes(png_bytes(fig))
     return res

@@ -20,7 +20,10 @@ first row not yet taken; the row's score is the taking task's. With one task thi
 ``budget`` rows by the task's max (or mean) score -- dataselect's rule before it followed the
 paper's per-query round-robin.
 
-With one task and ``--aggregate mean`` both are the top rows by mean score.
+With one task and ``--aggregate mean`` both are the top rows by mean score: the *highest* mean
+cosine, as the paper's ``get_top_influences.py --selection_method mean_max``. The script's
+``mean_min`` sorts ascending because it also serves influence scores, where lower means more
+helpful; for RDS+ cosine similarities higher means more similar, so ``mean`` here is ``mean_max``.
 """
 
 from __future__ import annotations

@@ -35,7 +35,10 @@ def reason_kind(reason: str) -> str:
     ``conversations[3] has unknown role 'x' (expected ...)`` -> ``conversations[i] has unknown role 'x'``."""
     kind = re.sub(r"\[\d+\]", "[i]", reason)
     kind = re.sub(r"\s*\(.*\)\s*$", "", kind)
-    return re.sub(r"\d+", "N", kind).strip() or reason
+    # numbers standing alone (counts, positions), not those inside a name: "UTF-8", "\\ud800", "item2" stay
+    return re.sub(r"(?<![\w\\-])\d+(?:\.\d+)?(?![\w-])", "N", kind).strip() or reason
+
+
 SHARD_NAME = re.compile(r"shard-\d{5}\.arrow")
 
 
