@@ -326,3 +326,21 @@ def test_progress_in_a_log_is_whole_lines(capsys):
     lines = err.splitlines()
     assert "\r" not in err and lines[-1] == "next line"
     assert any("step" in x and "100%" in x and ("3/3" in x or "3.00/3.00" in x) for x in lines[:-1])
+
+
+def test_a_killed_writers_partial_build_is_swept_by_the_next_writer_in_its_folder(tmp_path):
+    """Issue 24: a killed export's `.tmp-*.new.*` stayed until the same output was written again."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    partial = tmp_path / f".tmp-big.jsonl.new.{dead.pid}.0123abcd"
+    partial.write_text("half an export")
+    ready = tmp_path / f".tmp-other.new_but_ready.{dead.pid}.0123abcd"
+    ready.write_text("not a partial build")
+    alive = tmp_path / f".tmp-mine.new.{os.getpid()}.0123abcd"
+    alive.write_text("a live writer's")
+    with writing(tmp_path / "small.txt") as tmp:
+        tmp.write_text("x")
+    assert not partial.exists() and ready.exists() and alive.exists()

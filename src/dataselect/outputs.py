@@ -245,6 +245,24 @@ def recover(out) -> list[str]:
     return done
 
 
+_PARTIAL = re.compile(rf"{re.escape(TMP)}(.+)\.new\.(\d+)\.[0-9a-f]{{8}}")
+
+
+def sweep_partial_builds(folder: Path) -> int:
+    """Delete, in ``folder``, the partial builds (``.tmp-NAME.new.PID.*``) of killed writers of any output:
+    their process is gone and nobody holds NAME's lock. Never a ``ready`` or ``old`` entry: those are
+    finished by :func:`recover` of their own output. Returns how many were removed."""
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for p in folder.iterdir():
+        m = _PARTIAL.fullmatch(p.name)
+        if m and not _pid_alive(int(m.group(2))) and held_by(folder / m.group(1)) is None:
+            _remove(p)
+            removed += 1
+    return removed
+
+
 def _tmp(out: Path, role: str) -> Path:
     return out.with_name(f"{TMP}{out.name}.{role}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
@@ -259,6 +277,7 @@ def writing(out, *, overwrite: bool = False, inputs: Iterable = (), what: str = 
     out = Path(out)
     with lock(out):
         recover(out)
+        sweep_partial_builds(out.parent)  # a killed export's .tmp-x.new.* beside us goes now, not when x is rewritten
         claim(out, overwrite=overwrite, inputs=inputs, what=what)
         tmp = _tmp(out, "new")
         if directory:
