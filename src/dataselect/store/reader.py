@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from dataselect.errors import DataselectError
 from dataselect.store.manifest import MANIFEST, load_manifest, shard_path
-from dataselect.store.writer import LOSS_COLUMNS, column_xxh3, nonfinite_problem
+from dataselect.store.writer import LOSS_COLUMNS, scan_columns
 
 
 def _column_numpy(batch: pa.RecordBatch, name: str, dim: int) -> np.ndarray:
@@ -99,44 +99,25 @@ class Store:
 
     def _verify(self, shard: dict, columns) -> None:
         """Check the columns about to be read against the xxh3 recorded when the shard was written, and
-        embeddings and losses for NaN and inf (once per shard and column; shards written before
-        per-column digests are checked by ``verify``)."""
-        recorded = shard.get("xxh3_columns")
-        if isinstance(recorded, dict):
-            self._check_xxh3(shard, columns, recorded)
-        self._check_finite(shard, [c for c in columns if c == "embedding" or c in LOSS_COLUMNS])
-
-    def _check_xxh3(self, shard: dict, columns, recorded: dict) -> None:
+        embeddings and losses for NaN and inf, in one pass (once per shard and column; shards written
+        before per-column digests are checked by ``verify``)."""
         name = shard["file"]
-        todo = [c for c in columns if (name, c) not in self._verified]
-        if not todo:
+        recorded = shard.get("xxh3_columns")
+        digest = [c for c in columns if isinstance(recorded, dict) and (name, c) not in self._verified]
+        finite = [c for c in columns if (c == "embedding" or c in LOSS_COLUMNS) and (name, "finite:" + c) not in
+                  self._verified]
+        if not digest and not finite:
             return
-        got = column_xxh3(self.path / name, todo)
-        for c in todo:
+        got, problem = scan_columns(self.path / name, digest, finite)
+        for c in digest:
             if c in got and got[c] != recorded.get(c):
                 raise DataselectError(f"{self.path / name}: checksum mismatch in column {c!r} -- the shard changed or "
                                       f"is corrupt since it was written; run `dataselect verify {self.path}`, and "
                                       "re-embed to repair it")
-            self._verified.add((name, c))
-
-    def _check_finite(self, shard: dict, columns) -> None:
-        name = shard["file"]
-        todo = [c for c in columns if (name, "finite:" + c) not in self._verified]
-        if not todo:
-            return
-        with pa.memory_map(str(self.path / name)) as mm:
-            reader = pa.ipc.open_file(mm)
-            names = reader.schema.names
-            for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i)
-                cols = {c: _column_numpy(batch, c, self.dim) for c in ("row", *todo, "n_response_tokens")
-                        if c in names}
-                problem = nonfinite_problem(cols)
-                if problem:
-                    raise DataselectError(f"{self.path / name}: {problem}; no selection can use this store -- "
-                                          "re-embed those rows (`dataselect verify` lists every shard)")
-                del cols, batch
-        self._verified.update((name, "finite:" + c) for c in todo)
+        if problem:
+            raise DataselectError(f"{self.path / name}: {problem}; no selection can use this store -- "
+                                  "re-embed those rows (`dataselect verify` lists every shard)")
+        self._verified.update([(name, c) for c in digest] + [(name, "finite:" + c) for c in finite])
 
     def __len__(self) -> int:
         return self.n_rows

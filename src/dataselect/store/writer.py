@@ -49,12 +49,21 @@ def column_xxh3(path: Path, columns=None) -> dict[str, str]:
 
     Reading only some columns of a mapped shard touches only their pages; so does checking them.
     """
+    return scan_columns(path, columns)[0]
+
+
+def scan_columns(path: Path, columns=None, finite=()) -> tuple[dict[str, str], str | None]:
+    """One pass over a shard file: the xxh3 of ``columns`` (all when None) and what is NaN or inf in the
+    ``finite`` columns (embedding, losses; see :func:`nonfinite_problem`), or None."""
     import xxhash
 
     with pa.memory_map(str(path)) as mm:
         reader = pa.ipc.open_file(mm)
-        names = reader.schema.names if columns is None else [c for c in columns if c in reader.schema.names]
+        present = reader.schema.names
+        names = present if columns is None else [c for c in columns if c in present]
+        finite = [c for c in finite if c in present]
         digests = {name: xxhash.xxh3_64() for name in names}
+        problem = None
         for i in range(reader.num_record_batches):
             batch = reader.get_batch(i)
             for name in names:
@@ -62,7 +71,10 @@ def column_xxh3(path: Path, columns=None) -> dict[str, str]:
                     for buf in array.buffers():
                         if buf is not None:
                             digests[name].update(buf)
-        return {name: d.hexdigest() for name, d in digests.items()}
+            if finite and problem is None:
+                problem = nonfinite_problem(_numpy_columns({c: batch.column(c) for c in
+                                                            ("row", *finite, "n_response_tokens") if c in present}))
+        return {name: d.hexdigest() for name, d in digests.items()}, problem
 
 
 def _arrays(array: pa.Array):
@@ -81,7 +93,7 @@ def nonfinite_rows(emb: np.ndarray) -> np.ndarray:
     if emb.dtype != np.float16:
         return np.nonzero(~np.isfinite(emb).all(axis=1))[0]
     bad = []
-    step = max(1, (1 << 24) // max(emb.shape[1], 1))
+    step = max(1, (1 << 18) // max(emb.shape[1], 1))  # under 1 MiB of temporaries: the check runs beside scoring
     for lo in range(0, len(emb), step):
         hit = (emb[lo:lo + step].view(np.uint16) & _EXPONENT) == _EXPONENT
         if hit.any():
@@ -126,12 +138,12 @@ def _numpy_columns(columns: dict[str, pa.Array]) -> dict[str, np.ndarray]:
     out = {}
     for name, arr in columns.items():
         arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-        if name == "embedding":
-            dim = arr.type.list_size
-            out[name] = arr.values.to_numpy(zero_copy_only=False)[arr.offset * dim:(arr.offset + len(arr)) * dim
-                                                                   ].reshape(len(arr), dim)
+        if name == "embedding":  # a view of the Arrow buffer, never a copy (this runs beside scoring)
+            dim, values = arr.type.list_size, arr.values
+            flat = np.frombuffer(values.buffers()[1], dtype=np.float16, count=len(values), offset=values.offset * 2)
+            out[name] = flat[arr.offset * dim:(arr.offset + len(arr)) * dim].reshape(len(arr), dim)
         elif name in ("row", "n_response_tokens", *LOSS_COLUMNS):
-            out[name] = arr.to_numpy(zero_copy_only=False)
+            out[name] = arr.to_numpy(zero_copy_only=arr.null_count == 0 and not pa.types.is_boolean(arr.type))
     return out
 
 
