@@ -133,20 +133,17 @@ def export(selection, *, pool, out="selected.jsonl", order: str = "selection", f
 
     ``selection``: a :class:`SelectionResult` (saved or not) or a selection folder.
     """
+    from dataselect.checks import as_path
     from dataselect.exporter import export_selection, export_table
     from dataselect.pool import pool_source
 
     pool = pool_source(pool, split)
-    from dataselect.checks import as_path
-
-    if not isinstance(selection, SelectionResult):
-        selection = as_path(selection, "selection")
     if isinstance(selection, SelectionResult):
         inputs = [selection.path] if selection.path else []
         export_table(selection.table, selection.meta, pool, Path(out), order=order, fmt=format, bare=bare,
                      overwrite=overwrite, inputs=inputs)
     else:
-        export_selection(Path(selection), pool, Path(out), order=order, fmt=format, bare=bare,
+        export_selection(as_path(selection, "selection"), pool, Path(out), order=order, fmt=format, bare=bare,
                          overwrite=overwrite)
     return Path(out)
 

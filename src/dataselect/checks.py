@@ -13,6 +13,8 @@ import types
 import typing
 from pathlib import Path
 
+import numpy as np
+
 from dataselect.errors import DataselectError
 
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding, torch and the paper scripts' random.Random all take this range
@@ -51,22 +53,39 @@ def as_paths(objs, what: str) -> list[Path]:
     return [as_path(o, what) for o in items]
 
 
+def typed(flag: str, value, target):
+    """``value`` (given from Python, not parsed from text) as the type ``target`` names: int, float (an
+    int is taken), bool, str, or a list of one of them (a single value is a list of one); other targets
+    pass it through. One line naming ``flag`` otherwise."""
+    if typing.get_origin(target) is list:
+        inner = (typing.get_args(target) or (str,))[0]
+        items = [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
+        try:
+            items = list(items)
+        except TypeError:
+            raise DataselectError(f"{flag} {value!r}: expected a list of {inner.__name__}") from None
+        return [typed(flag, v, inner) for v in items]
+    if target not in (int, float, bool, str):
+        return value
+    if target is int and isinstance(value, np.integer):
+        return int(value)
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, target) or (target is int and isinstance(value, bool)):
+        raise DataselectError(f"{flag} {value!r}: expected {target.__name__}")
+    return value
+
+
 def check_fields(obj) -> None:
-    """Each field of the dataclass ``obj`` has the type its annotation names (int, float, bool, str, or
-    Optional of one); one line naming the option otherwise."""
+    """Each field of the dataclass ``obj`` has the type its annotation names (:func:`typed`, whose value it
+    keeps; ``None`` where the annotation is Optional); one line naming the option otherwise."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         want = hints[f.name]
         args = typing.get_args(want)
         optional = typing.get_origin(want) in (typing.Union, getattr(types, "UnionType", None)) and type(None) in args
-        base = next((a for a in args if a is not type(None)), want) if optional else want
         value = getattr(obj, f.name)
         if value is None and optional:
             continue
-        if base not in (int, float, bool, str):
-            continue
-        ok = isinstance(value, base) and not (base is int and isinstance(value, bool))
-        if base is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            raise DataselectError(f"--{f.name.replace('_', '-')} {value!r}: expected {base.__name__}")
+        target = next(a for a in args if a is not type(None)) if optional else want
+        setattr(obj, f.name, typed(f"--{f.name.replace('_', '-')}", value, target))

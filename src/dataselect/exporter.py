@@ -26,7 +26,7 @@ import orjson
 from dataselect.errors import DataselectError, InputError
 from dataselect.outputs import claim, writing
 from dataselect.pool import PoolReader, normalize_record, pool_fingerprint
-from dataselect.pool.identity import HASH_COLUMN, Identities
+from dataselect.pool.identity import Identities
 from dataselect.pool.offsets import record_offsets
 from dataselect.pool.reader import parse_line, plain_jsonl_files
 from dataselect.pool.records import RecordError
@@ -66,8 +66,7 @@ def export_table(table, meta: dict, pool, out, *, order: str = "selection", fmt:
                               f"from {meta['pool_store']['pool_name']!r} with a different fingerprint)")
     rows = table.column("row").to_numpy()
     info = {c: table.column(c).to_pylist() for c in ("score", "task", "weight", "id")}
-    hashes = table.column(HASH_COLUMN).to_numpy() if HASH_COLUMN in table.column_names else None
-    identities = Identities(rows, info["id"], hashes, "the selection's store")
+    identities = Identities.of_table(table, "the selection's store")
     files = plain_jsonl_files(pool)
     if files is not None:
         _export_plain(files, rows, info, meta, out, identities, order=order, fmt=fmt, bare=bare, overwrite=overwrite,

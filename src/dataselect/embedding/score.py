@@ -20,7 +20,7 @@ from dataselect.embedding.model import load_model
 from dataselect.embedding.text import Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool import PoolReader, pool_fingerprint
-from dataselect.pool.identity import HASH_COLUMN, Identities
+from dataselect.pool.identity import Identities
 from dataselect.progress import bar as progress_bar
 from dataselect.store.manifest import MANIFEST, load_manifest, shard_path, store_hash
 from dataselect.store.writer import write_shard
@@ -58,9 +58,7 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
         with pa.memory_map(str(path)) as mm:
             table = pa.ipc.open_file(mm).read_all()
         wanted = set(table.column("row").to_pylist())
-        identities = Identities(table.column("row").to_numpy(), table.column("id").to_pylist(),
-                                table.column(HASH_COLUMN).to_numpy() if HASH_COLUMN in table.column_names else None,
-                                f"the store {store}")
+        identities = Identities.of_table(table, f"the store {store}")
         msgs = []
         for r in reader.rows(start_row=shard["first_row"]):
             if r.row >= shard["end_row"]:
@@ -134,4 +132,3 @@ class RowLosses:
             self._embedder = RowEmbedder(model, formatter, cfg["pooling"], with_loss=True)
         cols = self._embedder([found[int(r)] for r in rows])
         return cols["loss_response"].to_numpy(zero_copy_only=False).astype(np.float64)
-

@@ -2,8 +2,8 @@
 
 ``embed`` stores, per row, ``id`` and ``record_hash``: the xxh3-64 of the record as parsed (its
 orjson serialisation, so whitespace and line endings do not count, every field and value does).
-Every command that reads records of given rows back from the pool -- export, report, explain,
-neighbors, score, loss scoring of representatives -- compares each one with what the store recorded
+Every command that reads records of given rows back from the pool -- export, report, neighbors,
+score, loss scoring of representatives -- compares each one with what the store recorded
 and refuses, in one line naming the file and line, a record that differs: a pool edited, re-ordered
 or swapped after embedding no longer passes its fingerprint (name, size, first and last MiB) alone.
 
@@ -22,8 +22,6 @@ from dataselect.errors import InputError
 from dataselect.pool.records import RecordError
 
 HASH_COLUMN = "record_hash"
-
-
 MAX_DEPTH = 254  # orjson's nesting limit; no real instruction record comes near it
 
 
@@ -53,6 +51,13 @@ class Identities:
         self._hash = None if hashes is None else dict(zip(rows.tolist(), np.asarray(hashes, np.uint64).tolist(),
                                                           strict=True))
         self.source = source
+
+    @classmethod
+    def of_table(cls, table, source: str) -> Identities:
+        """The identities an Arrow table of rows holds (a shard, a selection): ``row``, ``id`` and, when
+        present, ``record_hash``."""
+        hashes = table.column(HASH_COLUMN).to_numpy() if HASH_COLUMN in table.column_names else None
+        return cls(table.column("row").to_numpy(), table.column("id").to_pylist(), hashes, source)
 
     @classmethod
     def of_store(cls, store, rows) -> Identities:

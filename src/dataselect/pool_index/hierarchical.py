@@ -41,6 +41,7 @@ from dataselect.pool_index.kmeans import (
     assign_store,
     default_trials,
     fit_kmeans,
+    max_k,
     plan_memory,
     resolve_search,
     sample_note,
@@ -82,21 +83,9 @@ def plan_default_levels(store: Store, device, resources: Resources, sample_size:
     """
     n = store.n_rows
     wanted = default_levels(n)[0]
-
-    def fits(k: int) -> bool:
-        try:
-            plan = _level1_plan(store, k, sample_size, max(2, int(0.5 * n / k)), device, resources)
-        except DataselectError:
-            return False
-        return plan.sample_rows >= min(n, REFERENCE_ROWS_PER_CLUSTER * k)
-
-    k1 = wanted
-    if not fits(wanted):
-        lo, hi = 1, wanted  # fits(lo) (or lo == 1: nothing fits), not fits(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-        k1 = max(2, lo)
+    k1 = max(2, max_k(store, store.dim, device, resources, wanted, per_centroid=REFERENCE_ROWS_PER_CLUSTER,
+                      plan_for=lambda k: _level1_plan(store, k, sample_size, max(2, int(0.5 * n / k)), device,
+                                                      resources)))
     record = {"rule": f"k1 = n/{REFERENCE_ROWS_PER_CLUSTER} (ssl-data-curation's level-1 ratio), then /10 per "
                       "level while >= 10, at most 4 levels", "k1_reference": wanted, "k1": k1,
               "limited_by_memory": k1 < wanted, "note": None}

@@ -321,13 +321,15 @@ def plan_memory(store: Store, k: int, d_cluster: int, wanted: int, device: torch
 
 
 def max_k(store: Store, d_cluster: int, device: torch.device, resources: Resources, wanted: int,
-          per_centroid: int = MIN_POINTS_PER_CENTROID) -> int:
-    """The largest k <= ``wanted`` whose plan fits the memory budget with a training sample of at least
-    ``per_centroid`` rows per centroid (or the whole pool): what a caller may cap a rule's k to."""
+          per_centroid: int = MIN_POINTS_PER_CENTROID, plan_for=None) -> int:
+    """The largest k <= ``wanted`` (0 when none) whose plan fits the memory budget with a training sample
+    of at least ``per_centroid`` rows per centroid (or the whole pool): what a caller may cap a rule's k
+    to. ``plan_for(k)``: the caller's own plan (default: :func:`plan_memory` of a plain clustering)."""
+    plan_for = plan_for or (lambda k: plan_memory(store, k, d_cluster, k * POINTS_PER_CENTROID, device, resources))
 
     def fits(k: int) -> bool:
         try:
-            plan = plan_memory(store, k, d_cluster, k * POINTS_PER_CENTROID, device, resources)
+            plan = plan_for(k)
         except DataselectError:
             return False
         return plan.sample_rows >= min(store.n_rows, per_centroid * k)

@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from dataselect.checks import typed
 from dataselect.errors import DataselectError
 from dataselect.resources import Resources
 from dataselect.selection import Selection
@@ -211,7 +212,7 @@ def _convert(cls: type[Selector], name: str, raw, annotation):
         check_choice(name, raw, typing.get_args(target))
         return raw
     if not isinstance(raw, str):
-        return _typed(name, raw, target)
+        return typed(f"--{name.replace('_', '-')}", raw, target)
     try:
         if target is bool:
             low = raw.lower()
@@ -226,28 +227,6 @@ def _convert(cls: type[Selector], name: str, raw, annotation):
     except ValueError:
         raise DataselectError(f"--{name.replace('_', '-')} {raw!r}: expected {getattr(target, '__name__', target)}") from None
     return raw
-
-
-def _typed(name: str, value, target):
-    """A value given from Python (not parsed from text): check it has the annotated type."""
-    flag = f"--{name.replace('_', '-')}"
-    if typing.get_origin(target) is list:
-        inner = (typing.get_args(target) or (str,))[0]
-        items = [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
-        try:
-            items = list(items)
-        except TypeError:
-            raise DataselectError(f"{flag} {value!r}: expected a list of {inner.__name__}") from None
-        return [_typed(name, v, inner) for v in items]
-    if target is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if target in (int, float, bool, str):
-        ok = isinstance(value, target) and not (target is int and isinstance(value, bool))
-        if target is int and isinstance(value, np.integer):
-            return int(value)
-        if not ok:
-            raise DataselectError(f"{flag} {value!r}: expected {target.__name__}")
-    return value
 
 
 def build_selector(method: str, params: dict) -> Selector:

@@ -62,6 +62,7 @@ from typing import Literal
 import numpy as np
 
 from dataselect.errors import DataselectError
+from dataselect.pool_index.hierarchical import closest_per_cluster, random_per_cluster
 from dataselect.pool_index.kmeans import Clustering, cluster_store, max_k
 from dataselect.progress import note
 from dataselect.resources import Resources
@@ -124,30 +125,21 @@ def sensitivities(labels: np.ndarray, dist2: np.ndarray, centre_loss: np.ndarray
 
 def representatives(labels: np.ndarray, dist2: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.ndarray:
     """Position of each cluster's eligible row nearest its centre, (k,) int64 (-1: no eligible row); ties by position."""
-    d = dist2.astype(np.float64)
-    if eligible is not None:
-        d = np.where(eligible, d, np.inf)
-    n = len(d)
-    order = np.lexsort((np.arange(n), d, labels))  # by cluster, then distance, then position
-    lab = labels[order]
-    starts = np.minimum(np.searchsorted(lab, np.arange(k)), n - 1)
-    nearest = order[starts]
-    found = (lab[starts] == np.arange(k)) & np.isfinite(d[nearest])
-    return np.where(found, nearest, -1)
+    pos = np.arange(len(labels)) if eligible is None else np.nonzero(eligible)[0]
+    nearest = pos[closest_per_cluster(labels[pos], dist2[pos], 1)]
+    reps = np.full(k, -1, dtype=np.int64)
+    reps[labels[nearest]] = nearest
+    return reps
 
 
-def draw_probes(labels: np.ndarray, dist2: np.ndarray, k: int, t: int, rng: np.random.Generator,
+def draw_probes(labels: np.ndarray, dist2: np.ndarray, t: int, rng: np.random.Generator,
                 eligible: np.ndarray | None = None) -> np.ndarray:
     """Up to ``t`` positions per cluster, uniformly without replacement among its eligible rows at distance > 0."""
     ok = dist2 > 0
     if eligible is not None:
         ok &= eligible
     pos = np.nonzero(ok)[0]
-    order = pos[np.lexsort((rng.random(len(pos)), labels[pos]))]  # by cluster, random within
-    lab = labels[order]
-    starts = np.searchsorted(lab, np.arange(k))
-    rank = np.arange(len(order)) - starts[lab]
-    return np.sort(order[rank < t])
+    return pos[random_per_cluster(labels[pos], t, rng)]
 
 
 def lemma8_lambda(labels: np.ndarray, dist2: np.ndarray, centre_loss: np.ndarray, probes: np.ndarray,
@@ -313,9 +305,10 @@ class KMeansSensitivity(Selector):
                              sample_size=self.sample_size, pca_dim=self.pca_dim, init_sample=self.init_sample,
                              backend=self.backend, assign=self.assign, resources=resources)
 
-    def _rounded(self, pool, base: Clustering, eligible: np.ndarray, scorer, resources
+    def _rounded(self, pool, base: Clustering, eligible: np.ndarray, loss: np.ndarray | None, scorer, resources
                  ) -> tuple[Clustering, np.ndarray, np.ndarray, dict]:
-        """Step 3: (clustering around the representatives, their positions, their losses, what was used)."""
+        """Step 3: (clustering around the representatives, their positions, their losses, what was used).
+        Losses come from ``loss`` (the store's column) or, when it is None, from ``scorer``."""
         reps = representatives(base.labels, base.dist2, base.k, eligible)
         info: dict = {}
         if scorer is not None:
@@ -333,7 +326,6 @@ class KMeansSensitivity(Selector):
                 reps[bad] = representatives(base.labels, base.dist2, base.k, eligible)[bad]
             info["loss_source"] = f"{scored:,} representatives scored with {self.loss_model}"
         else:
-            loss = pool.column("loss_response").astype(np.float64)
             rep_loss = np.where(reps >= 0, loss[np.maximum(reps, 0)], np.nan)
             info["loss_source"] = "store column loss_response"
         found = (reps >= 0) & np.isfinite(rep_loss)
@@ -351,15 +343,14 @@ class KMeansSensitivity(Selector):
                                   "non-negative loss (mean response NLL)")
         return base.rounded(pool, reps[found], resources), reps[found], rep_loss, info
 
-    def _lambda(self, pool, cl: Clustering, rep_loss: np.ndarray, scorer, rng: np.random.Generator
-                ) -> tuple[np.ndarray, dict]:
-        """Step 5: one Lambda per cluster (Lemma 8) or the constant --lam."""
+    def _lambda(self, pool, cl: Clustering, rep_loss: np.ndarray, loss: np.ndarray | None, scorer,
+                rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        """Step 5: one Lambda per cluster (Lemma 8) or the constant --lam; probe losses as in :meth:`_rounded`."""
         if self._lam is not None:
             return np.full(cl.k, self._lam), {"lam": self._lam}
         t = self.lam_probes or default_probes(cl.k)
-        loss = None if scorer is not None else pool.column("loss_response").astype(np.float64)
         eligible = None if loss is None else np.isfinite(loss)
-        probes = draw_probes(cl.labels, cl.dist2, cl.k, t, rng, eligible)
+        probes = draw_probes(cl.labels, cl.dist2, t, rng, eligible)
         probe_loss = loss[probes] if loss is not None else scorer(cl.rows[probes])
         lam, missing = lemma8_lambda(cl.labels, cl.dist2, rep_loss, probes, probe_loss, pool.n_rows, self.z)
         info = {"lam": "auto", "lam_probes_per_cluster": t, "lam_probes_used": int(np.isfinite(probe_loss).sum()),
@@ -428,16 +419,17 @@ class KMeansSensitivity(Selector):
             score = coreset_probabilities(cl.labels, cl.dist2, cl.k)
         else:
             eligible = ~taken
-            scorer = None
+            loss = scorer = None
             if self.loss_model:
                 from dataselect.embedding.score import RowLosses
 
                 scorer = RowLosses(pool, self.loss_model, self.pool, device=resources.device if resources else "auto")
-            else:
-                eligible &= np.isfinite(pool.column("loss_response"))
-            cl, reps, rep_loss, rep_info = self._rounded(pool, base, eligible, scorer, resources)
+            else:  # the store's column, read once for representatives and probes
+                loss = pool.column("loss_response").astype(np.float64)
+                eligible &= np.isfinite(loss)
+            cl, reps, rep_loss, rep_info = self._rounded(pool, base, eligible, loss, scorer, resources)
             info.update(rep_info)
-            lam, lam_info = self._lambda(pool, cl, rep_loss, scorer, rng)
+            lam, lam_info = self._lambda(pool, cl, rep_loss, loss, scorer, rng)
             info.update(lam_info, z=self.z)
             score = sensitivities(cl.labels, cl.dist2, rep_loss, lam, self.z)
         if queries:

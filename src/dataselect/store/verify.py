@@ -2,34 +2,17 @@
 
 For each shard listed in the manifest: the name is one the writer produces and resolves inside the
 store, the file exists with the recorded size, sha256 and xxh3 match what was recorded at write time,
-the Arrow schema and row count match the manifest, and no embedding or loss is NaN or inf. Then the store hash is recomputed. Nothing is
-modified.
+the Arrow schema and row count match the manifest, and no embedding or loss is NaN or inf. Then the
+store hash is recomputed. Nothing is modified.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-
 from dataselect.errors import DataselectError
 from dataselect.store.manifest import load_manifest, shard_path, store_hash
-from dataselect.store.writer import LOSS_COLUMNS, file_sha256, file_xxh3, nonfinite_problem
-
-
-def _nonfinite(path: Path, dim: int) -> str | None:
-    """What is NaN or inf in the shard at ``path`` (embedding and loss columns), or None."""
-    from dataselect.store.reader import _column_numpy
-
-    with pa.memory_map(str(path)) as mm:
-        reader = pa.ipc.open_file(mm)
-        names = [c for c in ("row", "embedding", "n_response_tokens", *LOSS_COLUMNS) if c in reader.schema.names]
-        for i in range(reader.num_record_batches):
-            batch = reader.get_batch(i)
-            problem = nonfinite_problem({c: _column_numpy(batch, c, dim) for c in names})
-            if problem:
-                return problem
-    return None
+from dataselect.store.writer import LOSS_COLUMNS, file_sha256, file_xxh3, scan_columns
 
 
 def verify_store(path) -> tuple[list[str], dict]:
@@ -60,7 +43,7 @@ def verify_store(path) -> tuple[list[str], dict]:
         except DataselectError as exc:
             problems.append(str(exc))
             continue
-        problem = _nonfinite(p, dim)
+        _, problem = scan_columns(p, [], ("embedding", *LOSS_COLUMNS))
         if problem:
             problems.append(f"{p}: {problem}")
     if man.get("complete") and store_hash(man["config"], man["shards"]) != man.get("store_hash"):
