@@ -136,7 +136,7 @@ def batching_run(model_path: str, pool: Path, out: Path, device: str, dtype: str
     t0 = time.perf_counter()
     man = stage.run()
     sync()
-    return time.perf_counter() - t0, man["counts"]["tokens"], stage
+    return time.perf_counter() - t0, man.counts["tokens"], stage
 
 
 def sync():
@@ -204,7 +204,7 @@ def main() -> None:
             t0 = time.perf_counter()
             man = RayEmbedStage(pool, tmp / "ray", o, workers=1, num_gpus_per_worker=gpus).run()
             t_ray = time.perf_counter() - t0
-            print(f"ray engine  {man['counts']['tokens'] / t_ray:10,.0f} tok/s   wall {t_ray:7.2f}s   "
+            print(f"ray engine  {man.counts['tokens'] / t_ray:10,.0f} tok/s   wall {t_ray:7.2f}s   "
                   f"(1 worker; x{t_ours / t_ray:.2f} of the local engine, model load per run included)")
         if not args.skip_naive:
             t_naive, tok_naive, w_naive = naive(model, pool, args.device, dtype)

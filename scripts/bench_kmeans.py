@@ -58,7 +58,7 @@ def main() -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_kmeans_"))
     path = root / f"clustered_loss_{args.rows}x{args.dim}"
     clustered_store(path, args.rows, args.dim, with_loss=True)
-    shutil.rmtree(path / "clusterings", ignore_errors=True)
+    shutil.rmtree(path / "artefacts", ignore_errors=True)
     store = Store(path)
     args.k = args.k or rule_k(args.budget)
     n_train = min(args.rows, args.k * 256)

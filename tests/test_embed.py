@@ -109,9 +109,9 @@ def test_store_layout_and_manifest(tmp_path, tiny_llama):
 
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(25))
     man = embed(pool, tmp_path / "s", tiny_llama, shard_rows=10)
-    assert [s["file"] for s in man["shards"]] == ["shard-00000.arrow", "shard-00001.arrow", "shard-00002.arrow"]
-    assert [(s["first_row"], s["end_row"]) for s in man["shards"]] == [(0, 10), (10, 20), (20, 25)]
-    assert man["complete"] and man["counts"]["rows_stored"] == 25 and man["config"]["dim"] == 64
+    assert [s.file for s in man.shards] == ["shard-00000.arrow", "shard-00001.arrow", "shard-00002.arrow"]
+    assert [(s.first_row, s.end_row) for s in man.shards] == [(0, 10), (10, 20), (20, 25)]
+    assert man.complete and man.counts["rows_stored"] == 25 and man.config.dim == 64
     with pa.memory_map(str(tmp_path / "s" / "shard-00001.arrow")) as mm:
         t = pa.ipc.open_file(mm).read_all()
     assert t.schema.field("embedding").type == pa.list_(pa.float16(), 64)
@@ -131,15 +131,15 @@ def test_resume_after_interruption_gives_identical_shards(tmp_path, tiny_llama):
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(50))
     full = embed(pool, tmp_path / "full", tiny_llama, shard_rows=12)
     part = embed(pool, tmp_path / "part", tiny_llama, shard_rows=12, max_shards=2)
-    assert not part["complete"] and len(part["shards"]) == 2
+    assert not part.complete and len(part.shards) == 2
     with pytest.raises(DataselectError, match="incomplete"):
         Store(tmp_path / "part")
     (tmp_path / "part" / ".tmp-shard-00002.arrow.123.abc").write_bytes(b"half-written")
     resumed = embed(pool, tmp_path / "part", tiny_llama, shard_rows=12)
-    assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in full["shards"]]
-    assert resumed["store_hash"] == full["store_hash"]
-    for s in full["shards"]:
-        assert (tmp_path / "part" / s["file"]).read_bytes() == (tmp_path / "full" / s["file"]).read_bytes()
+    assert [s.sha256 for s in resumed.shards] == [s.sha256 for s in full.shards]
+    assert resumed.store_hash == full.store_hash
+    for s in full.shards:
+        assert (tmp_path / "part" / s.file).read_bytes() == (tmp_path / "full" / s.file).read_bytes()
     assert not list((tmp_path / "part").glob(".tmp-*"))
 
 
@@ -149,7 +149,7 @@ def test_different_config_is_refused(tmp_path, tiny_llama):
     with pytest.raises(DataselectError, match="pooling: store has 'rds\\+', this run asks for 'mean'"):
         embed(pool, tmp_path / "s", tiny_llama, pooling="mean")
     embed(pool, tmp_path / "s", tiny_llama, pooling="mean", overwrite=True)
-    assert Store(tmp_path / "s").config["pooling"] == "mean"
+    assert Store(tmp_path / "s").config.pooling == "mean"
 
 
 def test_skip_invalid_counts_every_row(tmp_path, tiny_llama):
@@ -160,16 +160,16 @@ def test_skip_invalid_counts_every_row(tmp_path, tiny_llama):
     with pytest.raises(DataselectError, match=r"p\.jsonl:3: invalid JSON"):
         embed(pool, tmp_path / "s", tiny_llama)
     man = embed(pool, tmp_path / "s2", tiny_llama, skip_invalid=True)
-    c = man["counts"]
+    c = man.counts
     assert (c["rows_read"], c["rows_stored"], c["rows_skipped"]) == (8, 6, 2)
-    assert [e["where"] for e in man["skipped_examples"]] == [f"{pool}:3", f"{pool}:6"]
+    assert [e["where"] for e in man.skipped_examples] == [f"{pool}:3", f"{pool}:6"]
     assert 2 not in Store(tmp_path / "s2").rows()
 
 
 def test_query_stores(tmp_path, tiny_llama):
     q = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "what is two plus three"}, {"prompt": "a poem"}])
     man = embed(q, tmp_path / "qs", tiny_llama, task="math", queries=True)
-    assert man["kind"] == "queries"
+    assert man.kind == "queries"
     assert list(Store(tmp_path / "qs").column("task")) == ["math", "math"]
     tagged = write_jsonl(tmp_path / "t.jsonl", [{"prompt": "x", "task": "a"}, {"prompt": "y"}])
     with pytest.raises(DataselectError, match=r"t\.jsonl:2: query record has no 'task' field"):
@@ -179,7 +179,7 @@ def test_query_stores(tmp_path, tiny_llama):
 def test_encoder_model_embeds_but_refuses_loss(tmp_path, bundled_model):
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(5))
     man = embed(pool, tmp_path / "s", "bundled")
-    assert man["config"]["dim"] == 384 and man["config"]["max_length"] == 512
+    assert man.config.dim == 384 and man.config.max_length == 512
     with pytest.raises(DataselectError, match="losses need a causal language model"):
         embed(pool, tmp_path / "s2", bundled_model, with_loss=True)
 

@@ -75,7 +75,7 @@ def test_edited_dim_and_row_counts_are_refused(vec_store):
     with pytest.raises(DataselectError, match="manifest says 8 float16"):
         Store(pool)
     edit_manifest(pool, lambda m: (m["config"].update(dim=16), m["shards"][0].update(rows_stored=150)))
-    with pytest.raises(DataselectError, match="holds 100 rows but the manifest says 150"):
+    with pytest.raises(DataselectError, match="rows 0..100 with 150 stored do not add up"):
         Store(pool)
 
 

@@ -186,7 +186,7 @@ def test_clustering_respects_a_data_segment_limit(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_paths_match_cpu(tmp_path):
-    from dataselect.scoring import score_tasks
+    from dataselect.pool_index.similarity import score_tasks
 
     x = blobs(5000, 64, 20)
     x /= np.linalg.norm(x, axis=1, keepdims=True)

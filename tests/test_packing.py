@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import make_records, run_cli, write_jsonl
-from dataselect.embedding.compute import RowEmbedder
+from dataselect.embedding.compute import Encoder
 from dataselect.embedding.forward import block_causal_mask, pack_batch
 from dataselect.embedding.model import load_model
 from dataselect.embedding.text import Encoded, Formatter
@@ -37,7 +37,7 @@ def test_packed_equals_padded(model, pooling):
     fmt = Formatter(model.tokenizer, "tulu", 512)
     out = {}
     for batching in ("padded", "packed"):
-        emb = RowEmbedder(model, fmt, pooling, with_loss=True, with_ifd=True, batch_tokens=2048, batching=batching)
+        emb = Encoder(model, fmt, pooling, with_loss=True, with_ifd=True, batch_tokens=2048, batching=batching)
         out[batching] = emb(msgs)
     a, b = out["padded"], out["packed"]
     ea = a["embedding"].values.to_numpy().astype(np.float32)
@@ -65,8 +65,8 @@ def test_batching_is_recorded_and_refused_where_impossible(tmp_path, tiny_llama)
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(30))
     run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "packed", "-q", "--batching", "packed")
     run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "auto", "-q")
-    assert Store(tmp_path / "packed").config["batching"] == "packed"
-    assert Store(tmp_path / "auto").config["batching"] == "padded"  # auto on a CPU
+    assert Store(tmp_path / "packed").config.batching == "packed"
+    assert Store(tmp_path / "auto").config.batching == "padded"  # auto on a CPU
     a, b = Store(tmp_path / "packed").embeddings(), Store(tmp_path / "auto").embeddings()
     assert np.abs(a - b).max() <= 1e-3
     _, err = run_cli("embed", pool, "-m", "bundled", "-o", tmp_path / "enc", "-q", "--batching", "packed", expect=2)

@@ -142,7 +142,7 @@ def test_a_deeply_nested_row_is_one_bad_row(tmp_path, depth, tiny_llama):
     from dataselect.store import Store
 
     st = Store(tmp_path / "s")
-    assert st.n_rows == 2 and st.manifest["counts"]["rows_skipped"] == 1
+    assert st.n_rows == 2 and st.manifest.counts["rows_skipped"] == 1
 
 
 def test_skip_reason_kinds_keep_names_and_drop_particulars():

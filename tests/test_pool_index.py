@@ -11,6 +11,7 @@ from dataselect.pool_index import PoolIndex, build_index, cluster_store
 from dataselect.pool_index.kmeans import Clustering
 from dataselect.selection import read_selection
 from dataselect.store import Store
+from dataselect.store.artefacts import Artefacts
 from dataselect.store.synthetic import store_from_array
 
 
@@ -50,13 +51,12 @@ def test_stale_index_and_clustering_are_refused(tmp_path):
     st = Store(tmp_path / "s")
     build_index(st, "flat")
     cl = cluster_store(st, 5)
-    key = next(p for p in (tmp_path / "s" / "clusterings").iterdir() if p.is_dir())
     store_from_array(tmp_path / "s", clustered(500, 8, 4, seed=5), shard_rows=100)  # re-embedded: new hash
     st2 = Store(tmp_path / "s")
     with pytest.raises(DataselectError, match="is stale"):
         PoolIndex.load(st2, "flat")
     with pytest.raises(DataselectError, match="is stale"):
-        Clustering.load(key, st2)
+        Clustering.load(Artefacts(st2).get("clustering", cl.key), st2)
     assert cluster_store(st2, 5).meta["store_hash"] == st2.hash != cl.meta["store_hash"]
 
 

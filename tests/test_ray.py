@@ -40,7 +40,7 @@ def test_ray_store_and_selection_match_local(tmp_path, tiny_llama, ray_cluster):
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(200))
     local = EmbedStage(pool, tmp_path / "local", opts(tiny_llama)).run()
     remote = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama), workers=2).run()
-    assert remote["counts"] == local["counts"] and remote["complete"]
+    assert remote.counts == local.counts and remote.complete
     a, b = Store(tmp_path / "local"), Store(tmp_path / "ray")
     assert np.array_equal(a.rows(), b.rows())
     assert np.abs(a.embeddings() - b.embeddings()).max() <= 1e-6
@@ -71,9 +71,9 @@ def test_ray_skips_and_duplicate_content_like_local(tmp_path, tiny_llama, ray_cl
     pool = write_jsonl(tmp_path / "p.jsonl", lines)
     local = EmbedStage(pool, tmp_path / "local", opts(tiny_llama, skip_invalid=True)).run()
     remote = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama, skip_invalid=True), workers=2).run()
-    assert remote["counts"] == local["counts"] and local["counts"]["rows_skipped"] == 2
-    assert remote["skipped_examples"] == local["skipped_examples"]
-    assert [s["sha256"] for s in remote["shards"]] == [s["sha256"] for s in local["shards"]]
+    assert remote.counts == local.counts and local.counts["rows_skipped"] == 2
+    assert remote.skipped_examples == local.skipped_examples
+    assert [s.sha256 for s in remote.shards] == [s.sha256 for s in local.shards]
 
 
 def test_ray_resumes_a_partial_store(tmp_path, tiny_llama, ray_cluster):
@@ -81,10 +81,10 @@ def test_ray_resumes_a_partial_store(tmp_path, tiny_llama, ray_cluster):
 
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(160))
     part = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama, max_shards=2), workers=2).run()
-    assert not part["complete"] and len(part["shards"]) == 2
+    assert not part.complete and len(part.shards) == 2
     done = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama), workers=2).run()
     ref = EmbedStage(pool, tmp_path / "local", opts(tiny_llama)).run()
-    assert done["complete"] and done["store_hash"] == ref["store_hash"]
+    assert done.complete and done.store_hash == ref.store_hash
 
 
 def _worker_pids() -> list[int]:
@@ -118,8 +118,8 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path, tiny_llama, ray_cl
     killer.start()
     man = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama), workers=2).run()
     killer.join()
-    assert killed and man["complete"]
+    assert killed and man.complete
     rows = Store(tmp_path / "ray").rows()
     assert sorted(rows.tolist()) == list(range(400)) and len(set(rows.tolist())) == 400
     ref = EmbedStage(pool, tmp_path / "local", opts(tiny_llama)).run()
-    assert [s["sha256"] for s in man["shards"]] == [s["sha256"] for s in ref["shards"]]
+    assert [s.sha256 for s in man.shards] == [s.sha256 for s in ref.shards]

@@ -94,7 +94,7 @@ def test_selection_records_the_rule_and_the_query(dup_world):
 
 
 def test_identical_embeddings_get_identical_scores(tmp_path):
-    from dataselect.scoring import score_tasks
+    from dataselect.pool_index.similarity import score_tasks
 
     rng = np.random.default_rng(11)
     base = unit_rows(rng, 100, 1024)
@@ -170,7 +170,7 @@ def test_bos_is_recorded_and_must_match(tmp_path, qwen_like):
     run_cli("embed", pool, "-m", qwen_like, "-o", tmp_path / "always", "-q", "--bos", "always")
     run_cli("embed", q, "-m", qwen_like, "-o", tmp_path / "q", "-q", "--task", "t")
     a, b = Store(tmp_path / "auto"), Store(tmp_path / "always")
-    assert a.config["bos"] == "auto" and b.config["bos"] == "always"
+    assert a.config.bos == "auto" and b.config.bos == "always"
     assert (a.column("n_tokens") + 1 == b.column("n_tokens")).all()  # one BOS more
     cos = (a.embeddings() * b.embeddings()).sum(1)
     assert cos.min() < 0.999  # the BOS changes the embedding: it matters which one the paper used

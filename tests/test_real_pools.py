@@ -73,7 +73,7 @@ def test_real_shaped_pool_embeds_without_skips(tmp_path, tiny_llama):
     pool = write_jsonl(tmp_path / "p.jsonl", [GLAIVE, OPENAI, ALPACA_HISTORY] * 5 + make_records(10))
     _, err = run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "s", "-q")
     st = Store(tmp_path / "s")
-    assert st.n_rows == 25 and st.manifest["counts"]["rows_skipped"] == 0
+    assert st.n_rows == 25 and st.manifest.counts["rows_skipped"] == 0
     n = st.column("n_tokens")
     assert n[0] > 40 and n[2] > n[2 + 15]  # history and tools counted as tokens
 
@@ -91,12 +91,12 @@ def test_every_bad_row_goes_to_a_file_with_counts_per_reason(tmp_path, tiny_llam
     assert [s["row"] for s in skipped] == sorted(bad)
     assert [s["where"] for s in skipped] == [f"{pool}:{i + 1}" for i in sorted(bad)]
     man = Store(tmp_path / "s").manifest
-    assert man["skipped_per_reason"] == {"invalid JSON": 2, "conversations[i] has unknown role 'alien'": 1,
+    assert man.skipped_per_reason == {"invalid JSON": 2, "conversations[i] has unknown role 'alien'": 1,
                                         "conversations[i] has unknown role 'robot'": 1,
                                         "field 'completion' is missing": 1,
                                         "record must be a JSON object, got list": 1}
     assert "2 x invalid JSON" in err and "skipped.jsonl" in err
-    assert man["counts"]["rows_stored"] + man["counts"]["rows_skipped"] == 30
+    assert man.counts["rows_stored"] + man.counts["rows_skipped"] == 30
     _, out = run_cli("inspect", tmp_path / "s")
 
 
@@ -126,8 +126,8 @@ def test_hub_pool_reads_like_the_local_file(hub_folder, tmp_path, tiny_llama, st
     a, b = Store(tmp_path / "hub"), Store(tmp_path / "local")
     assert np.array_equal(a.rows(), b.rows()) and list(a.column("id")) == list(b.column("id"))
     assert np.array_equal(a.embeddings(), b.embeddings())
-    pool = a.config["pool"]
-    assert pool["format"] == "hub" and pool["hub"]["split"] == "train" and pool["fingerprint"].startswith("hf-")
+    pool = a.config.pool
+    assert pool.format == "hub" and pool.hub["split"] == "train" and pool.fingerprint.startswith("hf-")
     assert [r.row for r in PoolReader(HubPool(str(folder), "train", streaming=streaming)).rows(start_row=30)] == \
         list(range(30, 40))
     # export reads the same split; a different pool is refused
@@ -247,7 +247,7 @@ def test_kill_inside_a_shard_keeps_committed_chunks_and_resumes_to_the_same_byte
 # --- the text side at scale (issue 17, item 7) ---------------------------------------------------------
 @pytest.mark.parametrize("order", ["selection", "pool"])
 def test_plain_jsonl_export_fast_path_equals_the_general_path(tmp_path, tiny_llama, monkeypatch, order):
-    import dataselect.exporter as exporter
+    import dataselect.pool.fetch as fetch
 
     lines = [json.dumps(r) for r in make_records(120, seed=8)]
     lines[5:5] = ["", "   "]  # blank lines are not records
@@ -255,7 +255,7 @@ def test_plain_jsonl_export_fast_path_equals_the_general_path(tmp_path, tiny_lla
     run_cli("embed", pool, "-m", tiny_llama, "-o", tmp_path / "s", "-q")
     run_cli("run", "--store", tmp_path / "s", "--method", "random", "--budget", "50", "--out", tmp_path / "sel", "-q")
     run_cli("export", tmp_path / "sel", "--pool", pool, "--out", tmp_path / "fast.jsonl", "--order", order)
-    monkeypatch.setattr(exporter, "plain_jsonl_files", lambda pool: None)  # force the streaming path
+    monkeypatch.setattr(fetch, "plain_jsonl_files", lambda pool: None)  # force the streaming path
     run_cli("export", tmp_path / "sel", "--pool", pool, "--out", tmp_path / "general.jsonl", "--order", order)
     got = [json.loads(x) for x in (tmp_path / "fast.jsonl").read_text().splitlines()]
     assert got == [json.loads(x) for x in (tmp_path / "general.jsonl").read_text().splitlines()]
@@ -288,11 +288,11 @@ def test_python_api_reads_hub_pools_too(hub_folder, tmp_path, tiny_llama):
 
     folder, _ = hub_folder
     store = ds.embed(folder, split="train", model=tiny_llama, out=tmp_path / "s", progress=False)
-    assert store.config["pool"]["format"] == "hub" and store.n_rows == 40
+    assert store.config.pool.format == "hub" and store.n_rows == 40
     sel = ds.select(store, method="random", budget=6, progress=False)
     ds.export(sel, pool=folder, split="train", out=tmp_path / "x.jsonl")
     assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 6
-    from dataselect.lookup import first_lines
+    from dataselect.neighbors import first_lines
 
     lines = first_lines(pool_source(folder, "train"), store, sel.rows.tolist())
     assert len(lines) == 6 and all(lines.values())

@@ -92,7 +92,7 @@ def test_interrupt_stops_cleanly_and_resumes(tmp_path, tiny_llama, sig):
 
 
 def test_disk_full_then_resume(tmp_path, tiny_llama, monkeypatch):
-    import dataselect.embedding.stage as stage
+    import dataselect.store.writer as stage
 
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(40))
     real, calls = stage.write_shard, []

@@ -111,13 +111,13 @@ def embed(
             from dataselect.embedding.stage import EmbedStage
 
             man = EmbedStage(pool, out, opts).run()
-    c = man.get("counts", {})
-    state = "complete" if man.get("complete") else "partial (re-run to resume)"
+    c = man.counts
+    state = "complete" if man.complete else "partial (re-run to resume)"
     _echo(f"embedded {c.get('rows_stored', 0):,} rows ({c.get('rows_skipped', 0):,} skipped, "
           f"{c.get('truncated', 0):,} truncated, {c.get('tokens', 0):,} tokens) into {out} [{state}]")
-    if man.get("skipped_file"):
-        kinds = "; ".join(f"{n:,} x {k}" for k, n in man["skipped_per_reason"].items())
-        _echo(f"skipped rows per reason: {kinds}; every one (row, file:line, reason) in {out / man['skipped_file']}")
+    if man.skipped_file:
+        kinds = "; ".join(f"{n:,} x {k}" for k, n in man.skipped_per_reason.items())
+        _echo(f"skipped rows per reason: {kinds}; every one (row, file:line, reason) in {out / man.skipped_file}")
 
 
 @app.command(cls=_Command)
@@ -146,7 +146,7 @@ def score(
     if scored:
         _echo(f"scored {scored:,} rows of {store}")
     else:
-        _echo(f"{store} already has losses for all {man['counts']['rows_stored']:,} rows; nothing to score")
+        _echo(f"{store} already has losses for all {man.rows_stored:,} rows; nothing to score")
 
 
 @app.command(cls=_Command)
@@ -159,7 +159,7 @@ def index(
     train_size: Annotated[int, typer.Option(metavar="ROWS", help="Rows sampled to train IVF kinds.")] = 200_000,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the training sample.")] = 0,
 ):
-    """Build a FAISS index over a store (saved in STORE/index-KIND)."""
+    """Build a FAISS index over a store (kept beside it in STORE/artefacts/index-KEY)."""
     from dataselect.pool_index import build_index
     from dataselect.store import open_store
 
@@ -177,7 +177,7 @@ def neighbors(
     pool: Annotated[Optional[Path], typer.Option(metavar="POOL", help="The pool file, to print each record's first line.")] = None,
 ):
     """Show the nearest pool records to a text or a row: the everyday way to look into a pool."""
-    from dataselect.lookup import neighbors as find
+    from dataselect.neighbors import neighbors as find
 
     typer.echo(printable(find(store, text=text, row=row, k=k, kind=kind, pool=pool)))
 
@@ -186,33 +186,33 @@ def neighbors(
 def inspect(store: Annotated[Path, typer.Argument(help="Store folder.")],
             as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False):
     """Print a store's manifest summary and counts."""
-    from dataselect.store import load_manifest
+    from dataselect.store import Manifest
 
-    man = load_manifest(store)
+    man = Manifest.load(store)
     if as_json:
-        typer.echo(json.dumps(man, indent=2))
+        typer.echo(json.dumps(man.to_json(), indent=2))
         return
-    cfg, c = man["config"], man.get("counts", {})
+    cfg, c = man.config, man.counts
     lines = [
-        f"store      {store}  ({man.get('kind')}, {'complete' if man.get('complete') else 'INCOMPLETE'})",
-        f"model      {cfg['model']['name']}  @ {cfg['model']['revision']}",
-        f"pooling    {cfg['pooling']}  template {cfg['template']}  bos {cfg.get('bos', 'always')}  "
-        f"max_length {cfg['max_length']}",
-        f"vectors    {c.get('rows_stored', 0):,} x {cfg['dim']} {cfg['dtype']}",
+        f"store      {store}  ({man.kind}, {'complete' if man.complete else 'INCOMPLETE'})",
+        f"model      {cfg.model.name}  @ {cfg.model.revision}",
+        f"pooling    {cfg.pooling}  template {cfg.template}  bos {cfg.bos}  batching {cfg.batching}  "
+        f"max_length {cfg.max_length}",
+        f"vectors    {c.get('rows_stored', 0):,} x {cfg.dim} {cfg.dtype}",
         f"rows       read {c.get('rows_read', 0):,}  stored {c.get('rows_stored', 0):,}  "
         f"skipped {c.get('rows_skipped', 0):,}  truncated {c.get('truncated', 0):,}",
         f"tokens     {c.get('tokens', 0):,}",
-        f"loss       {'yes' if cfg.get('with_loss') else 'no'}{' (+IFD)' if cfg.get('with_ifd') else ''}",
-        f"shards     {len(man['shards'])}",
-        f"pool       {cfg['pool']['name']} ({cfg['pool']['format']}, fingerprint {cfg['pool']['fingerprint'][:12]})",
+        f"loss       {'yes' if cfg.with_loss else 'no'}{' (+IFD)' if cfg.with_ifd else ''}",
+        f"shards     {len(man.shards)}",
+        f"pool       {cfg.pool.name} ({cfg.pool.format}, fingerprint {cfg.pool.fingerprint[:12]})",
     ]
-    if cfg.get("task"):
-        lines.append(f"task       {cfg['task']}")
-    for kind, n in (man.get("skipped_per_reason") or {}).items():
+    if cfg.task:
+        lines.append(f"task       {cfg.task}")
+    for kind, n in man.skipped_per_reason.items():
         lines.append(f"skipped    {n:,} x {kind}")
-    if man.get("skipped_file"):
-        lines.append(f"skipped    every row in {store / man['skipped_file']}")
-    for ex in man.get("skipped_examples", [])[:5]:
+    if man.skipped_file:
+        lines.append(f"skipped    every row in {store / man.skipped_file}")
+    for ex in man.skipped_examples[:5]:
         lines.append(f"skipped    {ex['where']}: {ex['reason']}")
     typer.echo("\n".join(lines))
 

@@ -1,13 +1,12 @@
 """``dataselect export``: a selection + its pool -> JSONL ready for fine-tuning.
 
-Plain JSONL pools: every record's byte offset is found with a numpy newline scan, then only the
-selected lines are read, at their offsets, in output order; each keeps its own bytes, with the
-provenance field spliced in. Other pools (compressed, Parquet, ``datasets``, hub) are streamed once:
-selected records are appended to a scratch file as they are met and their offsets remembered, then
-written in output order from it. Either way memory holds offsets, never the records, and the output
-is written under a temporary name and renamed into place; ``.jsonl.gz`` is compressed. Every record
-written is first checked against the identity the store recorded for its row (pool.identity): a pool
-changed after embedding is refused at the first record that differs, naming its file and line.
+The selected records come from :func:`dataselect.pool.fetch.records`, in output order: plain JSONL
+lines are read at their offsets and keep their own bytes, with the provenance field spliced in;
+other pools are streamed once through a scratch file. Memory holds offsets, never the records, and
+the output is written under a temporary name and renamed into place; ``.jsonl.gz`` is compressed.
+Every record written is first checked against the identity the store recorded for its row
+(pool.identity): a pool changed after embedding is refused at the first record that differs, naming
+its file and line.
 """
 
 from __future__ import annotations
@@ -15,20 +14,16 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import mmap
 import os
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import orjson
 
 from dataselect.errors import DataselectError, InputError
 from dataselect.outputs import claim, writing
-from dataselect.pool import PoolReader, normalize_record, pool_fingerprint
+from dataselect.pool import normalize_record, pool_fingerprint
+from dataselect.pool.fetch import records
 from dataselect.pool.identity import Identities
-from dataselect.pool.offsets import record_offsets
-from dataselect.pool.reader import parse_line, plain_jsonl_files
 from dataselect.pool.records import RecordError
 from dataselect.selection import read_selection
 
@@ -67,39 +62,19 @@ def export_table(table, meta: dict, pool, out, *, order: str = "selection", fmt:
     rows = table.column("row").to_numpy()
     info = {c: table.column(c).to_pylist() for c in ("score", "task", "weight", "id")}
     identities = Identities.of_table(table, "the selection's store")
-    files = plain_jsonl_files(pool)
-    if files is not None:
-        _export_plain(files, rows, info, meta, out, identities, order=order, fmt=fmt, bare=bare, overwrite=overwrite,
-                      inputs=inputs)
-        return len(rows)
-    rank_of = {int(r): i for i, r in enumerate(rows)}
-    offsets = np.full((len(rows), 2), -1, dtype=np.int64)
-    seen_order = []
-    reader = PoolReader(pool, check_duplicates=False)
-    with tempfile.TemporaryFile(dir=out.parent if out.parent.exists() else None) as scratch:
-        for row, where, rec in reader.raw(only=rank_of):
-            rank = rank_of.get(row)
-            if rank is None:
-                continue
-            if isinstance(rec, RecordError):
-                raise InputError(where, f"selected row {row} is not a valid record now ({rec})")
-            identities.check(row, where, rec)
-            obj = _output_record(rec, row, rank, info, meta, fmt, bare, where)
-            line = _jsonl_line(obj)
-            offsets[rank] = (scratch.tell(), len(line))
-            scratch.write(line)
-            seen_order.append(rank)
-        missing = np.nonzero(offsets[:, 0] < 0)[0]
-        if len(missing):
-            raise DataselectError(f"{pool}: selected row {int(rows[missing[0]])} is not in the pool "
-                                  f"({len(missing)} selected rows missing)")
-        scratch.flush()
-        ranks = range(len(rows)) if order == "selection" else seen_order
-        with (mmap.mmap(scratch.fileno(), 0, access=mmap.ACCESS_READ) as mm,
-              _output(out, overwrite, inputs) as fh):
-            for rank in ranks:
-                off, length = offsets[rank]
-                fh.write(mm[off:off + length])
+    fetched = records(pool, rows, identities, order="rows" if order == "selection" else "pool",
+                      scratch_dir=out.parent if out.parent.exists() else None)
+    with _output(out, overwrite, inputs) as fh:
+        pending: list[bytes] = []
+        for f in fetched:
+            line = (_original_line(f.raw, f.record, f.row, f.index, info, meta, bare)
+                    if fmt == "original" and f.raw is not None else None)
+            pending.append(line or _jsonl_line(_output_record(f.record, f.row, f.index, info, meta, fmt, bare,
+                                                              f.where)))
+            if len(pending) >= 4096:
+                fh.write(b"".join(pending))
+                pending.clear()
+        fh.write(b"".join(pending))
     return len(rows)
 
 
@@ -114,53 +89,6 @@ def _output(out: Path, overwrite: bool, inputs):
             if opener is open:
                 fh.flush()
                 os.fsync(fh.fileno())
-
-
-def _export_plain(files: list[Path], rows: np.ndarray, info: dict, meta: dict, out: Path, identities: Identities, *,
-                  order: str, fmt: str, bare: bool, overwrite: bool, inputs) -> None:
-    """Plain JSONL pools: find every record's byte offset with numpy, then read, annotate and write only
-    the selected lines, in the output's order, each read at its offset."""
-    spans = [record_offsets(f) for f in files]
-    counts = np.array([len(s[0]) for s in spans], dtype=np.int64)
-    firsts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    total = int(counts.sum())
-    bad = np.flatnonzero((rows < 0) | (rows >= total))
-    if len(bad):
-        raise DataselectError(f"{files[0] if len(files) == 1 else files[0].parent}: selected row "
-                              f"{int(rows[bad[0]])} is not in the pool ({len(bad)} selected rows missing)")
-    ranks = np.arange(len(rows)) if order == "selection" else np.argsort(rows, kind="stable")
-    # everything about each selected line, gathered with numpy in output order, then as Python lists
-    file_of = np.searchsorted(firsts, rows[ranks], side="right") - 1
-    local = rows[ranks] - firsts[file_of]
-    where_in = [np.empty(len(ranks), np.int64) for _ in range(3)]
-    for k, span in enumerate(spans):
-        sel = file_of == k
-        for dst, src in zip(where_in, span, strict=True):
-            dst[sel] = src[local[sel]]
-    todo = zip(ranks.tolist(), rows[ranks].tolist(), file_of.tolist(), *(a.tolist() for a in where_in), strict=True)
-    handles = []
-    try:  # pread, not mmap: reading millions of scattered lines must not grow the process to the pool's size
-        for f in files:
-            handles.append(open(f, "rb"))  # noqa: SIM115  (closed in finally)
-        fds = [h.fileno() for h in handles]
-        with _output(out, overwrite, inputs) as fh:
-            pending: list[bytes] = []
-            for rank, row, k, start, length, line_no in todo:
-                raw = os.pread(fds[k], length, start)
-                rec = parse_line(raw, line_no)
-                if isinstance(rec, RecordError):
-                    raise InputError(f"{files[k]}:{line_no}", f"selected row {row} is not a valid record now ({rec})")
-                identities.check(row, f"{files[k]}:{line_no}", rec)
-                line = _original_line(raw, rec, row, rank, info, meta, bare) if fmt == "original" else None
-                pending.append(line or _jsonl_line(_output_record(rec, row, rank, info, meta, fmt, bare,
-                                                                  f"{files[k]}:{line_no}")))
-                if len(pending) >= 4096:
-                    fh.write(b"".join(pending))
-                    pending.clear()
-            fh.write(b"".join(pending))
-    finally:
-        for h in handles:
-            h.close()
 
 
 def _jsonl_line(obj) -> bytes:

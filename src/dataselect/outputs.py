@@ -45,7 +45,7 @@ PNG_MARK = b"dataselect"
 
 
 def made_by_dataselect(path: Path) -> str | None:
-    """What dataselect output ``path`` is ("store", "selection", "index", "clustering", "report",
+    """What dataselect output ``path`` is ("store", "selection", "index", "artefact", "report",
     "figure", "export", "empty" folder), or None when dataselect did not make it (or cannot tell)."""
     path = Path(path)
     if path.is_symlink():
@@ -54,16 +54,18 @@ def made_by_dataselect(path: Path) -> str | None:
         names = {p.name for p in path.iterdir()}
         if not names:
             return "empty"
-        if "manifest.json" in names:
-            with contextlib.suppress(OSError, ValueError):
-                if json.loads((path / "manifest.json").read_text()).get("format", "").startswith("dataselect-store"):
-                    return "store"
+        from dataselect.store.manifest import is_store
+
+        if is_store(path):
+            return "store"
         if {"selection.json", "selection.arrow"} <= names:
             return "selection"
         if "index.json" in names:
             return "index"
-        if "meta.json" in names and path.parent.name == "clusterings":
-            return "clustering"
+        from dataselect.store.artefacts import is_artefact
+
+        if is_artefact(path):
+            return "artefact"
         return None
     if not path.is_file():
         return None
@@ -248,14 +250,25 @@ def recover(out) -> list[str]:
 _PARTIAL = re.compile(rf"{re.escape(TMP)}(.+)\.new\.(\d+)\.[0-9a-f]{{8}}")
 
 
-def sweep_partial_builds(folder: Path) -> int:
-    """Delete, in ``folder``, the partial builds (``.tmp-NAME.new.PID.*``) of killed writers of any output:
-    their process is gone and nobody holds NAME's lock. Never a ``ready`` or ``old`` entry: those are
-    finished by :func:`recover` of their own output. Returns how many were removed."""
+def sweep_partial_builds(folder: Path, *, locked_output: bool = False) -> int:
+    """Delete, in ``folder``, temporary entries no live writer can own. One rule, two places:
+
+    * beside outputs (the default): the partial builds (``.tmp-NAME.new.PID.*``) of killed writers of
+      any output -- their process is gone and nobody holds NAME's lock. Never a ``ready`` or ``old``
+      entry: those are finished by :func:`recover` of their own output.
+    * inside an output whose lock the caller holds (``locked_output``: a store being written): every
+      ``.tmp-*`` entry, since no other writer can be inside it.
+
+    Returns how many were removed."""
     removed = 0
     if not folder.is_dir():
         return 0
     for p in folder.iterdir():
+        if locked_output:
+            if p.name.startswith(TMP):
+                _remove(p)
+                removed += 1
+            continue
         m = _PARTIAL.fullmatch(p.name)
         if m and not _pid_alive(int(m.group(2))) and held_by(folder / m.group(1)) is None:
             _remove(p)
@@ -286,8 +299,6 @@ def writing(out, *, overwrite: bool = False, inputs: Iterable = (), what: str = 
             try:
                 yield tmp
             except OSError as exc:
-                from dataselect.atomic import with_path
-
                 raise with_path(exc, out) from exc
             if tmp.is_file():
                 with open(tmp, "rb") as fh:
@@ -304,3 +315,45 @@ def writing(out, *, overwrite: bool = False, inputs: Iterable = (), what: str = 
         os.replace(ready, out)
         if old is not None:
             _remove(old)
+
+
+def with_path(exc: OSError, path) -> OSError:
+    """``exc`` naming ``path`` (pyarrow's write errors name no file, and may carry their errno only in text)."""
+    if exc.filename is not None:
+        return exc
+    code = exc.errno
+    if code is None:
+        m = re.search(r"errno (\d+)", str(exc), re.IGNORECASE)
+        code = int(m.group(1)) if m else None
+    return OSError(code, os.strerror(code) if code else str(exc), str(path))
+
+
+@contextlib.contextmanager
+def atomic_path(final) -> Iterator[Path]:
+    """Yield a temporary path beside ``final`` (``.tmp-NAME.new.PID.*``); rename it to ``final`` only if
+    the block succeeds. For files inside an output the caller already holds the lock of (a store's
+    shards and manifest); a killed writer's leftovers go with :func:`sweep_partial_builds`."""
+    final = Path(final)
+    tmp = _tmp(final, "new")
+    try:
+        yield tmp
+        if tmp.is_file():
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` as pretty JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(final, overwrite: bool = False, inputs=()) -> Iterator[Path]:
+    """:func:`writing` of a directory: built under a temporary name, swapped in when the block succeeds."""
+    with writing(final, overwrite=overwrite, inputs=inputs, directory=True) as tmp:
+        yield tmp

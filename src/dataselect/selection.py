@@ -8,7 +8,8 @@ On disk a selection is a folder, written atomically:
   embedded: export checks every record it writes against it; absent for stores from before it),
   plus any method-specific columns (e.g. ``cluster_path``).
 * ``selection.json``: method, parameters, seed, budget, the stores' hashes and pool fingerprint,
-  package version, wall time, counts per task and per source.
+  the keys of the artefacts it used (``artefacts``: kind -> key), package version, wall time,
+  counts per task and per source.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from dataselect.atomic import atomic_dir
 from dataselect.errors import DataselectError
+from dataselect.outputs import atomic_dir
 
 ARROW = "selection.arrow"
 META = "selection.json"
@@ -37,6 +38,8 @@ class Selection:
     weights : (n,) float32 importance weights, or None (= all ones).
     extra : further (n,) columns to store, e.g. ``cluster_path``.
     info : what the method wants recorded in ``selection.json`` (effective parameters, timings).
+    artefacts : kind -> key of the artefacts beside the store it used (``selection.json`` ``artefacts``:
+        report, explain and compare read those, never rebuild them).
     """
 
     rows: np.ndarray
@@ -45,6 +48,7 @@ class Selection:
     weights: np.ndarray | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    artefacts: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         self.rows = np.asarray(self.rows, dtype=np.int64)

@@ -11,12 +11,13 @@ from dataselect.embedding.batching import token_budget_batches
 from dataselect.embedding.forward import forward_batch
 from dataselect.embedding.model import LoadedModel
 from dataselect.embedding.text import Encoded, Formatter
+from dataselect.errors import DataselectError
 from dataselect.store.writer import embedding_array
 
 ENCODE_CHUNK = 1024
 
 
-class RowEmbedder:
+class Encoder:
     """Compute the store columns of a list of samples (one shard's worth) in one pass of the model.
 
     Columns: ``embedding`` (fixed_size_list<float16>), ``n_tokens`` (int32), ``truncated`` (bool);
@@ -36,6 +37,31 @@ class RowEmbedder:
         self.padding_side = padding_side
         self.batching = batching  # "padded" or "packed" (resolved by the caller)
         self.batch_tokens = batch_tokens or (65536 if model.device.type == "cuda" else 16384)
+
+    @classmethod
+    def from_store(cls, store, *, model: str | None = None, with_loss: bool = False, with_ifd: bool = False,
+                   device: str = "auto", dtype: str = "auto", batch_tokens: int = 0,
+                   allow_pickle: bool = False) -> Encoder:
+        """An encoder that computes rows exactly as ``store`` was embedded: its model, at the revision
+        the store records (refused in one line when the model has changed since), its template, BOS
+        handling, maximum length, pooling and batching (packed where the store was packed).
+
+        ``model``: another model whose losses are wanted on the store's rows (``--loss-model``); its
+        revision is its own, and only the store's text settings apply.
+        """
+        from dataselect.embedding.model import load_model
+
+        cfg = store.config
+        name = model or cfg.model.name
+        loaded = load_model(name, device=device, dtype=dtype, with_lm_head=with_loss or with_ifd,
+                            allow_pickle=allow_pickle)
+        if name == cfg.model.name and loaded.revision != cfg.model.revision:
+            raise DataselectError(f"model {name!r} is now at revision {loaded.revision}, but {store.path} was embedded "
+                                  f"at {cfg.model.revision}; what it computes would not match the store's rows")
+        formatter = Formatter(loaded.tokenizer, cfg.template, cfg.max_length, causal=loaded.causal, bos=cfg.bos)
+        batching = resolve_batching(loaded, cfg.batching if name == cfg.model.name else "padded")
+        return cls(loaded, formatter, cfg.pooling, with_loss=with_loss, with_ifd=with_ifd, batch_tokens=batch_tokens,
+                   batching=batching)
 
     def _encode(self, messages: list[list[dict]], response_only: bool = False) -> list[Encoded]:
         out: list[Encoded] = []
@@ -72,3 +98,17 @@ class RowEmbedder:
         if self.with_ifd:
             cols["loss_response_alone"] = pa.array(nll[n:].astype(np.float32))
         return cols
+
+
+def resolve_batching(model, requested: str, gpu: bool | None = None) -> str:
+    """``auto`` -> ``packed`` when the model can take packed input on a GPU, else ``padded``."""
+    from dataselect.embedding.forward import can_pack
+
+    gpu = model.device.type == "cuda" if gpu is None else gpu
+    if requested == "packed" and not can_pack(model):
+        raise DataselectError(f"--batching packed: {getattr(model.base.config, 'model_type', 'this model')} cannot "
+                              "take packed input here (a causal LM of a known family is needed); use --batching "
+                              "padded or auto")
+    if requested == "auto":
+        return "packed" if can_pack(model) and gpu else "padded"
+    return requested

@@ -76,7 +76,7 @@ def _weights_digest(path: Path) -> str:
     """xxh3-64 of a weight file's contents, cached by (resolved path, size, mtime): one read per checkpoint."""
     import xxhash
 
-    from dataselect.atomic import write_json
+    from dataselect.outputs import write_json
 
     st = path.stat()
     key = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"

@@ -10,41 +10,27 @@ chunks and produces the same files as an uninterrupted run (batches depend only 
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
-from dataselect import __version__
-from dataselect.atomic import atomic_path, remove_stale_tmp, write_json
 from dataselect.checks import check_fields
-from dataselect.embedding.compute import RowEmbedder
+from dataselect.embedding.compute import Encoder, resolve_batching
 from dataselect.embedding.model import describe, load_model, model_name
 from dataselect.embedding.pooling import POOLINGS
 from dataselect.embedding.text import BOS_MODES, TEMPLATES, Formatter
 from dataselect.errors import DataselectError, InputError
-from dataselect.outputs import check_inputs, made_by_dataselect
+from dataselect.outputs import check_inputs, made_by_dataselect, sweep_partial_builds
 from dataselect.pool import HubPool, PoolReader, PoolRow, pool_fingerprint, pool_source
 from dataselect.pool.identity import HASH_COLUMN
 from dataselect.pool.records import content_id
 from dataselect.progress import bar as progress_bar
-from dataselect.store.manifest import (
-    FORMAT,
-    MANIFEST,
-    MAX_SKIPPED_EXAMPLES,
-    SKIPPED,
-    config_differences,
-    load_manifest,
-    reason_kind,
-    shard_path,
-    store_hash,
-)
-from dataselect.store.writer import file_sha256, file_xxh3, shard_name, write_shard
+from dataselect.store.manifest import MANIFEST, Manifest, ModelRef, PoolRef, StoreConfig
+from dataselect.store.reader import Store
+from dataselect.store.writer import StoreWriter
 
 BATCHINGS = ("auto", "packed", "padded")
 
@@ -114,21 +100,19 @@ class EmbedStage:
         self.pool_path = self.reader.path
 
     # -- set-up ------------------------------------------------------------------------------------
-    def _identity(self, model) -> dict:
+    def _identity(self, model) -> StoreConfig:
         o = self.opts
-        return {
-            "model": {"name": model_name(o.model), "revision": model.revision},
-            "pooling": o.pooling, "template": o.template, "bos": o.bos, "batching": self.batching,
-            "max_length": self.max_length,
-            "dim": model.dim, "dtype": "float16", "with_loss": o.with_loss, "with_ifd": o.with_ifd,
-            "shard_rows": o.shard_rows, "chunk_rows": o.chunk_rows, "task": o.task,
-            "pool": {"name": str(self.pool) if isinstance(self.pool, HubPool) else self.pool_path.name,
-                     "format": self.reader.format, "fingerprint": pool_fingerprint(self.pool),
-                     **({"hub": {"name": self.pool.name, "split": self.pool.split, "config": self.pool.config}}
-                        if isinstance(self.pool, HubPool) else {})},
-        }
+        hub = isinstance(self.pool, HubPool)
+        return StoreConfig(
+            model=ModelRef(model_name(o.model), model.revision), pooling=o.pooling, template=o.template,
+            bos=o.bos, batching=self.batching, max_length=self.max_length, dim=model.dim, dtype="float16",
+            with_loss=o.with_loss, with_ifd=o.with_ifd, shard_rows=o.shard_rows, chunk_rows=o.chunk_rows,
+            task=o.task,
+            pool=PoolRef(str(self.pool) if hub else self.pool_path.name, self.reader.format,
+                         pool_fingerprint(self.pool),
+                         {"name": self.pool.name, "split": self.pool.split, "config": self.pool.config} if hub else None))
 
-    def _prepare_dir(self, config: dict) -> dict | None:
+    def _prepare_dir(self, config: StoreConfig) -> Manifest | None:
         """Return the existing manifest to resume from, or None for a fresh store."""
         out = self.out
         check_inputs(out, [] if isinstance(self.pool, HubPool) else [self.pool_path], "store")
@@ -145,19 +129,16 @@ class EmbedStage:
                 raise DataselectError(f"{out} is not empty and holds no store; pass --overwrite or choose "
                                       "another --out")
             return None
-        old = load_manifest(out)
-        old["config"].setdefault("bos", "always")  # stores made before --bos existed
-        old["config"].setdefault("chunk_rows", old["config"].get("shard_rows"))  # ... and before chunks
-        old["config"].setdefault("batching", "padded")  # ... and before packing
-        diffs = config_differences(old["config"], config)
+        old = Manifest.load(out)
+        diffs = old.config.differences(config)
         if diffs:
             raise DataselectError(f"{out} holds a store made differently ({diffs[0]}); use another --out, "
                                   "or --overwrite to replace it")
-        remove_stale_tmp(out)
+        sweep_partial_builds(out, locked_output=True)  # the caller holds the store's lock
         return old
 
     # -- the run -----------------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self) -> Manifest:
         o = self.opts
         t0 = time.perf_counter()
         model = self._load_model()
@@ -165,53 +146,33 @@ class EmbedStage:
         config = self._identity(model)
         total = self._validate()
         old = self._prepare_dir(config)
-        skipped_info = self._write_skipped()
-        man = old or {
-            "format": FORMAT, "kind": "queries" if o.queries else "pool", "config": config,
-            "model": describe(model), "shards": [], "counts": {}, "skipped_examples": [],
-            "complete": False, "created_with": f"dataselect {__version__}",
-        }
-        done = {s["first_row"]: s for s in man["shards"] if self._shard_ok(s)}
-        if man.get("complete") and len(done) == len(man["shards"]):
-            return man
-        man["complete"] = False  # a changed or missing shard is embedded again
-        man.update(skipped_info)
-        man["shards"] = sorted(done.values(), key=lambda s: s["first_row"])
-        for s in man["shards"]:
-            self.reader.remember_ids(self._shard_ids(s))
-        write_json(self.out / MANIFEST, man)
+        writer = (StoreWriter(self.out, old) if old else
+                  StoreWriter.create(self.out, "queries" if o.queries else "pool", config, describe(model)))
+        self.writer = writer
+        writer.write_skipped(self.invalid)
+        recorded = len(writer.manifest.shards)
+        done = writer.whole_shards()
+        if old is not None and old.complete and len(done) == recorded:
+            return old
+        writer.manifest.complete = False  # a changed or missing shard is embedded again
+        writer.save()
+        if done:
+            ids = Store(self.out, allow_incomplete=True)
+            for i in range(len(ids.shards)):
+                self.reader.remember_ids(ids.table(i, ["id"]).column("id").to_pylist())
 
-        rows_done = sum(s["end_row"] - s["first_row"] for s in man["shards"])
+        rows_done = sum(s.end_row - s.first_row for s in writer.manifest.shards)
         bar = progress_bar(total, "embed", enabled=o.progress, initial=rows_done)
         self._tokens, self._t_start = 0, time.perf_counter()
-        finished = self._embed_shards(man, done, bar)
+        finished = self._embed_shards(done, bar)
         bar.close()
         if not finished:
-            return man
-        man["complete"] = True
-        man["counts"] = self._counts(man)
-        man["store_hash"] = store_hash(man["config"], man["shards"])
+            return writer.manifest
         wall = time.perf_counter() - t0
-        man["timings"] = {"wall_s": round(wall, 3), "tokens_per_s_this_run": round(self._tokens / max(
-            time.perf_counter() - self._t_start, 1e-9), 1)}
-        write_json(self.out / MANIFEST, man)
-        return man
+        return writer.finish(timings={"wall_s": round(wall, 3), "tokens_per_s_this_run": round(self._tokens / max(
+            time.perf_counter() - self._t_start, 1e-9), 1)})
 
-    def _write_skipped(self) -> dict:
-        """Every invalid row of the pool (known after validation) to STORE/skipped.jsonl, atomically;
-        returns the manifest's record of it: file, row count, and rows per kind of problem."""
-        if not self.invalid:
-            return {"skipped_file": None, "skipped_per_reason": {}}
-        kinds: dict[str, int] = {}
-        with atomic_path(self.out / SKIPPED) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-            for row, (where, reason) in sorted(self.invalid.items()):
-                fh.write(json.dumps({"row": row, "where": where, "reason": reason}, ensure_ascii=False) + "\n")
-                kind = reason_kind(reason)
-                kinds[kind] = kinds.get(kind, 0) + 1
-        per_reason = dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
-        return {"skipped_file": SKIPPED, "skipped_per_reason": per_reason}
-
-    def _embed_shards(self, man: dict, done: dict, bar) -> bool:
+    def _embed_shards(self, done: dict, bar) -> bool:
         """Embed every shard not in ``done``; False when stopped early by --max-shards."""
         o = self.opts
         S = o.shard_rows
@@ -221,7 +182,7 @@ class EmbedStage:
         for prow in self.reader.rows(start_row=first_todo):
             k = prow.row // S
             if pending and pending[0].row // S != k:
-                written_now += self._shard_ready(man, pending, bar)
+                written_now += self._shard_ready(pending, bar)
                 pending = []
                 if o.max_shards is not None and written_now >= o.max_shards:
                     return False
@@ -230,7 +191,7 @@ class EmbedStage:
                 continue
             pending.append(prow)
         if pending:
-            self._shard_ready(man, pending, bar)
+            self._shard_ready(pending, bar)
         return True
 
     def _load_model(self):
@@ -281,22 +242,6 @@ class EmbedStage:
             bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
         return update
 
-    def _shard_ok(self, s: dict) -> bool:
-        p = shard_path(self.out, s["file"])
-        if not p.is_file() or p.stat().st_size != s["bytes"]:
-            return False
-        return file_xxh3(p) == s["xxh3"] if "xxh3" in s else file_sha256(p) == s["sha256"]
-
-    def _shard_ids(self, s: dict) -> list[str]:
-        with pa.memory_map(str(shard_path(self.out, s["file"]))) as mm:
-            return pa.ipc.open_file(mm).read_all().column("id").to_pylist()
-
-    @staticmethod
-    def _counts(man: dict) -> dict:
-        keys = ("rows_read", "rows_stored", "rows_skipped", "truncated", "tokens")
-        return {k: sum(s.get(k, 0) if k != "rows_read" else s["end_row"] - s["first_row"]
-                       for s in man["shards"]) for k in keys}
-
     # -- one shard ---------------------------------------------------------------------------------
     def _split(self, rows: list[PoolRow]) -> tuple[list[PoolRow], list[dict]]:
         valid, skipped = [], []
@@ -309,13 +254,13 @@ class EmbedStage:
                 raise InputError(r.where, r.error + " (pass --skip-invalid to skip and count such rows)")
         return valid, skipped
 
-    def _shard_ready(self, man: dict, rows: list[PoolRow], bar) -> int:
+    def _shard_ready(self, rows: list[PoolRow], bar) -> int:
         """A shard's rows are read: compute it chunk by chunk, each chunk committed as a part file (a
         kill loses at most the chunk in progress), then write the shard (returns shards written)."""
         k = rows[0].row // self.opts.shard_rows
         valid, skipped = self._split(rows)
         bar.update(len(skipped))
-        parts = self._parts(man, k)
+        parts = self.writer.parts(k)
         progress = self._progress(bar)
         tables = []
         for key, lo, hi in chunk_spans([r.row for r in valid], self.opts.chunk_rows):
@@ -326,73 +271,11 @@ class EmbedStage:
                 continue
             table = pa.table({**row_columns(group, self.opts.queries),
                               **self.embedder([r.messages for r in group], progress)})
-            self._commit_part(man, k, key, table)
+            self.writer.commit_part(k, key, shard_columns([table]))
             tables.append(table)
         cols = shard_columns(tables) if tables else {**row_columns([], self.opts.queries), **self.embedder([])}
-        written = self._write_shard(man, k, rows[-1].row + 1, skipped, cols)
-        self._drop_parts(man)
-        return written
-
-    # -- parts of the shard in progress ----------------------------------------------------------
-    def _parts(self, man: dict, k: int) -> dict[int, pa.Table]:
-        """Chunks of shard ``k`` committed by an earlier, killed run (checked against their checksums)."""
-        state = man.get("parts") or {}
-        if state.get("shard") != k:
-            return {}
-        found = {}
-        for part in state["chunks"]:
-            path = self.out / part["file"]
-            if not PART_NAME.fullmatch(part["file"]) or not path.is_file() \
-                    or file_xxh3(path) != part["xxh3"]:
-                break  # a missing or damaged part: it and the ones after it are embedded again
-            with pa.memory_map(str(path)) as mm:
-                found[part["chunk"]] = pa.ipc.open_file(mm).read_all()
-        return found
-
-    def _commit_part(self, man: dict, k: int, key: int, table: pa.Table) -> None:
-        name = part_name(k, key)
-        info = write_shard(self.out / name, shard_columns([table]))
-        state = man.get("parts") if (man.get("parts") or {}).get("shard") == k else {"shard": k, "chunks": []}
-        state["chunks"] = [c for c in state["chunks"] if c["chunk"] != key] + [
-            {"chunk": key, "file": name, "rows": table.num_rows, "xxh3": info["xxh3"]}]
-        man["parts"] = state
-        write_json(self.out / MANIFEST, man)
-
-    def _drop_parts(self, man: dict) -> None:
-        """After a shard is written and recorded: remove every part file (also a killed run's)."""
-        man.pop("parts", None)
-        write_json(self.out / MANIFEST, man)
-        for p in self.out.glob("shard-*.part-*.arrow"):
-            if PART_NAME.fullmatch(p.name):
-                p.unlink(missing_ok=True)
-
-    def _write_shard(self, man: dict, k: int, end: int, skipped: list[dict], cols: dict) -> int:
-        """Write shard ``k`` (pool rows k*S .. end-1) from its Arrow columns and record it."""
-        o = self.opts
-        name = shard_name(k)
-        info = write_shard(self.out / name, cols)
-        first = k * o.shard_rows
-        entry = {"file": name, "first_row": first, "end_row": end, "rows_stored": len(cols["row"]),
-                 "rows_skipped": len(skipped), "truncated": int(np.sum(cols["truncated"].to_numpy(zero_copy_only=False))),
-                 "tokens": int(cols["n_tokens"].to_numpy().sum()),
-                 "loss_columns": [c for c in ("loss_response", "n_response_tokens", "loss_response_alone") if c in cols],
-                 **info}
-        man["shards"] = sorted([s for s in man["shards"] if s["first_row"] != first] + [entry],
-                               key=lambda s: s["first_row"])
-        # the first reasons in pool order, whatever order shards finish in
-        man["skipped_examples"] = sorted(man["skipped_examples"] + skipped,
-                                         key=lambda e: e["row"])[:MAX_SKIPPED_EXAMPLES]
-        man["counts"] = self._counts(man)
-        write_json(self.out / MANIFEST, man)
+        self.writer.commit_shard(k, rows[-1].row + 1, skipped, cols)
         return 1
-
-
-PART_NAME = re.compile(r"shard-\d{5}\.part-\d{6}\.arrow")
-
-
-def part_name(shard: int, chunk: int) -> str:
-    return f"{shard_name(shard)[:-len('.arrow')]}.part-{chunk:06d}.arrow"
-
 
 def chunk_spans(rows: list[int], chunk_rows: int) -> list[tuple[int, int, int]]:
     """(chunk, lo, hi) for ascending pool ``rows``: rows[lo:hi] fall in chunk ``row // chunk_rows``, the
@@ -439,23 +322,9 @@ def effective_max_length(model, o: EmbedOptions) -> int:
     return min(o.max_length, model.max_positions or o.max_length)
 
 
-def resolve_batching(model, requested: str, gpu: bool | None = None) -> str:
-    """``auto`` -> ``packed`` when the model can take packed input on a GPU, else ``padded``."""
-    from dataselect.embedding.forward import can_pack
-
-    gpu = model.device.type == "cuda" if gpu is None else gpu
-    if requested == "packed" and not can_pack(model):
-        raise DataselectError(f"--batching packed: {getattr(model.base.config, 'model_type', 'this model')} cannot "
-                              "take packed input here (a causal LM of a known family is needed); use --batching "
-                              "padded or auto")
-    if requested == "auto":
-        return "packed" if can_pack(model) and gpu else "padded"
-    return requested
-
-
-def make_embedder(model, o: EmbedOptions, max_length: int) -> RowEmbedder:
+def make_embedder(model, o: EmbedOptions, max_length: int) -> Encoder:
     formatter = Formatter(model.tokenizer, o.template, max_length, causal=model.causal, bos=o.bos)
-    return RowEmbedder(model, formatter, o.pooling, with_loss=o.with_loss, with_ifd=o.with_ifd,
+    return Encoder(model, formatter, o.pooling, with_loss=o.with_loss, with_ifd=o.with_ifd,
                        padding_side=o.padding_side, batch_tokens=o.batch_tokens,
                        batching=resolve_batching(model, o.batching))
 
@@ -465,8 +334,8 @@ def _prompt(messages: list[dict], limit: int = 500) -> str:
     return next((m["content"] for m in messages if m["role"] == "user"), messages[0]["content"])[:limit]
 
 
-def embed(pool, out, **kwargs) -> dict:
-    """Functional form: ``embed(pool, out, model=..., pooling=..., ...)`` -> manifest dict."""
+def embed(pool, out, **kwargs) -> Manifest:
+    """Functional form: ``embed(pool, out, model=..., pooling=..., ...)`` -> the store's manifest."""
     return EmbedStage(pool, out, EmbedOptions(**kwargs)).run()
 
 

@@ -152,13 +152,13 @@ class RayEmbedStage(EmbedStage):
         info = load_model(o.model, revision=o.revision, with_lm_head=o.with_loss, weights=False)
         self.max_length = effective_max_length(info, o)
         self.batch_tokens = o.batch_tokens or (65536 if self.gpus else 16384)
-        from dataselect.embedding.stage import resolve_batching
+        from dataselect.embedding.compute import resolve_batching
 
         gpu_here = bool(self.gpus) or (o.device != "cpu" and _cluster_gpus(self.address))
         self.batching = resolve_batching(info, o.batching, gpu=gpu_here)
         return info
 
-    def _embed_shards(self, man, done, bar) -> bool:
+    def _embed_shards(self, done, bar) -> bool:
         o = self.opts
         S = o.shard_rows
         n_shards = -(-self.n_pool // S)
@@ -192,13 +192,13 @@ class RayEmbedStage(EmbedStage):
             if k in seen:
                 raise RuntimeError(f"shard {k} came back twice from Ray")
             seen.add(k)
-            self._write_ray_block(man, k, from_ipc(item["result"]), bar)
+            self._write_ray_block(k, from_ipc(item["result"]), bar)
         missing = set(todo) - seen
         if missing:
             raise RuntimeError(f"Ray returned no result for shards {sorted(missing)}")
         return len(todo) == len([k for k in range(n_shards) if k * S not in done])
 
-    def _write_ray_block(self, man, k, block, bar) -> None:
+    def _write_ray_block(self, k, block, bar) -> None:
         S = self.opts.shard_rows
         end = min((k + 1) * S, self.n_pool)
         skipped = [{"row": row, "where": w, "reason": r} for row, (w, r) in sorted(self.invalid.items())
@@ -207,7 +207,7 @@ class RayEmbedStage(EmbedStage):
         tokens = int(cols["n_tokens"].to_numpy().sum()) if len(cols["n_tokens"]) else 0
         bar.update(len(skipped))
         self._progress(bar)(len(cols["row"]), tokens)
-        self._write_shard(man, k, end, skipped, cols)
+        self.writer.commit_shard(k, end, skipped, cols)
 
 
 def _cluster_gpus(address) -> bool:
@@ -222,14 +222,14 @@ def ray_embed(pool, out, opts: EmbedOptions, *, address=None, workers=0, num_gpu
 
 
 def _score_shard(store_path: str, shard: int, Q: np.ndarray, starts: np.ndarray, aggregate: str):
-    from dataselect.scoring import score_tasks
+    from dataselect.pool_index.similarity import score_tasks
     from dataselect.store import Store
 
     return score_tasks(Store(store_path), Q, starts, aggregate, shards=[shard])
 
 
 def _top_rows_shard(store_path: str, shard: int, Q: np.ndarray, m: int):
-    from dataselect.scoring import top_rows_per_query
+    from dataselect.pool_index.similarity import top_rows_per_query
     from dataselect.store import Store
 
     return top_rows_per_query(Store(store_path), Q, m, shards=[shard])
@@ -237,8 +237,8 @@ def _top_rows_shard(store_path: str, shard: int, Q: np.ndarray, m: int):
 
 def ray_select(selector, pool, budget, rng, queries, address=None):
     """Score shards as Ray tasks, merge on the driver (rds+ only; other methods run locally)."""
-    from dataselect.scoring import query_matrix
     from dataselect.selectors.rds_plus import RDSPlus
+    from dataselect.store.queries import query_matrix
 
     if not isinstance(selector, RDSPlus):
         raise DataselectError(f"--engine ray runs rds+ scoring; run {selector.name} with --engine local")
@@ -246,7 +246,7 @@ def ray_select(selector, pool, budget, rng, queries, address=None):
     ray = init_ray(address)
     q_ref = ray.put(Q)
     if selector.per_query(len(names)):
-        from dataselect.scoring import merge_top_rows
+        from dataselect.pool_index.similarity import merge_top_rows
 
         top = ray.remote(_top_rows_shard).options(num_cpus=1, max_retries=3)
 

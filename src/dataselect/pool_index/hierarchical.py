@@ -26,15 +26,12 @@ metadata. docs/fidelity.md compares this code with the reference's side by side.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from dataselect.atomic import atomic_dir
 from dataselect.errors import DataselectError
 from dataselect.pool_index.kmeans import (
     POINTS_PER_CENTROID,
@@ -51,6 +48,7 @@ from dataselect.pool_index.search import CentroidSearch
 from dataselect.progress import bar, note
 from dataselect.resources import Resources, current_rss
 from dataselect.store import Store
+from dataselect.store.artefacts import Artefact, Artefacts
 
 RESAMPLE_STRATEGIES = ("closest", "random")
 
@@ -123,6 +121,29 @@ class Hierarchy:
     rows: np.ndarray
     meta: dict
     centroids: list[np.ndarray] = field(default_factory=list)
+    key: str = ""  # the artefact it is kept as ("" when not kept)
+
+    def save(self, folder) -> dict:
+        """Write the arrays into ``folder``; returns the metadata to record with them."""
+        for i, (lab, cen) in enumerate(zip(self.labels, self.centroids, strict=True)):
+            np.save(folder / f"labels-{i}.npy", lab)
+            np.save(folder / f"centroids-{i}.npy", cen)
+        np.save(folder / "dist2.npy", self.dist2)
+        return self.meta
+
+    @classmethod
+    def load(cls, artefact: Artefact, store: Store, levels: int | None = None) -> Hierarchy:
+        folder, meta = artefact.path, artefact.info
+        levels = levels or len(meta.get("ks", []))
+        try:
+            labels = [np.load(folder / f"labels-{i}.npy") for i in range(levels)]
+            cents = [np.load(folder / f"centroids-{i}.npy") for i in range(levels)]
+            dist2 = np.load(folder / "dist2.npy")
+        except (OSError, ValueError) as exc:
+            raise DataselectError(f"{folder}: cached hierarchy is unreadable ({exc}); delete it and run again") from None
+        if not labels or len(labels[0]) != store.n_rows or len(dist2) != store.n_rows:
+            raise DataselectError(f"{folder}: cached hierarchy does not match the store; delete it and run again")
+        return cls(labels, dist2, meta["ks"], store.rows(), meta, cents, artefact.key)
 
     def paths(self, positions: np.ndarray) -> list[str]:
         """'top/.../leaf' cluster path of each store position."""
@@ -168,78 +189,79 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
     params = {"ks": ks, "resamples": resamples, "sample_sizes": sample_sizes, "strategy": strategy,
               "niter": niter, "seed": seed, "sample_rows": plan.sample_rows, "init_sample": init_sample,
               "n_local_trials": [default_trials(k) for k in ks], "search": search}
-    key = "hk-" + hashlib.sha256(json.dumps({**params, "store": store.hash}, sort_keys=True).encode()).hexdigest()[:16]
-    folder = store.path / "clusterings" / key
-    if cache and (folder / "meta.json").is_file():
-        return _load(folder, store, len(ks))
 
-    progress = resources.progress
-    timings: list[dict] = []
-    notes: list[str] = [levels["note"]] if levels and levels["note"] else []
-    if plan.limited_by_budget:
-        notes.append(sample_note(f"hierarchical k-means level 1 (k={ks[0]:,})", plan, ks[0]))
-        note(notes[-1])
+    def compute() -> Hierarchy:
+        progress = resources.progress
+        timings: list[dict] = []
+        notes: list[str] = [levels["note"]] if levels and levels["note"] else []
+        if plan.limited_by_budget:
+            notes.append(sample_note(f"hierarchical k-means level 1 (k={ks[0]:,})", plan, ks[0]))
+            note(notes[-1])
 
-    def fit(x: torch.Tensor, k: int, run_seed: int):
-        return fit_kmeans(x, k, niter=niter, seed=run_seed, init_sample=init_sample, search=search,
-                          progress=progress)
+        def fit(x: torch.Tensor, k: int, run_seed: int):
+            return fit_kmeans(x, k, niter=niter, seed=run_seed, init_sample=init_sample, search=search,
+                              progress=progress)
 
-    # Level 1: the pool, through a budgeted sample and streamed assignment.
-    t0 = time.perf_counter()
-    s1 = sample_sizes[0]
-    steps = 1 + (resamples if s1 > 1 else 0)
-    rng = np.random.default_rng(seed)
-    with bar(steps, "level 1 runs", unit="run", enabled=progress) as pbar:
-        x = load_rows(store, sample_positions(n, plan.sample_rows, seed), device, progress)
-        centroids = fit(x, ks[0], seed).centroids
-        del x
-        labels0, dist2 = assign_store(store, centroids, search=search, device=device, block_rows=plan.block_rows,
-                                      progress=progress, desc="assign pool")
-        pbar.update(1)
-        for r in range(steps - 1):
-            s = s1
-            if ks[0] * s > plan.sample_rows:  # the union must fit where the training sample did
-                s = max(1, plan.sample_rows // ks[0])
-                if r == 0:
-                    notes.append(f"level 1 resampling keeps {s} points per cluster, not {s1}: the memory budget "
-                                 f"holds {plan.sample_rows:,} rows; raise --max-memory to keep more")
-                    note(notes[-1])
-            pos = (closest_per_cluster(labels0, dist2, s) if strategy == "closest"
-                   else random_per_cluster(labels0, s, rng))
-            x = load_rows(store, pos, device)
-            centroids = fit(x, ks[0], seed + 1 + r).centroids
-            del x, pos
-            labels0, dist2 = assign_store(store, centroids, search=search, device=device,
-                                          block_rows=plan.block_rows, progress=progress, desc="assign pool")
-            pbar.update(1)
-    timings.append(_lap(1, t0))
-
-    # Upper levels: the previous level's centroids, in memory.
-    labels = [labels0.astype(np.int32)]
-    cents = [np.asarray(centroids, dtype=np.float32)]
-    points = torch.as_tensor(centroids, device=device)
-    for level, k in enumerate(ks[1:], start=1):
+        # Level 1: the pool, through a budgeted sample and streamed assignment.
         t0 = time.perf_counter()
-        cent, lab = cluster_level(points, k, resamples=resamples, sample_size=sample_sizes[level], strategy=strategy,
-                                  niter=niter, seed=seed + 1000 * level, rng=rng, search=search,
-                                  init_sample=init_sample, progress=progress)
-        labels.append(lab.astype(np.int32))
-        cents.append(cent)
-        points = torch.as_tensor(cent, device=device)
-        timings.append(_lap(level + 1, t0))
-    meta = {**params, "store_hash": store.hash, "n": n, "ks_effective": [int(len(lab_)) and int(lab_.max()) + 1 for lab_ in labels],
-            "sample_rows_wanted": plan.wanted_rows, "sample_limited_by_memory": plan.limited_by_budget,
-            "device": plan.device, "backend": "torch" if search == "torch" else "faiss", "notes": notes,
-            "default_levels": levels,
-            "timings": timings}
-    hierarchy = Hierarchy(labels, dist2, ks, store.rows(), meta, cents)
-    if cache:
-        with atomic_dir(folder, overwrite=True) as tmp:
-            for i, (lab, cen) in enumerate(zip(labels, cents, strict=True)):
-                np.save(tmp / f"labels-{i}.npy", lab)
-                np.save(tmp / f"centroids-{i}.npy", cen)
-            np.save(tmp / "dist2.npy", dist2)
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        s1 = sample_sizes[0]
+        steps = 1 + (resamples if s1 > 1 else 0)
+        rng = np.random.default_rng(seed)
+        with bar(steps, "level 1 runs", unit="run", enabled=progress) as pbar:
+            x = load_rows(store, sample_positions(n, plan.sample_rows, seed), device, progress)
+            centroids = fit(x, ks[0], seed).centroids
+            del x
+            labels0, dist2 = assign_store(store, centroids, search=search, device=device, block_rows=plan.block_rows,
+                                          progress=progress, desc="assign pool")
+            pbar.update(1)
+            for r in range(steps - 1):
+                s = s1
+                if ks[0] * s > plan.sample_rows:  # the union must fit where the training sample did
+                    s = max(1, plan.sample_rows // ks[0])
+                    if r == 0:
+                        notes.append(f"level 1 resampling keeps {s} points per cluster, not {s1}: the memory budget "
+                                     f"holds {plan.sample_rows:,} rows; raise --max-memory to keep more")
+                        note(notes[-1])
+                pos = (closest_per_cluster(labels0, dist2, s) if strategy == "closest"
+                       else random_per_cluster(labels0, s, rng))
+                x = load_rows(store, pos, device)
+                centroids = fit(x, ks[0], seed + 1 + r).centroids
+                del x, pos
+                labels0, dist2 = assign_store(store, centroids, search=search, device=device,
+                                              block_rows=plan.block_rows, progress=progress, desc="assign pool")
+                pbar.update(1)
+        timings.append(_lap(1, t0))
+
+        # Upper levels: the previous level's centroids, in memory.
+        labels = [labels0.astype(np.int32)]
+        cents = [np.asarray(centroids, dtype=np.float32)]
+        points = torch.as_tensor(centroids, device=device)
+        for level, k in enumerate(ks[1:], start=1):
+            t0 = time.perf_counter()
+            cent, lab = cluster_level(points, k, resamples=resamples, sample_size=sample_sizes[level], strategy=strategy,
+                                      niter=niter, seed=seed + 1000 * level, rng=rng, search=search,
+                                      init_sample=init_sample, progress=progress)
+            labels.append(lab.astype(np.int32))
+            cents.append(cent)
+            points = torch.as_tensor(cent, device=device)
+            timings.append(_lap(level + 1, t0))
+        meta = {**params, "store_hash": store.hash, "n": n, "ks_effective": [int(len(lab_)) and int(lab_.max()) + 1 for lab_ in labels],
+                "sample_rows_wanted": plan.wanted_rows, "sample_limited_by_memory": plan.limited_by_budget,
+                "device": plan.device, "backend": "torch" if search == "torch" else "faiss", "notes": notes,
+                "default_levels": levels,
+                "timings": timings}
+        return Hierarchy(labels, dist2, ks, store.rows(), meta, cents)
+
+    if not cache:
+        return compute()
+
+    def build(folder):
+        h = compute()
+        return h, h.save(folder)
+
+    hierarchy, art = Artefacts(store).get_or_build("hierarchy", params, build,
+                                                   lambda a: Hierarchy.load(a, store, len(ks)))
+    hierarchy.key = art.key
     return hierarchy
 
 
@@ -271,15 +293,3 @@ def cluster_level(points: torch.Tensor, k: int, *, resamples: int = 9, sample_si
 def _lap(level: int, t0: float) -> dict:
     return {"level": level, "seconds": round(time.perf_counter() - t0, 3),
             "rss_mb": round(current_rss() / 2**20, 1)}
-
-
-def _load(folder, store: Store, levels: int) -> Hierarchy:
-    meta = json.loads((folder / "meta.json").read_text())
-    if meta.get("store_hash") != store.hash:
-        raise DataselectError(f"{folder} is stale: it was made for another version of the store")
-    labels = [np.load(folder / f"labels-{i}.npy") for i in range(levels)]
-    cents = [np.load(folder / f"centroids-{i}.npy") for i in range(levels) if (folder / f"centroids-{i}.npy").is_file()]
-    dist2 = np.load(folder / "dist2.npy")
-    if len(labels[0]) != store.n_rows or len(dist2) != store.n_rows:
-        raise DataselectError(f"{folder}: cached hierarchy does not match the store; delete it and run again")
-    return Hierarchy(labels, dist2, meta["ks"], store.rows(), meta, cents if len(cents) == levels else [])

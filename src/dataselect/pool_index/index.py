@@ -3,24 +3,24 @@
 Kinds: ``flat`` (exact), ``ivf`` (IVF-Flat; ``nlist`` lists, ``nprobe`` probed), ``ivfpq`` (IVF with
 product quantisation: ``m`` sub-quantisers of 8 bits), ``hnsw`` (``m`` links per node). IVF kinds are
 trained on a uniform sample of the store; vectors are added shard by shard, never all in memory.
-An index is saved in ``STORE/index-KIND/`` (``index.faiss`` + ``index.json``) and records the store
-hash: an index whose store changed is refused. FAISS ids are store positions; ``search`` returns
+An index is kept as an ``index`` artefact beside the store (:mod:`dataselect.store.artefacts`:
+``index.faiss``, keyed by its kind, parameters and the store hash; one whose store changed is
+refused). FAISS ids are store positions; ``search`` returns
 pool row numbers.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from dataselect.atomic import atomic_dir
 from dataselect.errors import DataselectError
 from dataselect.pool_index.sample import iter_float_blocks, read_positions, sample_positions
 from dataselect.store import Store
+from dataselect.store.artefacts import Artefact, Artefacts
 
 INDEX_KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 
@@ -69,20 +69,30 @@ class PoolIndex:
 
     @classmethod
     def load(cls, store: Store, kind: str) -> PoolIndex:
-        folder = store.path / f"index-{kind}"
-        if not (folder / "index.json").is_file():
+        """The newest index of ``kind`` built over this version of the store."""
+        found = Artefacts(store).find("index", {"kind": kind}, refuse_stale=True)
+        if not found:
             raise DataselectError(f"{store.path}: no {kind} index; build it with `dataselect index {store.path} "
                                   f"--kind {kind}`")
-        meta = json.loads((folder / "index.json").read_text())
-        if meta["store_hash"] != store.hash:
-            raise DataselectError(f"{folder} is stale: it was built for another version of the store "
-                                  "(re-embedded or re-scored since); rebuild it with `dataselect index`")
-        return cls(faiss.read_index(str(folder / "index.faiss")), store.rows(), meta)
+        return cls.from_artefact(found[0], store)
+
+    @classmethod
+    def from_artefact(cls, artefact: Artefact, store: Store) -> PoolIndex:
+        try:
+            index = faiss.read_index(str(artefact.path / "index.faiss"))
+        except RuntimeError as exc:
+            raise DataselectError(f"{artefact.path}: unreadable FAISS index ({str(exc).splitlines()[0]}); delete it "
+                                  "and build it again") from None
+        if index.ntotal != store.n_rows or index.d != store.dim:
+            raise DataselectError(f"{artefact.path}: index holds {index.ntotal:,} x {index.d} vectors, the store "
+                                  f"{store.n_rows:,} x {store.dim}; delete it and build it again")
+        return cls(index, store.rows(), artefact.info)
 
 
 def build_index(store: Store, kind: str = "flat", *, nlist: int = 0, m: int = 0, nprobe: int = 16,
-                train_size: int = 200_000, seed: int = 0, overwrite: bool = True) -> Path:
-    """Build and save an index of ``kind`` beside the store; returns its folder."""
+                train_size: int = 200_000, seed: int = 0) -> Path:
+    """Build an index of ``kind`` beside the store (or find the one built with these parameters);
+    returns its folder."""
     if kind not in INDEX_KINDS:
         raise DataselectError(f"--kind {kind!r}: choose from {', '.join(INDEX_KINDS)}")
     n = store.n_rows
@@ -91,17 +101,19 @@ def build_index(store: Store, kind: str = "flat", *, nlist: int = 0, m: int = 0,
         raise DataselectError(f"--nlist {nlist}: {n:,} rows train at most {max(n // 39, 1):,} lists (39 rows each, "
                               "FAISS's minimum); lower --nlist or leave it at 0 (automatic)")
     nbits = pq_bits(n)
-    index = _make(kind, store.dim, nlist, m, nbits)
-    if not index.is_trained:
-        need = max(nlist * 39, 39 * (2 ** nbits) if kind == "ivfpq" else 0)
-        index.train(read_positions(store, sample_positions(n, min(n, max(train_size, need)), seed)))
-    for _, block in iter_float_blocks(store):
-        index.add(block)
-    folder = store.path / f"index-{kind}"
-    meta = {"kind": kind, "params": {"nlist": nlist, "m": m, "nprobe": nprobe, "train_size": train_size,
-                                     "seed": seed, **({"pq_bits": nbits} if kind == "ivfpq" else {})},
-            "store_hash": store.hash, "ntotal": int(index.ntotal), "dim": store.dim}
-    with atomic_dir(folder, overwrite=overwrite) as tmp:
-        faiss.write_index(index, str(tmp / "index.faiss"))
-        (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return folder
+    params = {"kind": kind, "nlist": nlist, "m": m, "nprobe": nprobe, "train_size": train_size, "seed": seed,
+              **({"pq_bits": nbits} if kind == "ivfpq" else {})}
+
+    def build(folder: Path):
+        index = _make(kind, store.dim, nlist, m, nbits)
+        if not index.is_trained:
+            need = max(nlist * 39, 39 * (2 ** nbits) if kind == "ivfpq" else 0)
+            index.train(read_positions(store, sample_positions(n, min(n, max(train_size, need)), seed)))
+        for _, block in iter_float_blocks(store):
+            index.add(block)
+        faiss.write_index(index, str(folder / "index.faiss"))
+        meta = {"kind": kind, "params": params, "ntotal": int(index.ntotal), "dim": store.dim}
+        return index, meta
+
+    _, art = Artefacts(store).get_or_build("index", params, build, lambda a: None)
+    return art.path

@@ -20,14 +20,13 @@ centroids for large k), torch matrix multiplies on CUDA (or on the CPU, where te
 against FAISS). The seeding code is shared, so the same seed gives the same k-means++ seeds on
 every CPU backend.
 
-``cluster_store`` caches the result in ``STORE/clusterings/KEY/`` (KEY hashes the effective
-parameters and the store hash); a cache whose store hash differs is refused.
+``cluster_store`` keeps the result as a ``clustering`` artefact beside the store
+(:mod:`dataselect.store.artefacts`: keyed by the effective parameters and the store hash; a stale
+one is refused); ``Clustering.key`` names it, and selections record it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,15 +34,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import xxhash
 
-from dataselect.atomic import atomic_dir
 from dataselect.errors import DataselectError
 from dataselect.pool_index.sample import device_blocks, load_rows, sample_positions
 from dataselect.pool_index.search import CentroidSearch
 from dataselect.progress import bar, note
 from dataselect.resources import MiB, Resources, fmt_bytes
-from dataselect.scoring import single_torch_thread
 from dataselect.store import Store
+from dataselect.store.artefacts import Artefact, Artefacts
+from dataselect.torchcpu import single_torch_thread
 
 POINTS_PER_CENTROID = 256  # k-means' rule of thumb for the training sample (FAISS's own cap)
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this
@@ -304,7 +304,7 @@ def plan_memory(store: Store, k: int, d_cluster: int, wanted: int, device: torch
     """
     d = store.dim
     n = store.n_rows
-    shard_rows = max((s["rows_stored"] for s in store.shards), default=0)
+    shard_rows = max((s.rows_stored for s in store.shards), default=0)
     budget = resources.memory
     free = budget.free()
     block_rows = int(max(256, min(32768, min(64 * MiB, free // 8) // (4 * (d + k)))))  # <= 1/8 of what is free
@@ -360,6 +360,7 @@ class Clustering:
     rows: np.ndarray
     meta: dict
     projection: Projection | None = None
+    key: str = ""  # the artefact it is kept as ("" when not kept)
 
     @property
     def k(self) -> int:
@@ -376,9 +377,23 @@ class Clustering:
     def rounded(self, store: Store, positions: np.ndarray, resources: Resources | None = None) -> Clustering:
         """The clustering whose centres are the rows at store ``positions`` (k', one per new centre): every
         row assigned afresh to its nearest such row, streamed; a centre row's own label is its centre.
-        Axiotis et al. 2024 §5.1 replace each centre by its closest data point this way."""
-        resources = resources or Resources.make(progress=False)
+        Axiotis et al. 2024 §5.1 replace each centre by its closest data point this way. Kept as an
+        artefact of its own when this clustering is one."""
         positions = np.asarray(positions, dtype=np.int64)
+
+        def build(folder: Path | None):
+            cl = self._round(store, positions, resources)
+            return cl, (cl.save(folder) if folder is not None else {})
+
+        if not self.key:
+            return build(None)[0]
+        params = {"rounded_from": self.key, "centres": xxhash.xxh3_64_hexdigest(positions.tobytes())}
+        cl, art = Artefacts(store).get_or_build("clustering", params, build, lambda a: Clustering.load(a, store))
+        cl.key = art.key
+        return cl
+
+    def _round(self, store: Store, positions: np.ndarray, resources: Resources | None) -> Clustering:
+        resources = resources or Resources.make(progress=False)
         centres = self.transform(store.take(self.rows[positions])["embedding"])
         device = resources.torch_device()
         search = resolve_search(self.meta.get("backend", "auto") if device.type == "cpu" else "torch",
@@ -389,36 +404,36 @@ class Clustering:
                                      desc="assign to rounded centres")
         labels[positions] = np.arange(len(positions), dtype=np.int32)
         dist2[positions] = 0.0
-        meta = {**self.meta, "k_effective": len(centres), "rounded_centres": True,
+        meta = {**self.meta, "k_effective": len(centres), "rounded_centres": True, "rounded_from": self.key,
                 "pool_inertia": float(dist2.astype(np.float64).sum())}
         return Clustering(centres, labels, np.maximum(dist2, 0.0), self.rows, meta, self.projection)
 
-    def save(self, folder: Path) -> None:
-        with atomic_dir(folder, overwrite=True) as tmp:
-            np.save(tmp / "centroids.npy", self.centroids)
-            np.save(tmp / "labels.npy", self.labels)
-            np.save(tmp / "dist2.npy", self.dist2)
-            if self.projection is not None:
-                np.savez(tmp / "pca.npz", mean=self.projection.mean, components=self.projection.components)
-            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2) + "\n")
+    def save(self, folder: Path) -> dict:
+        """Write the arrays into ``folder``; returns the metadata to record with them."""
+        np.save(folder / "centroids.npy", self.centroids)
+        np.save(folder / "labels.npy", self.labels)
+        np.save(folder / "dist2.npy", self.dist2)
+        if self.projection is not None:
+            np.savez(folder / "pca.npz", mean=self.projection.mean, components=self.projection.components)
+        return self.meta
 
     @classmethod
-    def load(cls, folder, store: Store) -> Clustering:
-        folder = Path(folder)
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("store_hash") != store.hash:
-            raise DataselectError(f"{folder} is stale: it was made for another version of the store; delete it "
-                                  "and run again to re-cluster")
-        labels, dist2 = np.load(folder / "labels.npy"), np.load(folder / "dist2.npy")
-        centroids = np.load(folder / "centroids.npy")
-        if len(labels) != store.n_rows or len(dist2) != store.n_rows or len(centroids) != meta.get("k_effective"):
+    def load(cls, artefact: Artefact, store: Store) -> Clustering:
+        folder, meta = artefact.path, artefact.info
+        try:
+            labels, dist2 = np.load(folder / "labels.npy"), np.load(folder / "dist2.npy")
+            centroids = np.load(folder / "centroids.npy")
+            proj = None
+            if (folder / "pca.npz").exists():
+                z = np.load(folder / "pca.npz")
+                proj = Projection(z["mean"], z["components"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataselectError(f"{folder}: cached clustering is unreadable ({exc}); delete it and run again") from None
+        if len(labels) != store.n_rows or len(dist2) != store.n_rows or len(centroids) != meta.get("k_effective") \
+                or (len(labels) and (labels.min() < 0 or labels.max() >= len(centroids))):
             raise DataselectError(f"{folder}: cached clustering does not match the store ({store.n_rows:,} rows); "
                                   "delete it and run again")
-        proj = None
-        if (folder / "pca.npz").exists():
-            z = np.load(folder / "pca.npz")
-            proj = Projection(z["mean"], z["components"])
-        return cls(centroids, labels, dist2, store.rows(), meta, proj)
+        return cls(centroids, labels, dist2, store.rows(), meta, proj, artefact.key)
 
 
 def sample_note(what: str, plan: Plan, k: int) -> str:
@@ -448,10 +463,25 @@ def cluster_store(store: Store, k: int, *, niter: int = 20, seed: int = 0, spher
     params = {"k": k, "niter": niter, "seed": seed, "spherical": spherical, "sample_rows": plan.sample_rows,
               "pca_dim": pca_dim, "n_local_trials": n_local_trials or default_trials(k), "init_sample": init_sample,
               "search": search}
-    key = hashlib.sha256(json.dumps({**params, "store": store.hash}, sort_keys=True).encode()).hexdigest()[:16]
-    folder = store.path / "clusterings" / key
-    if cache and (folder / "meta.json").is_file():
-        return Clustering.load(folder, store)
+    if not cache:
+        return _cluster(store, k, params, plan, proj_dim=pca_dim, niter=niter, seed=seed, spherical=spherical,
+                        n_local_trials=n_local_trials, init_sample=init_sample, search=search, device=device,
+                        resources=resources)
+
+    def build(folder: Path):
+        cl = _cluster(store, k, params, plan, proj_dim=pca_dim, niter=niter, seed=seed, spherical=spherical,
+                      n_local_trials=n_local_trials, init_sample=init_sample, search=search, device=device,
+                      resources=resources)
+        return cl, cl.save(folder)
+
+    clustering, art = Artefacts(store).get_or_build("clustering", params, build, lambda a: Clustering.load(a, store))
+    clustering.key = art.key
+    return clustering
+
+
+def _cluster(store: Store, k: int, params: dict, plan, *, proj_dim: int, niter: int, seed: int, spherical: bool,
+             n_local_trials, init_sample: int, search: str, device, resources: Resources) -> Clustering:
+    n, pca_dim = store.n_rows, proj_dim
     if plan.limited_by_budget:
         note(sample_note(f"k-means with k={k:,}", plan, k))
     t0 = time.perf_counter()
@@ -473,7 +503,4 @@ def cluster_store(store: Store, k: int, *, niter: int = 20, seed: int = 0, spher
             "device": plan.device, "backend": "faiss" if search in ("flat", "hnsw") else "torch",
             "sample_inertia": fit.inertia, "pool_inertia": float(dist2.astype(np.float64).sum()),
             "seconds": {"sample": round(t_sample, 3), **fit.seconds, "assign": round(time.perf_counter() - t1, 3)}}
-    clustering = Clustering(fit.centroids, labels, dist2, store.rows(), meta, proj)
-    if cache:
-        clustering.save(folder)
-    return clustering
+    return Clustering(fit.centroids, labels, dist2, store.rows(), meta, proj)

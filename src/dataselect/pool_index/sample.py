@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from dataselect.progress import bar
-from dataselect.scoring import half_to_float, single_torch_thread
 from dataselect.store import Store
+from dataselect.torchcpu import half_to_float, single_torch_thread
 
 
 def sample_positions(n: int, size: int, seed: int) -> np.ndarray:

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from dataselect.outputs import claim, writing
+from dataselect.pool_index.similarity import score_block
 from dataselect.report.data import (
     Opened,
     data_uri,
@@ -28,7 +29,7 @@ from dataselect.report.data import (
     sample_positions,
     source_counts,
 )
-from dataselect.scoring import query_matrix, score_block
+from dataselect.store.queries import query_matrix
 from dataselect.textsafe import printable
 
 matplotlib.rcParams["text.parse_math"] = False  # a '$' in a source or task name is text, not math
@@ -110,22 +111,17 @@ def fig_projection(op: Opened, positions: np.ndarray):
 
 
 def cluster_balance(op: Opened) -> tuple[np.ndarray, np.ndarray] | None:
-    """(pool rows per cluster, selected rows per cluster) for clustering selectors, else None."""
+    """(pool rows per cluster, selected rows per cluster) for clustering selectors, else None; read from
+    the artefact the selection recorded, never rebuilt (gone or stale: said in one line, no figure)."""
+    from dataselect.errors import DataselectError
+    from dataselect.progress import note
     from dataselect.selectors import build_selector
 
-    method, params = op.meta["method"], op.meta["params"]
-    balance = build_selector(method, params).cluster_balance(op.pool, op.table, op.meta)
-    if balance is not None:
-        return balance
-    if method == "hierarchical-kmeans":
-        h = build_selector(method, params).hierarchy(op.pool)
-        top = h.labels[0]
-        for lab in h.labels[1:]:
-            top = lab[top]
-        k = int(top.max()) + 1
-        picked = np.array([int(p.split("/")[0]) for p in op.table.column("cluster_path").to_pylist()])
-        return np.bincount(top, minlength=k), np.bincount(picked, minlength=k)
-    return None
+    try:
+        return build_selector(op.meta["method"], op.meta["params"]).cluster_balance(op.pool, op.table, op.meta)
+    except DataselectError as exc:
+        note(f"report: no cluster balance: {exc}")
+        return None
 
 
 def fig_clusters(pool_sizes: np.ndarray, picked: np.ndarray):
@@ -160,7 +156,7 @@ def top_examples(op: Opened, per_task: int = 5, pool=None) -> list[dict]:
             nearest[i] = (float(sims[j, best]), str(texts[best])[:120])
     text = {}
     if pool is not None:
-        from dataselect.lookup import first_lines
+        from dataselect.neighbors import first_lines
 
         text = first_lines(pool, op.pool, rows[[i for i, _ in picks]])
     ids = op.column("id")

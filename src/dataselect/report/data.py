@@ -95,7 +95,7 @@ def source_counts(store: Store, rows: np.ndarray | None = None) -> dict[str, int
 
 
 def query_texts(queries: list[Store], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Prompt text and task of every query, in the row order of :func:`dataselect.scoring.query_matrix`."""
+    """Prompt text and task of every query, in the row order of :func:`dataselect.store.queries.query_matrix`."""
     texts = np.concatenate([q.column("text") if "text" in q.columns else np.array([""] * q.n_rows, dtype=object)
                             for q in queries])
     tasks = np.concatenate([q.column("task") for q in queries])

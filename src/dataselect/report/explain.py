@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from dataselect.errors import DataselectError
+from dataselect.pool_index.similarity import score_block, score_tasks
 from dataselect.report.data import open_selection, query_texts
-from dataselect.scoring import query_matrix, score_block, score_tasks
+from dataselect.store.queries import query_matrix
 
 
 def explain_row(selection, row: int | None = None, id: str | None = None, n_queries: int = 3) -> dict:

@@ -94,8 +94,10 @@ class Selector(ABC):
 
     def cluster_balance(self, pool: Store, table, meta: dict) -> tuple[np.ndarray, np.ndarray] | None:
         """For clustering selectors: (pool rows per cluster, selected rows per cluster) of a selection
-        this selector made (``table``, ``meta``: its selection.arrow and selection.json). None: no clusters."""
+        this selector made (``table``, ``meta``: its selection.arrow and selection.json), read from the
+        artefact the selection recorded (:func:`used_artefact`), never rebuilt. None: no clusters."""
         return None
+
 
     @classmethod
     def parameters(cls) -> dict[str, inspect.Parameter]:
@@ -266,3 +268,15 @@ def parse_extra_args(args: list[str]) -> dict:
             i += 1
         out[key.replace("-", "_")] = val
     return out
+
+
+def used_artefact(pool: Store, meta: dict, kind: str):
+    """The artefact of ``kind`` a selection recorded (``meta``: its selection.json), checked; refused in one
+    line when the selection records none or it is gone or stale."""
+    from dataselect.store.artefacts import Artefacts
+
+    key = (meta.get("artefacts") or {}).get(kind)
+    if not key:
+        raise DataselectError(f"the selection records no {kind} (made by an older dataselect); run it again to "
+                              f"report its clusters")
+    return Artefacts(pool).get(kind, key)

@@ -21,7 +21,7 @@ import numpy as np
 from dataselect.errors import DataselectError
 from dataselect.pool_index.hierarchical import RESAMPLE_STRATEGIES, Hierarchy, build_hierarchy
 from dataselect.selection import Selection
-from dataselect.selectors.base import Selector, check_choice, register
+from dataselect.selectors.base import Selector, check_choice, register, used_artefact
 
 REMAINDERS = ("random", "largest")
 
@@ -140,6 +140,17 @@ class HierarchicalKMeans(Selector):
                                seed=self.cluster_seed, sample_size=self.sample_size, init_sample=self.init_sample,
                                backend=self.backend, assign=self.assign, resources=resources)
 
+    def cluster_balance(self, pool, table, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(pool rows per top-level cluster, selected rows per top-level cluster), from the hierarchy the
+        selection recorded."""
+        h = Hierarchy.load(used_artefact(pool, meta, "hierarchy"), pool)
+        top = h.labels[0]
+        for lab in h.labels[1:]:
+            top = lab[top]
+        k = int(top.max()) + 1
+        picked = np.array([int(p.split("/")[0]) for p in table.column("cluster_path").to_pylist()], dtype=np.int64)
+        return np.bincount(top, minlength=k), np.bincount(picked, minlength=k)
+
     def select(self, pool, budget, rng, queries=(), resources=None):
         rng = rng if rng is not None else np.random.default_rng(0)
         h = self.hierarchy(pool, resources)
@@ -151,4 +162,4 @@ class HierarchicalKMeans(Selector):
         picked = picked[rng.permutation(len(picked))]
         return Selection(rows=h.rows[picked], scores=(-h.dist2[picked]).astype(np.float32),
                          extra={"cluster_path": np.array(h.paths(picked), dtype=object)},
-                         info={"clustering": h.meta})
+                         info={"clustering": h.meta}, artefacts={"hierarchy": h.key} if h.key else {})

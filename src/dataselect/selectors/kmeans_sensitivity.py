@@ -66,9 +66,9 @@ from dataselect.pool_index.hierarchical import closest_per_cluster, random_per_c
 from dataselect.pool_index.kmeans import Clustering, cluster_store, max_k
 from dataselect.progress import note
 from dataselect.resources import Resources
-from dataselect.scoring import query_matrix
 from dataselect.selection import Selection
-from dataselect.selectors.base import Selector, check_choice, register
+from dataselect.selectors.base import Selector, check_choice, register, used_artefact
+from dataselect.store.queries import query_matrix
 
 VARIANTS = ("loss", "coreset")
 DRAWS = ("systematic", "iid")
@@ -377,20 +377,10 @@ class KMeansSensitivity(Selector):
         return keep
 
     def cluster_balance(self, pool, table, meta: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(pool rows per cluster, selected rows per cluster) of the clustering the selection drew from.
-
-        The representatives are in the selection (``kind``), so the rounded clustering is rebuilt from
-        them: the cached k-means (for the projection) and one assignment pass, no model call."""
-        info = meta.get("method_info", {})
-        base = self.cluster(pool, int(info.get("clustering", {}).get("k", info.get("k", 1))))
+        """(pool rows per cluster, selected rows per cluster) of the clustering the selection drew from
+        (the rounded one; the k-means one for the coreset variant), as the selection recorded it."""
+        cl = Clustering.load(used_artefact(pool, meta, "clustering"), pool)
         labels = np.asarray(table.column("cluster").to_numpy())
-        if self.variant == "coreset":
-            return base.sizes(), np.bincount(labels, minlength=base.k)
-        kind = np.asarray(table.column("kind").to_pylist(), dtype=object)
-        rows = np.asarray(table.column("row").to_numpy())[kind == "representative"]
-        rows = rows[np.argsort(labels[kind == "representative"], kind="stable")]
-        pos = np.searchsorted(base.rows, rows)
-        cl = base.rounded(pool, pos)
         return cl.sizes(), np.bincount(labels, minlength=cl.k)
 
     # -- selection ----------------------------------------------------------------------------------------------
@@ -463,6 +453,7 @@ class KMeansSensitivity(Selector):
         kinds = np.array(["warm-start"] * n_warm + ["representative"] * len(reps) + ["drawn"] * len(drawn), dtype=object)
         p_col = np.concatenate([np.full(n_warm + len(reps), np.nan), p[drawn]])
         return Selection(rows=cl.rows[pos], scores=score[pos].astype(np.float32),
+                         artefacts={"clustering": cl.key} if cl.key else {},
                          weights=np.concatenate([np.ones(n_warm + len(reps)), weight]).astype(np.float32),
                          extra={"kind": kinds, "cluster": cl.labels[pos].astype(np.int32),
                                 "draws": np.concatenate([np.ones(n_warm + len(reps), dtype=np.int64), draws]).astype(np.int32),

@@ -1,7 +1,7 @@
 """``rds+``: representation-based data selection (Ivison et al. 2025).
 
 Each pool row's score for a query is the cosine similarity (a dot product of L2-normalised RDS+
-embeddings), computed exactly (see :mod:`dataselect.scoring`), so identical rows tie and ties go
+embeddings), computed exactly (see :mod:`dataselect.pool_index.similarity`), so identical rows tie and ties go
 to the lower pool row number, as the paper's stable sorts do.
 
 ``paper`` (default; as the paper's code, hamishivi/automated-instruction-selection):
@@ -32,9 +32,10 @@ from typing import Literal
 
 import numpy as np
 
-from dataselect.scoring import AGGREGATES, query_matrix, score_tasks, top_rows_per_query
+from dataselect.pool_index.similarity import AGGREGATES, score_tasks, top_rows_per_query
 from dataselect.selection import Selection
 from dataselect.selectors.base import Selector, check_choice, register
+from dataselect.store.queries import query_matrix
 
 ROUND_ROBIN = ("paper", "next-unique")
 

@@ -1,7 +1,12 @@
-"""The embedding store: sharded Arrow IPC files plus ``manifest.json``; read memory-mapped."""
+"""The embedding store: sharded Arrow IPC files plus ``manifest.json``.
 
-from dataselect.store.manifest import MANIFEST, load_manifest
+:class:`Store` is the one read path (memory-mapped, every read checked), :class:`StoreWriter` the one
+write path, :class:`Manifest` the one reader of the manifest's JSON, :class:`Artefacts` the cache of
+what is built from a store (clusterings, hierarchies, indexes) beside it.
+"""
+
+from dataselect.store.manifest import MANIFEST, Manifest, ShardEntry, StoreConfig
 from dataselect.store.reader import Store, open_store
-from dataselect.store.writer import write_shard
+from dataselect.store.writer import StoreWriter
 
-__all__ = ["MANIFEST", "Store", "load_manifest", "open_store", "write_shard"]
+__all__ = ["MANIFEST", "Manifest", "ShardEntry", "Store", "StoreConfig", "StoreWriter", "open_store"]

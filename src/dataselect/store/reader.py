@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from dataselect.errors import DataselectError
-from dataselect.store.manifest import MANIFEST, load_manifest, shard_path
-from dataselect.store.writer import LOSS_COLUMNS, scan_columns
+from dataselect.store.manifest import Manifest, ShardEntry, shard_path
+from dataselect.store.writer import LOSS_COLUMNS, file_sha256, file_xxh3, scan_columns
 
 
 def _column_numpy(batch: pa.RecordBatch, name: str, dim: int) -> np.ndarray:
@@ -40,38 +40,79 @@ def _column_numpy(batch: pa.RecordBatch, name: str, dim: int) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False)
 
 
-def check_shard(path: Path, entry: dict, dim: int) -> None:
-    """The shard file's schema and row count must be what its manifest ``entry`` says."""
+def shard_problems(directory, entry: ShardEntry, dim: int, *, digests: bool = False, sha256: bool = False,
+                   finite: bool = False) -> list[str]:
+    """What is wrong with shard ``entry`` of the store in ``directory`` (empty: it is whole). The one
+    answer to "is this shard whole?", at three depths:
+
+    * always: a name the writer produces, resolving inside the store; the file exists with the
+      recorded size; its Arrow schema holds ``row`` and an ``embedding`` of ``dim`` float16 values, and
+      ``rows_stored`` rows (opening a store, every command);
+    * ``digests``: the file's xxh3 (or sha256, for shards written before xxh3) as recorded (resuming a
+      write: a damaged shard is written again);
+    * ``sha256`` and ``finite``: the sha256 as well, and no NaN or inf embedding or loss (``verify``).
+    """
+    directory = Path(directory)
+    try:
+        path = shard_path(directory, entry.file)
+    except DataselectError as exc:
+        return [str(exc)]
+    if not path.is_file():
+        return [f"{path}: missing (listed in the manifest)"]
+    problems = []
+    size = path.stat().st_size
+    if size != entry.bytes:
+        problems.append(f"{path}: {size:,} bytes, the manifest says {entry.bytes:,}: the shard is truncated or "
+                        f"corrupt, or the manifest was changed; run `dataselect verify {directory}`")
+    if digests and not sha256:
+        if entry.xxh3 is not None and file_xxh3(path) != entry.xxh3:
+            problems.append(f"{path}: xxh3 differs from the one recorded when it was written")
+        elif entry.xxh3 is None and file_sha256(path) != entry.sha256:
+            problems.append(f"{path}: sha256 differs from the one recorded when it was written")
+    if sha256:
+        if file_sha256(path) != entry.sha256:
+            problems.append(f"{path}: sha256 differs from the one recorded when it was written")
+        if entry.xxh3 is not None and file_xxh3(path) != entry.xxh3:
+            problems.append(f"{path}: xxh3 differs from the one recorded when it was written")
     try:
         with pa.memory_map(str(path)) as mm:
             reader = pa.ipc.open_file(mm)
             schema = reader.schema
             rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataselectError(f"{path}: not a readable Arrow shard (truncated or corrupt: "
-                              f"{str(exc).splitlines()[0]}); run `dataselect verify {path.parent}`") from None
+        return problems + [f"{path}: not a readable Arrow shard (truncated or corrupt: "
+                           f"{str(exc).splitlines()[0]}); run `dataselect verify {directory}`"]
     emb = schema.field("embedding").type if "embedding" in schema.names else None
     if (emb is None or not pa.types.is_fixed_size_list(emb) or emb.list_size != dim
             or not pa.types.is_float16(emb.value_type)):
-        raise DataselectError(f"{path}: embedding column is {emb}, but the manifest says {dim} float16 values per "
-                              "row; the manifest or the shard was changed")
-    stored = entry.get("rows_stored")
-    if not isinstance(stored, int) or stored != rows or "row" not in schema.names:
-        raise DataselectError(f"{path}: holds {rows:,} rows but the manifest says {stored!r}; the manifest or the "
-                              "shard was changed")
+        problems.append(f"{path}: embedding column is {emb}, but the manifest says {dim} float16 values per "
+                        "row; the manifest or the shard was changed")
+    if entry.rows_stored != rows or "row" not in schema.names:
+        problems.append(f"{path}: holds {rows:,} rows but the manifest says {entry.rows_stored!r}; the manifest or "
+                        "the shard was changed")
+    if finite and not problems:
+        _, problem = scan_columns(path, [], ("embedding", *LOSS_COLUMNS))
+        if problem:
+            problems.append(f"{path}: {problem}")
+    return problems
 
 
 class Store:
     """A complete (or in-progress, with ``allow_incomplete``) embedding store.
 
-    Attributes: ``manifest`` (dict), ``dim`` (int), ``n_rows`` (rows stored), ``kind``
-    ("pool"|"queries"), ``shards`` (manifest entries), ``hash`` (the store hash).
+    The only read path of a store: every read is of a checked shard (:func:`shard_problems` on
+    opening, the columns' xxh3 and finiteness on first read).
+
+    Attributes: ``manifest`` (:class:`~dataselect.store.manifest.Manifest`), ``config``
+    (:class:`~dataselect.store.manifest.StoreConfig`), ``dim`` (int), ``n_rows`` (rows stored),
+    ``kind`` ("pool"|"queries"), ``shards`` (:class:`~dataselect.store.manifest.ShardEntry` list),
+    ``hash`` (the store hash).
     """
 
     def __init__(self, path, allow_incomplete: bool = False):
         self.path = Path(path)
-        self.manifest = load_manifest(self.path)
-        if not self.manifest.get("complete") and not allow_incomplete:
+        self.manifest = Manifest.load(self.path)
+        if not self.manifest.complete and not allow_incomplete:
             from dataselect.outputs import held_by
 
             holder = held_by(self.path)
@@ -79,30 +120,25 @@ class Store:
                 raise DataselectError(f"{self.path}: store is still being written by {holder}; wait for it to finish")
             raise DataselectError(f"{self.path}: store is incomplete (`dataselect embed` or `dataselect score` "
                                   "was interrupted); re-run the same command to finish it")
-        cfg = self.manifest["config"]
-        self.config = cfg
-        try:
-            self.dim = int(cfg["dim"])
-        except (KeyError, TypeError, ValueError):
-            raise DataselectError(f"{self.path / MANIFEST}: config has no valid 'dim'") from None
-        self.kind = self.manifest.get("kind", "pool")
-        self.shards = self.manifest["shards"]
-        self.hash = self.manifest.get("store_hash", "")
+        self.config = self.manifest.config
+        self.dim = self.config.dim
+        self.kind = self.manifest.kind
+        self.shards = self.manifest.shards
+        self.hash = self.manifest.store_hash
         self._verified: set[tuple[str, str]] = set()
         for s in self.shards:
-            path = shard_path(self.path, s.get("file"))
-            if not path.is_file():
-                raise DataselectError(f"{path}: shard listed in the manifest is missing")
-            check_shard(path, s, self.dim)
-        self.n_rows = sum(s["rows_stored"] for s in self.shards)
-        self._starts = np.array([s["first_row"] for s in self.shards], dtype=np.int64)
+            problems = shard_problems(self.path, s, self.dim)
+            if problems:
+                raise DataselectError(problems[0])
+        self.n_rows = sum(s.rows_stored for s in self.shards)
+        self._starts = np.array([s.first_row for s in self.shards], dtype=np.int64)
 
     def _verify(self, shard: dict, columns) -> None:
         """Check the columns about to be read against the xxh3 recorded when the shard was written, and
         embeddings and losses for NaN and inf, in one pass (once per shard and column; shards written
         before per-column digests are checked by ``verify``)."""
-        name = shard["file"]
-        recorded = shard.get("xxh3_columns")
+        name = shard.file
+        recorded = shard.xxh3_columns
         digest = [c for c in columns if isinstance(recorded, dict) and (name, c) not in self._verified]
         finite = [c for c in columns if (c == "embedding" or c in LOSS_COLUMNS) and (name, "finite:" + c) not in
                   self._verified]
@@ -129,24 +165,31 @@ class Store:
     def columns(self) -> list[str]:
         if not self.shards:
             return []
-        with pa.memory_map(str(self.path / self.shards[0]["file"])) as mm:
+        with pa.memory_map(str(self.path / self.shards[0].file)) as mm:
             return pa.ipc.open_file(mm).schema.names
 
     def shard_columns(self) -> list[list[str]]:
         """The column names of every shard (a store resumed across releases can differ between shards)."""
         out = []
         for s in self.shards:
-            with pa.memory_map(str(self.path / s["file"])) as mm:
+            with pa.memory_map(str(self.path / s.file)) as mm:
                 out.append(pa.ipc.open_file(mm).schema.names)
         return out
 
     def _batches(self, shard: dict, columns=(), verified: bool = False) -> Iterator[pa.RecordBatch]:
         if not verified:
             self._verify(shard, columns)
-        mm = pa.memory_map(str(self.path / shard["file"]))
+        mm = pa.memory_map(str(self.path / shard.file))
         reader = pa.ipc.open_file(mm)
         for i in range(reader.num_record_batches):
             yield reader.get_batch(i)
+
+    def table(self, shard: int, columns=None) -> pa.Table:
+        """Shard ``shard`` (an index into ``shards``) as one Arrow table of ``columns`` (all by default),
+        checked against its recorded digests first; the table views the mapped file."""
+        entry = self.shards[shard]
+        names = self.shard_columns()[shard] if columns is None else list(columns)
+        return pa.Table.from_batches([b.select(names) for b in self._batches(entry, names)])
 
     def iter_blocks(self, columns=("row", "embedding"), block_rows: int | None = None,
                     shards: list[int] | None = None) -> Iterator[dict[str, np.ndarray]]:

@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from dataselect import __version__
-from dataselect.atomic import write_json
-from dataselect.store.manifest import FORMAT, MANIFEST, store_hash
-from dataselect.store.writer import embedding_array, shard_name, write_shard
+from dataselect.store.manifest import MANIFEST, ModelRef, PoolRef, ShardEntry, StoreConfig
+from dataselect.store.writer import LOSS_COLUMNS, StoreWriter, embedding_array, shard_name, write_shard
 
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -41,8 +39,8 @@ def _write_one(job: tuple[int, int, int]) -> dict:
     for name, arr in (extra or {}).items():
         cols[name] = pa.array(np.asarray(arr(lo, hi) if callable(arr) else arr[lo:hi]))
     info = write_shard(out / shard_name(k), cols)
-    return {"file": shard_name(k), "first_row": lo, "end_row": hi, "rows_stored": hi - lo,
-            "rows_skipped": 0, "truncated": 0, "tokens": 100 * (hi - lo), **info}
+    return ShardEntry(file=shard_name(k), first_row=lo, end_row=hi, rows_stored=hi - lo, tokens=100 * (hi - lo),
+                      loss_columns=[c for c in LOSS_COLUMNS if c in cols], **info)
 
 
 def write_store(out, blocks: Callable[[int, int], np.ndarray], n_rows: int, dim: int,
@@ -58,10 +56,10 @@ def write_store(out, blocks: Callable[[int, int], np.ndarray], n_rows: int, dim:
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = {"model": {"name": model, "revision": "synthetic"}, "pooling": "rds+", "template": "tulu",
-              "max_length": 2048, "dim": dim, "dtype": "float16", "with_loss": bool(extra), "with_ifd": False,
-              "shard_rows": shard_rows, "task": None,
-              "pool": {"name": f"{out.name}.jsonl", "format": "synthetic", "fingerprint": f"synthetic-{out.name}"}}
+    config = StoreConfig(model=ModelRef(model, "synthetic"), pooling="rds+", template="tulu", max_length=2048, dim=dim,
+                         with_loss=bool(extra), shard_rows=shard_rows, chunk_rows=shard_rows,
+                         pool=PoolRef(f"{out.name}.jsonl", "synthetic", f"synthetic-{out.name}"))
+    writer = StoreWriter.create(out, kind, config, {"name": model})
     jobs = [(k, lo, min(lo + shard_rows, n_rows)) for k, lo in enumerate(range(0, n_rows, shard_rows))]
     _JOB.update(out=out, blocks=blocks, tasks=tasks, sources=sources, extra=extra)
     from dataselect.progress import bar
@@ -71,18 +69,13 @@ def write_store(out, blocks: Callable[[int, int], np.ndarray], n_rows: int, dim:
             import multiprocessing
 
             with multiprocessing.get_context("fork").Pool(workers) as pool:
-                shards = []
                 for shard in pool.imap(_write_one, jobs):
-                    shards.append(shard)
-                    pbar.update(shard["rows_stored"])
+                    writer.record_shard(shard)
+                    pbar.update(shard.rows_stored)
         else:
-            shards = [_write_one(j) for j in jobs]
-    man = {"format": FORMAT, "kind": kind, "config": config, "model": {"name": model}, "shards": shards,
-           "counts": {"rows_read": n_rows, "rows_stored": n_rows, "rows_skipped": 0, "truncated": 0,
-                      "tokens": 100 * n_rows},
-           "skipped_examples": [], "complete": True, "store_hash": store_hash(config, shards),
-           "created_with": f"dataselect {__version__}"}
-    write_json(out / MANIFEST, man)
+            for job in jobs:
+                writer.record_shard(_write_one(job))
+    writer.finish()
     return out
 
 

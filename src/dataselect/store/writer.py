@@ -1,16 +1,28 @@
-"""Writing one shard: an Arrow IPC file, written under a temporary name and renamed into place."""
+"""Writing a store: shards (Arrow IPC files, each written under a temporary name and renamed into place),
+part files of the shard in progress, and the manifest, through one :class:`StoreWriter`."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from dataselect.atomic import atomic_path, with_path
 from dataselect.errors import DataselectError
+from dataselect.outputs import atomic_path, with_path, write_json
+from dataselect.store.manifest import (
+    MANIFEST,
+    MAX_SKIPPED_EXAMPLES,
+    SKIPPED,
+    Manifest,
+    ShardEntry,
+    StoreConfig,
+    reason_kind,
+)
 
 
 def shard_name(index: int) -> str:
@@ -165,3 +177,154 @@ def write_shard(path, columns: dict[str, pa.Array]) -> dict:
             raise with_path(exc, path) from exc
         digest, fast, per_column = file_sha256(tmp), file_xxh3(tmp), column_xxh3(tmp)
     return {"bytes": path.stat().st_size, "sha256": digest, "xxh3": fast, "xxh3_columns": per_column}
+
+
+PART_NAME = re.compile(r"shard-\d{5}\.part-\d{6}\.arrow")
+
+
+def part_name(shard: int, chunk: int) -> str:
+    return f"{shard_name(shard)[:-len('.arrow')]}.part-{chunk:06d}.arrow"
+
+
+class StoreWriter:
+    """The one write path of a store: every shard, part file and manifest update goes through it.
+
+    The caller holds the store's lock (:func:`dataselect.outputs.lock`) for the writer's life. The
+    manifest is rewritten atomically after every step, so a kill leaves a store that resumes:
+    ``whole_shards`` keeps what is intact, ``parts`` returns the committed chunks of the shard in
+    progress. Used by ``embed`` (local and Ray), ``score`` and the synthetic writer.
+    """
+
+    def __init__(self, directory, manifest: Manifest):
+        self.path, self.manifest = Path(directory), manifest
+
+    @classmethod
+    def create(cls, directory, kind: str, config: StoreConfig, model: dict) -> StoreWriter:
+        from dataselect import __version__
+
+        return cls(directory, Manifest(kind=kind, config=config, model=model,
+                                       created_with=f"dataselect {__version__}"))
+
+    @classmethod
+    def reopen(cls, directory) -> StoreWriter:
+        return cls(directory, Manifest.load(directory))
+
+    def save(self) -> None:
+        write_json(self.path / MANIFEST, self.manifest.to_json())
+
+    # -- resume ---------------------------------------------------------------------------------------
+    def whole_shards(self) -> dict[int, ShardEntry]:
+        """Keep the shards whose files are whole (size and xxh3 as recorded); first row -> entry. A store
+        that loses one is incomplete again (the missing shard is written anew)."""
+        from dataselect.store.reader import shard_problems
+
+        man = self.manifest
+        kept = [s for s in man.shards if not shard_problems(self.path, s, man.config.dim, digests=True)]
+        if len(kept) != len(man.shards):
+            man.complete = False
+        man.shards = sorted(kept, key=lambda s: s.first_row)
+        return {s.first_row: s for s in kept}
+
+    def parts(self, k: int) -> dict[int, pa.Table]:
+        """Chunks of shard ``k`` committed by an earlier, killed run, each checked against its xxh3; the
+        first missing or damaged one and those after it are left out (embedded again)."""
+        state = self.manifest.parts or {}
+        if state.get("shard") != k:
+            return {}
+        found = {}
+        for part in state.get("chunks", []):
+            path = self.path / str(part.get("file"))
+            if not PART_NAME.fullmatch(path.name) or not path.is_file() or file_xxh3(path) != part.get("xxh3"):
+                break
+            with pa.memory_map(str(path)) as mm:
+                found[part["chunk"]] = pa.ipc.open_file(mm).read_all()
+        return found
+
+    # -- writing --------------------------------------------------------------------------------------
+    def commit_part(self, k: int, chunk: int, columns: dict[str, pa.Array]) -> None:
+        """Write one embedded chunk of shard ``k`` as a part file and record it (the unit of resume)."""
+        name = part_name(k, chunk)
+        info = write_shard(self.path / name, columns)
+        state = self.manifest.parts if (self.manifest.parts or {}).get("shard") == k else {"shard": k, "chunks": []}
+        state["chunks"] = [c for c in state["chunks"] if c["chunk"] != chunk] + [
+            {"chunk": chunk, "file": name, "rows": len(columns["row"]), "xxh3": info["xxh3"]}]
+        self.manifest.parts = state
+        self.save()
+
+    def commit_shard(self, k: int, end: int, skipped: list[dict], columns: dict[str, pa.Array]) -> ShardEntry:
+        """Write shard ``k`` (pool rows ``k * shard_rows .. end - 1``, ``skipped`` the invalid ones among
+        them), record it, then remove every part file."""
+        name = shard_name(k)
+        info = write_shard(self.path / name, columns)
+        entry = ShardEntry(
+            file=name, first_row=k * self.manifest.config.shard_rows, end_row=end, rows_stored=len(columns["row"]),
+            rows_skipped=len(skipped),
+            truncated=int(np.sum(columns["truncated"].to_numpy(zero_copy_only=False))) if "truncated" in columns else 0,
+            tokens=int(columns["n_tokens"].to_numpy().sum()) if "n_tokens" in columns else 0,
+            loss_columns=[c for c in (*LOSS_COLUMNS[:1], "n_response_tokens", *LOSS_COLUMNS[1:]) if c in columns],
+            **info)
+        man = self.manifest
+        # the first skip reasons in pool order, whatever order shards finish in
+        man.skipped_examples = sorted(man.skipped_examples + skipped, key=lambda e: e["row"])[:MAX_SKIPPED_EXAMPLES]
+        self.record_shard(entry)
+        man.parts = None
+        self.save()
+        for p in self.path.glob("shard-*.part-*.arrow"):
+            if PART_NAME.fullmatch(p.name):
+                p.unlink(missing_ok=True)
+        return entry
+
+    def record_shard(self, entry: ShardEntry) -> None:
+        """Record a shard file already written with :func:`write_shard` (the synthetic writer's workers)."""
+        man = self.manifest
+        man.shards = sorted([s for s in man.shards if s.first_row != entry.first_row] + [entry],
+                            key=lambda s: s.first_row)
+        man.counts = self._counts()
+        self.save()
+
+    def replace_shard(self, entry: ShardEntry, columns: dict[str, pa.Array], loss_columns: list[str]) -> None:
+        """Rewrite a shard with new columns (``score``: the same rows with losses added)."""
+        info = write_shard(self.path / entry.file, columns)
+        for key, value in info.items():
+            setattr(entry, key, value)
+        entry.loss_columns = list(loss_columns)
+        self.save()
+
+    def begin_scoring(self) -> None:
+        self.manifest.complete, self.manifest.scoring = False, True
+        self.save()
+
+    def write_skipped(self, invalid: dict[int, tuple[str, str]]) -> None:
+        """Every invalid row of the pool (row -> (where, reason), known after validation) to
+        ``STORE/skipped.jsonl``, atomically, and the manifest's record of it: the file and the rows per
+        kind of problem."""
+        man = self.manifest
+        if not invalid:
+            man.skipped_file, man.skipped_per_reason = None, {}
+            return
+        kinds: dict[str, int] = {}
+        with atomic_path(self.path / SKIPPED) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            for row, (where, reason) in sorted(invalid.items()):
+                fh.write(json.dumps({"row": row, "where": where, "reason": reason}, ensure_ascii=False) + "\n")
+                kind = reason_kind(reason)
+                kinds[kind] = kinds.get(kind, 0) + 1
+        man.skipped_file = SKIPPED
+        man.skipped_per_reason = dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def finish(self, config: StoreConfig | None = None, timings: dict | None = None) -> Manifest:
+        """Mark the store complete (``config``: its new config, e.g. with losses) and record its hash."""
+        man = self.manifest
+        if config is not None:
+            man.config = config
+        man.scoring, man.parts, man.complete = False, None, True
+        man.counts = self._counts()
+        man.store_hash = man.computed_hash()
+        if timings is not None:
+            man.timings = timings
+        self.save()
+        return man
+
+    def _counts(self) -> dict:
+        shards = self.manifest.shards
+        return {"rows_read": sum(s.end_row - s.first_row for s in shards),
+                **{k: sum(getattr(s, k) for s in shards) for k in ("rows_stored", "rows_skipped", "truncated", "tokens")}}

@@ -1,4 +1,4 @@
-"""Out-of-core similarity scoring of a pool store against target-task queries.
+"""RDS+ similarity kernels: out-of-core scoring of a pool store against target-task queries.
 
 The pool is streamed shard by shard (memory-mapped) in blocks of ``block_rows``; each block is
 converted to float64 and multiplied with the query matrix (queries x dim), and the per-query
@@ -23,87 +23,22 @@ Peak memory, for a pool of N rows, dim D, Q queries over T tasks and blocks of B
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from dataselect.errors import DataselectError
 from dataselect.store import Store
+from dataselect.torchcpu import half_to_float, single_torch_thread
 
 BLOCK_BYTES = 16 << 20
 AGGREGATES = ("max", "mean")
 
 
-def check_compatible(pool: Store, other: Store, what: str = "query store") -> None:
-    """Refuse a store embedded differently from the pool (model, revision, pooling, template, dims)."""
-    a, b = pool.config, other.config
-    checks = [("model", a["model"]["name"], b["model"]["name"]),
-              ("model revision", a["model"]["revision"], b["model"]["revision"]),
-              ("pooling", a["pooling"], b["pooling"]), ("template", a["template"], b["template"]),
-              ("BOS handling (--bos)", a.get("bos", "always"), b.get("bos", "always")),
-              ("dimensions", a["dim"], b["dim"])]
-    for label, x, y in checks:
-        if x != y:
-            raise DataselectError(f"{what} {other.path} was embedded with {label} {y!r} but the pool store "
-                                  f"{pool.path} with {x!r}; embed both the same way")
-
-
-def query_matrix(pool: Store, queries: Sequence[Store]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Stack query embeddings grouped by task.
-
-    Returns ``Q`` (q, dim) float32 with each task's queries contiguous, ``starts`` (T,) the first
-    index of each task in ``Q``, and the task names in order of first appearance.
-    """
-    if not queries:
-        raise DataselectError("this method needs query stores: --queries STORE [STORE ...]")
-    embs, tasks = [], []
-    for q in queries:
-        if q.kind != "queries":
-            raise DataselectError(f"{q.path}: is a {q.kind} store; make query stores with `dataselect embed "
-                                  "QUERIES --task NAME`")
-        check_compatible(pool, q)
-        if q.n_rows == 0:
-            raise DataselectError(f"{q.path}: query store holds no queries")
-        embs.append(q.embeddings())
-        tasks += list(q.column("task"))
-    emb = np.concatenate(embs)
-    names = list(dict.fromkeys(tasks))
-    task_idx = np.array([names.index(t) for t in tasks])
-    order = np.argsort(task_idx, kind="stable")
-    starts = np.searchsorted(task_idx[order], np.arange(len(names)))
-    return np.ascontiguousarray(emb[order]), starts, names
-
-
-def half_to_float(src: np.ndarray, dst: np.ndarray) -> None:
-    """Copy a float16 array into a float32/64 one: torch's F16C-vectorised cast, ~15x numpy's on AVX2.
-
-    Call it under :func:`single_torch_thread` when BLAS runs beside it: idle OpenMP workers of torch
-    spin and steal the cores the next matrix multiply needs.
-    """
-    if src.dtype == np.float16:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # read-only mapped source: torch only reads it
-            torch.from_numpy(dst).copy_(torch.from_numpy(np.ascontiguousarray(src)))
-    else:
-        np.copyto(dst, src)
-
-
-@contextlib.contextmanager
-def single_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def rows_in(pool: Store, shards: list[int] | None = None) -> int:
     """Rows stored in ``shards`` of ``pool`` (all of them by default)."""
-    return pool.n_rows if shards is None else sum(pool.shards[i]["rows_stored"] for i in shards)
+    return pool.n_rows if shards is None else sum(pool.shards[i].rows_stored for i in shards)
 
 
 def block_rows_for(dim: int, n_queries: int) -> int:
