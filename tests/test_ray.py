@@ -123,3 +123,89 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path, tiny_llama, ray_cl
     assert sorted(rows.tolist()) == list(range(400)) and len(set(rows.tolist())) == 400
     ref = EmbedStage(pool, tmp_path / "local", opts(tiny_llama)).run()
     assert [s.sha256 for s in man.shards] == [s.sha256 for s in ref.shards]
+
+
+def _twin_stores(tmp_path):
+    """The same synthetic pool (losses included) and query store in two folders: one per engine, so that
+    neither finds the other's cached clustering."""
+    from conftest import modes
+    from dataselect.store.synthetic import store_from_array
+
+    x, mode = modes(1600, 16, 8, seed=3)
+    loss = (0.5 + mode * 0.3 + np.random.default_rng(1).random(1600)).astype(np.float32)
+    q = x[[1, 2, 3, 500, 501]]
+    for side in ("local", "ray"):
+        store_from_array(tmp_path / side / "pool", x, shard_rows=400, extra={"loss_response": loss})
+        store_from_array(tmp_path / side / "q", q, kind="queries", tasks=["a", "a", "a", "b", "b"])
+
+
+@pytest.mark.parametrize("method, params, with_queries", [
+    ("random", {}, False),
+    ("loss", {}, False),
+    ("rds+", {}, True),
+    ("kmeans-sensitivity", {"k": "8"}, False),
+    ("kmeans-sensitivity", {"k": "8", "variant": "coreset"}, True),
+    ("hierarchical-kmeans", {"k": "16,4", "resamples": "1", "niter": "5"}, False),
+])
+def test_every_method_on_ray_selects_what_it_selects_locally(tmp_path, ray_cluster, method, params, with_queries):
+    """Issue 26: `--engine ray` ran rds+ only; every other method was refused."""
+    _twin_stores(tmp_path)
+    got = {}
+    for side in ("local", "ray"):
+        spec = RunSpec(method=method, store=str(tmp_path / side / "pool"), budget="120", seed=4, params=dict(params),
+                       queries=[str(tmp_path / side / "q")] if with_queries else [], engine=side,
+                       out=str(tmp_path / side / "sel"))
+        run_selection(spec)
+        got[side] = read_selection(tmp_path / side / "sel")
+    a, b = got["local"][0], got["ray"][0]
+    assert a.column_names == b.column_names and a.num_rows == b.num_rows == 120
+    for name in a.column_names:  # NaN-aware: kmeans-sensitivity's p is NaN for representatives
+        x, y = a.column(name).to_numpy(zero_copy_only=False), b.column(name).to_numpy(zero_copy_only=False)
+        assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
+    assert got["ray"][1]["resources"]["engine"] == "ray"
+
+
+def test_the_python_api_embeds_on_ray_byte_for_byte(tmp_path, tiny_llama, ray_cluster):
+    """Issue 26: api.embed took no engine, so Python users could not embed on Ray."""
+    import dataselect as ds
+
+    pool = write_jsonl(tmp_path / "p.jsonl", make_records(100))
+    kw = dict(model=tiny_llama, progress=False, shard_rows=40, batch_tokens=2048)
+    a = ds.embed(pool, out=tmp_path / "local", **kw)
+    b = ds.embed(pool, out=tmp_path / "ray", engine="ray", workers=2, **kw)
+    assert a.hash == b.hash and len(a.shards) == 3
+    for s in a.shards:
+        assert (tmp_path / "local" / s.file).read_bytes() == (tmp_path / "ray" / s.file).read_bytes()
+
+
+def test_a_worker_killed_inside_a_shard_task_is_retried_with_the_same_result(tmp_path, ray_cluster):
+    """Issue 26: a Ray worker SIGKILLed in the middle of a k-means assignment pass: Ray restarts the
+    actor, the shard is run again, and the merged result equals an undisturbed local pass."""
+    import sys
+    from dataclasses import dataclass
+
+    from conftest import modes
+    from dataselect.engines.executor import LocalExecutor
+    from dataselect.engines.ray_engine import RayExecutor
+    from dataselect.pool_index.kmeans import AssignTask
+    from dataselect.store.synthetic import store_from_array
+
+    @dataclass
+    class DiesOnce(AssignTask):
+        marker: str = ""
+
+        def run(self, store, shards):
+            if shards == [2] and not os.path.exists(self.marker):
+                Path(self.marker).write_text("killed")
+                os.kill(os.getpid(), signal.SIGKILL)  # mid-task: nothing of shard 2 came back
+            return super().run(store, shards)
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    x, _ = modes(1200, 16, 6, seed=2)
+    store_from_array(tmp_path / "s", x, shard_rows=200)
+    st = Store(tmp_path / "s")
+    marker = str(tmp_path / "killed")
+    want = LocalExecutor().map_shards(AssignTask(x[:6].copy(), "flat"), st)
+    got = RayExecutor(workers=2).map_shards(DiesOnce(x[:6].copy(), "flat", marker=marker), st)
+    assert Path(marker).exists(), "the worker was not killed"
+    assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])

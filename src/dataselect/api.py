@@ -28,7 +28,8 @@ __all__ = ["SelectionResult", "embed", "export", "load_selection", "methods", "o
 
 def embed(pool, *, model: str = "bundled", out="store", task: str | None = None, tasks_from_records: bool = False,
           split: str | None = None, subset: str | None = None, streaming: bool = False,
-          overwrite: bool = False, progress: bool = True, **options) -> Store:
+          overwrite: bool = False, progress: bool = True, engine: str = "local", address: str | None = None,
+          workers: int = 0, **options) -> Store:
     """Embed ``pool`` (a file, folder or ``datasets`` folder) into the store ``out``; return the store.
 
     ``task`` makes a query store whose records all belong to that task; ``tasks_from_records`` one
@@ -36,10 +37,10 @@ def embed(pool, *, model: str = "bundled", out="store", task: str | None = None,
     ``datasets.load_dataset`` (a hub id such as ``"allenai/tulu-3-sft-mixture"`` needs none of
     them: its ``train`` split is read). ``options`` are ``dataselect embed``'s other options with
     underscores (``max_length=1024``, ``with_loss=True``, ``device="cuda"``, ...). Resumes a partial
-    store like the command.
+    store like the command. ``engine="ray"`` embeds on Ray (``address``: a cluster; ``workers``: model
+    actors, 0 for one per GPU or CPU) with the same store bytes as the local engine.
     """
-    from dataselect.embedding.stage import EmbedOptions, EmbedStage
-    from dataselect.outputs import lock
+    from dataselect.embedding.stage import EmbedOptions, embed_store
 
     fields = {f.name for f in dataclasses.fields(EmbedOptions)} - {"model", "task", "queries", "overwrite",
                                                                    "progress"}
@@ -52,8 +53,8 @@ def embed(pool, *, model: str = "bundled", out="store", task: str | None = None,
     from dataselect.pool import pool_source
 
     out = as_path(out, "out")
-    with lock(out):
-        EmbedStage(pool_source(pool, split, subset, streaming), Path(out), opts).run()
+    embed_store(pool_source(pool, split, subset, streaming), Path(out), opts, engine=engine, address=address,
+                workers=workers)
     return open_store(out)
 
 

@@ -95,22 +95,11 @@ def embed(
                         padding_side=padding_side, batching=batching, task=task, queries=tasks_from_records or task is not None,
                         skip_invalid=skip_invalid, overwrite=overwrite, progress=not quiet, allow_pickle=allow_pickle,
                         max_shards=max_shards)
-    from dataselect.outputs import lock
+    from dataselect.embedding.stage import embed_store
     from dataselect.pool import pool_source
 
-    pool = pool_source(pool, split, subset, streaming)
-    if engine not in ("local", "ray"):
-        raise DataselectError(f"--engine {engine!r}: choose local or ray")
-    with lock(out):  # one writer per store, for the whole run
-        if engine == "ray":
-            from dataselect.engines.ray_engine import ray_embed
-
-            man = ray_embed(pool, out, opts, address=address, workers=workers,
-                            num_gpus_per_worker=num_gpus_per_worker)
-        else:
-            from dataselect.embedding.stage import EmbedStage
-
-            man = EmbedStage(pool, out, opts).run()
+    man = embed_store(pool_source(pool, split, subset, streaming), out, opts, engine=engine, address=address,
+                      workers=workers, num_gpus_per_worker=num_gpus_per_worker)
     c = man.counts
     state = "complete" if man.complete else "partial (re-run to resume)"
     _echo(f"embedded {c.get('rows_stored', 0):,} rows ({c.get('rows_skipped', 0):,} skipped, "
@@ -243,7 +232,7 @@ def run(
     seed: Annotated[Optional[int], typer.Option(metavar="N", help="Random seed (default 0).")] = None,
     config: Annotated[Optional[Path], typer.Option(metavar="YAML", help="YAML preset; flags given here override it.")] = None,
     allow_all: Annotated[bool, typer.Option("--allow-all", help="Allow a budget as large as the pool.")] = False,
-    engine: Annotated[Optional[str], typer.Option(metavar="local|ray", help="local, or ray for scoring shards as Ray tasks.")] = None,
+    engine: Annotated[Optional[str], typer.Option(metavar="local|ray", help="local, or ray: every pass over the pool runs as shard tasks on Ray workers.")] = None,
     address: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Ray cluster address (default: local Ray).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing selection folder.")] = False,
     device: Annotated[Optional[str], typer.Option(metavar="auto|cpu|cuda[:N]", help="auto (CUDA when there is a GPU), cpu, cuda, cuda:N.")] = None,

@@ -18,6 +18,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from dataselect.engines.executor import Executor, LocalExecutor, make_executor
 from dataselect.errors import DataselectError
 
 GiB = 1 << 30
@@ -115,24 +116,27 @@ class MemoryBudget:
 
 @dataclass
 class Resources:
-    """Device, memory budget and progress display for a selection run.
+    """Device, memory budget, progress display and executor for a selection run.
 
-    device : "auto" (CUDA when torch sees a GPU, else CPU), "cpu", "cuda" or "cuda:N".
+    device : "auto" (CUDA when torch sees a GPU, else CPU), "cpu", "cuda" or "cuda:N"; on Ray, each
+        worker's.
     memory : the process's :class:`MemoryBudget`.
     progress : show progress bars with rate and ETA on stderr.
+    executor : where passes over the pool run (:mod:`dataselect.engines.executor`: this process, or Ray).
     """
 
     device: str = "auto"
     memory: MemoryBudget = field(default_factory=MemoryBudget.resolve)
     progress: bool = True
+    executor: Executor = field(default_factory=LocalExecutor)
 
     @classmethod
     def make(cls, device: str | None = "auto", max_memory: str | int | None = None,
-             progress: bool = True) -> Resources:
+             progress: bool = True, engine: str = "local", address: str | None = None) -> Resources:
         device = device or "auto"
         if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
             raise DataselectError(f"--device {device!r}: choose auto, cpu, cuda or cuda:N")
-        return cls(device, MemoryBudget.resolve(max_memory), progress)
+        return cls(device, MemoryBudget.resolve(max_memory), progress, make_executor(engine, address, progress=progress))
 
     def torch_device(self):
         """The torch device this run computes on (CUDA only when asked or auto and available)."""
@@ -149,4 +153,4 @@ class Resources:
         """What the run used. A method that never imported torch (``random``, ``loss``) ran on the CPU."""
         used_torch = "torch" in sys.modules or self.device != "auto"
         return {"device": str(self.torch_device()) if used_torch else "cpu", "max_memory_bytes": self.memory.limit,
-                "max_memory_source": self.memory.source}
+                "max_memory_source": self.memory.source, **self.executor.describe()}

@@ -120,7 +120,7 @@ def compute_selection(spec: RunSpec, progress: bool = False) -> tuple[pa.Table, 
     """Run the selector of ``spec`` -> (the selection table, its ``selection.json`` contents); writes nothing."""
     t0 = time.perf_counter()
     spec.validate()
-    resources = Resources.make(spec.device, spec.max_memory, progress)
+    resources = Resources.make(spec.device, spec.max_memory, progress, engine=spec.engine, address=spec.address)
     pool = open_store(spec.store, kind="pool")
     queries = [open_store(q) for q in spec.queries]
     selector = build_selector(spec.method, spec.params)
@@ -132,14 +132,7 @@ def compute_selection(spec: RunSpec, progress: bool = False) -> tuple[pa.Table, 
                               "`dataselect embed QUERIES --task NAME`)")
     budget = parse_budget(spec.budget, pool.n_rows, spec.allow_all)
     rng = np.random.default_rng(spec.seed)
-    if spec.engine == "ray":
-        from dataselect.engines.ray_engine import ray_select
-
-        selection = ray_select(selector, pool, budget, rng, queries, address=spec.address)
-    elif spec.engine == "local":
-        selection = selector.select(pool, budget, rng, queries, resources)
-    else:
-        raise DataselectError(f"--engine {spec.engine!r}: choose local or ray")
+    selection = selector.select(pool, budget, rng, queries, resources)
     from dataselect.pool.identity import HASH_COLUMN, has_hashes
 
     ids_sources = pool.take(selection.rows, ("id", "source", *((HASH_COLUMN,) if has_hashes(pool) else ())))

@@ -334,9 +334,27 @@ def _prompt(messages: list[dict], limit: int = 500) -> str:
     return next((m["content"] for m in messages if m["role"] == "user"), messages[0]["content"])[:limit]
 
 
+def embed_store(pool, out, opts: EmbedOptions, *, engine: str = "local", address: str | None = None,
+                workers: int = 0, num_gpus_per_worker: float = 0.0) -> Manifest:
+    """Embed ``pool`` into the store ``out`` holding its lock for the whole run, in this process
+    (``engine="local"``) or on Ray (``"ray"``: a local Ray, or the cluster at ``address``); the same
+    store bytes either way. ``cli embed`` and ``api.embed`` both call this."""
+    from dataselect.outputs import lock
+
+    if engine not in ("local", "ray"):
+        raise DataselectError(f"--engine {engine!r}: choose local or ray")
+    with lock(out):  # one writer per store, for the whole run
+        if engine == "ray":
+            from dataselect.engines.ray_engine import RayEmbedStage
+
+            return RayEmbedStage(pool, out, opts, address=address, workers=workers,
+                                 num_gpus_per_worker=num_gpus_per_worker).run()
+        return EmbedStage(pool, out, opts).run()
+
+
 def embed(pool, out, **kwargs) -> Manifest:
     """Functional form: ``embed(pool, out, model=..., pooling=..., ...)`` -> the store's manifest."""
     return EmbedStage(pool, out, EmbedOptions(**kwargs)).run()
 
 
-__all__ = ["EmbedOptions", "EmbedStage", "embed"]
+__all__ = ["EmbedOptions", "EmbedStage", "embed", "embed_store"]

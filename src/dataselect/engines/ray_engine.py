@@ -10,8 +10,10 @@ restarts an actor that dies and retries its shard; the driver writes each shard 
 arrives, so no row is lost or written twice. Shards, manifest and resume are those of the local
 engine, so every later command works unchanged.
 
-Scoring (``run --method rds+ --engine ray``): each shard is scored by a Ray task that returns its
-rows' per-task scores; the round-robin merge runs on the driver, giving the local engine's selection.
+Every other pass over the pool (``run --engine ray``, any method) is a shard task of
+:mod:`dataselect.engines.executor` run by :class:`RayExecutor`: actors set up once (centroids on the
+device, the query matrix), one shard per call, results merged on the driver -- the local engine's
+selection, for every method.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import json
 import logging
 import os
 
-import numpy as np
 import pyarrow as pa
 
 from dataselect.embedding.model import load_model
@@ -34,6 +35,7 @@ from dataselect.embedding.stage import (
     make_embedder,
     row_columns,
 )
+from dataselect.engines.executor import Executor
 from dataselect.errors import DataselectError
 from dataselect.pool import PoolReader, PoolRow
 
@@ -216,46 +218,69 @@ def _cluster_gpus(address) -> bool:
     return ray.cluster_resources().get("GPU", 0) >= 1
 
 
-def ray_embed(pool, out, opts: EmbedOptions, *, address=None, workers=0, num_gpus_per_worker=0.0) -> dict:
-    return RayEmbedStage(pool, out, opts, address=address, workers=workers,
-                         num_gpus_per_worker=num_gpus_per_worker).run()
+class _ShardWorker:
+    """A Ray actor holding one shard task: set up once, then one shard per call."""
+
+    def __init__(self, task, store_path: str):
+        from dataselect.store import Store
+
+        cpus = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        if cpus > 0:
+            import torch
+
+            torch.set_num_threads(cpus)
+        self.task, self.store = task, Store(store_path)
+        task.setup()
+
+    def run(self, shard: int):
+        return self.task.run(self.store, [shard])
 
 
-def _score_shard(store_path: str, shard: int, Q: np.ndarray, starts: np.ndarray, aggregate: str):
-    from dataselect.pool_index.similarity import score_tasks
-    from dataselect.store import Store
+class RayExecutor(Executor):
+    """Runs shard tasks on Ray: ``workers`` actors (default: as many as the cluster's CPUs or GPUs hold
+    for the task's needs, at most the shards), each set up once; one call per shard, results merged on
+    the driver in shard order. An actor that dies is restarted and its shard retried."""
 
-    return score_tasks(Store(store_path), Q, starts, aggregate, shards=[shard])
+    name = "ray"
+    distributed = True
 
+    def __init__(self, address: str | None = None, workers: int = 0, progress: bool = False):
+        self.address, self.workers, self.progress = address, workers, progress
 
-def _top_rows_shard(store_path: str, shard: int, Q: np.ndarray, m: int):
-    from dataselect.pool_index.similarity import top_rows_per_query
-    from dataselect.store import Store
+    def describe(self) -> dict:
+        return {"engine": "ray", "address": self.address or "local", "workers": self.workers or "auto"}
 
-    return top_rows_per_query(Store(store_path), Q, m, shards=[shard])
+    def map_shards(self, task, store, shards=None):
+        todo = list(range(len(store.shards))) if shards is None else list(shards)
+        if not todo:
+            task.setup()
+            return task.merge([task.run(store, [])])
+        ray = init_ray(self.address)
+        from ray.util import ActorPool
 
+        from dataselect.progress import bar
 
-def ray_select(selector, pool, budget, rng, queries, address=None):
-    """Score shards as Ray tasks, merge on the driver (rds+ only; other methods run locally)."""
-    from dataselect.selectors.rds_plus import RDSPlus
-    from dataselect.store.queries import query_matrix
-
-    if not isinstance(selector, RDSPlus):
-        raise DataselectError(f"--engine ray runs rds+ scoring; run {selector.name} with --engine local")
-    Q, starts, names = query_matrix(pool, queries)
-    ray = init_ray(address)
-    q_ref = ray.put(Q)
-    if selector.per_query(len(names)):
-        from dataselect.pool_index.similarity import merge_top_rows
-
-        top = ray.remote(_top_rows_shard).options(num_cpus=1, max_retries=3)
-
-        def candidates(m):
-            parts = ray.get([top.remote(str(pool.path), i, q_ref, m) for i in range(len(pool.shards))])
-            return merge_top_rows(parts, m)
-        return selector.select_per_query(candidates, pool.n_rows, len(Q), budget, names[0])
-    task = ray.remote(_score_shard).options(num_cpus=1, max_retries=3)
-    parts = ray.get([task.remote(str(pool.path), i, q_ref, starts, selector.aggregate) for i in range(len(pool.shards))])
-    rows = np.concatenate([r for r, _ in parts]) if parts else np.zeros(0, np.int64)
-    scores = np.concatenate([s for _, s in parts]) if parts else np.zeros((0, len(names)), np.float32)
-    return selector.select_from_scores(rows, scores, names, budget)
+        if dataclasses.is_dataclass(task) and "progress" in {f.name for f in dataclasses.fields(task)}:
+            task = dataclasses.replace(task, progress=False)  # the driver shows progress over shards
+        needs = task.needs
+        res = ray.cluster_resources()
+        fit = int(res.get("GPU", 0) // needs.gpus) if needs.gpus else int(res.get("CPU", 1) // max(needs.cpus, 0.01))
+        n = max(1, min(len(todo), self.workers or fit or 1))
+        options = {"num_cpus": needs.cpus, "max_restarts": -1, "max_task_retries": -1}
+        if needs.gpus:
+            options["num_gpus"] = needs.gpus
+        if needs.memory:
+            options["memory"] = needs.memory
+        worker = ray.remote(_ShardWorker).options(**options)
+        task_ref = ray.put(task)
+        actors = [worker.remote(task_ref, str(store.path)) for _ in range(n)]
+        try:
+            parts = []
+            with bar(len(todo), f"{type(task).__name__} on ray", unit="shard", enabled=self.progress) as pbar:
+                for part in ActorPool(actors).map(lambda a, i: a.run.remote(i), todo):
+                    parts.append(part)
+                    pbar.update(1)
+        finally:
+            for a in actors:
+                ray.kill(a)
+        return task.merge(parts)

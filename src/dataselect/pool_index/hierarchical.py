@@ -212,7 +212,7 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
             centroids = fit(x, ks[0], seed).centroids
             del x
             labels0, dist2 = assign_store(store, centroids, search=search, device=device, block_rows=plan.block_rows,
-                                          progress=progress, desc="assign pool")
+                                          progress=progress, desc="assign pool", executor=resources.executor)
             pbar.update(1)
             for r in range(steps - 1):
                 s = s1
@@ -228,7 +228,7 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
                 centroids = fit(x, ks[0], seed + 1 + r).centroids
                 del x, pos
                 labels0, dist2 = assign_store(store, centroids, search=search, device=device,
-                                              block_rows=plan.block_rows, progress=progress, desc="assign pool")
+                                              block_rows=plan.block_rows, progress=progress, desc="assign pool", executor=resources.executor)
                 pbar.update(1)
         timings.append(_lap(1, t0))
 

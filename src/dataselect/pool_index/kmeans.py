@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import xxhash
 
+from dataselect.engines.executor import Executor, LocalExecutor, Needs, ShardTask
 from dataselect.errors import DataselectError
 from dataselect.pool_index.sample import device_blocks, load_rows, sample_positions
 from dataselect.pool_index.search import CentroidSearch
@@ -261,23 +262,60 @@ def resolve_search(backend: str, assign: str, device: torch.device) -> str:
     return "flat" if assign == "exact" else "hnsw"
 
 
+@dataclass
+class AssignTask(ShardTask):
+    """Nearest centroid of every row of some shards: (labels int32, squared distances float32), in store
+    order. ``device`` is a torch device name; the search over the centroids is built once per worker."""
+
+    centroids: np.ndarray
+    search: str
+    device: str = "cpu"
+    projection: Projection | None = None
+    block_rows: int = 32768
+    progress: bool = False
+    desc: str = "assign"
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(cpus=1.0, gpus=1.0 if self.device.startswith("cuda") else 0.0)
+
+    def setup(self) -> None:
+        self._device = torch.device(self.device)
+        self._find = CentroidSearch(torch.as_tensor(self.centroids, device=self._device), self.search)
+
+    def run(self, store: Store, shards: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        n = sum(store.shards[i].rows_stored for i in shards)
+        labels = np.empty(n, dtype=np.int32)
+        dist2 = np.empty(n, dtype=np.float32)
+        at = 0
+        with bar(n, self.desc, enabled=self.progress) as pbar:
+            for lo, block in device_blocks(store, self._device, self.block_rows, shards):
+                xb = self.projection(block) if self.projection is not None else block
+                lab, d2 = self._find(xb)
+                labels[lo:lo + len(block)] = lab.cpu().numpy()
+                dist2[lo:lo + len(block)] = d2.cpu().numpy()
+                at = lo + len(block)
+                pbar.update(len(block))
+        assert at == n
+        return labels, dist2
+
+    def merge(self, parts):
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_find", "_device")}
+
+
 def assign_store(store: Store, centroids: np.ndarray, *, search: str, device: torch.device,
                  projection: Projection | None = None, block_rows: int = 32768, progress: bool = False,
-                 desc: str = "assign") -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid of every stored row, streamed: (labels (n,) int32, squared distances (n,) float32)."""
-    labels = np.empty(store.n_rows, dtype=np.int32)
-    dist2 = np.empty(store.n_rows, dtype=np.float32)
-    find = CentroidSearch(torch.as_tensor(centroids, device=device), search)
-    at = 0
-    with bar(store.n_rows, desc, enabled=progress) as pbar:
-        for lo, block in device_blocks(store, device, block_rows):
-            xb = projection(block) if projection is not None else block
-            lab, d2 = find(xb)
-            labels[lo:lo + len(block)] = lab.cpu().numpy()
-            dist2[lo:lo + len(block)] = d2.cpu().numpy()
-            at = lo + len(block)
-            pbar.update(len(block))
-    assert at == store.n_rows
+                 desc: str = "assign", executor: Executor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every stored row, streamed shard by shard on ``executor`` (default: this
+    process): (labels (n,) int32, squared distances (n,) float32)."""
+    task = AssignTask(np.asarray(centroids, dtype=np.float32) if not torch.is_tensor(centroids)
+                      else centroids.detach().cpu().numpy().astype(np.float32), search, str(device), projection,
+                      block_rows, progress, desc)
+    labels, dist2 = (executor or LocalExecutor()).map_shards(task, store)
+    assert len(labels) == store.n_rows
     return labels, dist2
 
 
@@ -401,7 +439,7 @@ class Clustering:
         plan = plan_memory(store, len(centres), centres.shape[1], 0, device, resources)
         labels, dist2 = assign_store(store, centres, search=search, device=device, projection=self.projection,
                                      block_rows=plan.block_rows, progress=resources.progress,
-                                     desc="assign to rounded centres")
+                                     desc="assign to rounded centres", executor=resources.executor)
         labels[positions] = np.arange(len(positions), dtype=np.int32)
         dist2[positions] = 0.0
         meta = {**self.meta, "k_effective": len(centres), "rounded_centres": True, "rounded_from": self.key,
@@ -496,7 +534,7 @@ def _cluster(store: Store, k: int, params: dict, plan, *, proj_dim: int, niter: 
     del x
     t1 = time.perf_counter()
     labels, dist2 = assign_store(store, fit.centroids, search=search, device=device, projection=proj,
-                                 block_rows=plan.block_rows, progress=resources.progress)
+                                 block_rows=plan.block_rows, progress=resources.progress, executor=resources.executor)
     meta = {**params, "store_hash": store.hash, "n": n, "k_effective": len(fit.centroids),
             "sample_rows_wanted": plan.wanted_rows, "sample_limited_by_memory": plan.limited_by_budget,
             "planned_host_bytes": plan.host_bytes, "planned_host": fmt_bytes(plan.host_bytes),

@@ -53,15 +53,16 @@ def load_rows(store: Store, positions: np.ndarray, device: torch.device, progres
     return out
 
 
-def device_blocks(store: Store, device: torch.device, block_rows: int = 32768):
-    """Yield (start position, (b, dim) tensor) over the whole store on ``device``.
+def device_blocks(store: Store, device: torch.device, block_rows: int = 32768, shards: list[int] | None = None):
+    """Yield (start position, (b, dim) tensor) over the whole store (or ``shards`` of it: positions then
+    count from the first of them) on ``device``.
 
     On the CPU the float32 block is a reused buffer: use it before asking for the next one.
     """
     start = 0
     cpu = device.type == "cpu"
     buf = np.empty((block_rows, store.dim), dtype=np.float32) if cpu else None
-    for block in store.iter_blocks(("embedding",), block_rows):
+    for block in store.iter_blocks(("embedding",), block_rows, shards):
         emb = block["embedding"]
         b = len(emb)
         if cpu:

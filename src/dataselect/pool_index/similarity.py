@@ -24,10 +24,12 @@ Peak memory, for a pool of N rows, dim D, Q queries over T tasks and blocks of B
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from dataselect.engines.executor import Needs, ShardTask
 from dataselect.errors import DataselectError
 from dataselect.store import Store
 from dataselect.torchcpu import half_to_float, single_torch_thread
@@ -184,3 +186,50 @@ def merge_top_rows(parts: list[tuple[np.ndarray, np.ndarray]], m: int) -> tuple[
     m = min(m, len(r) // nq)
     _, r, s, _ = _compact(q, r, s, nq, m)
     return r.reshape(nq, m), s.reshape(nq, m)
+
+
+@dataclass
+class ScoreTask(ShardTask):
+    """RDS+ task scores of some shards (:func:`score_tasks`): (rows (N,), scores (N, T) float32)."""
+
+    Q: np.ndarray
+    starts: np.ndarray
+    aggregate: str = "max"
+    block_rows: int = 0
+    device: str | None = None
+    progress: bool = False
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(cpus=1.0, gpus=1.0 if (self.device or "").startswith("cuda") else 0.0)
+
+    def run(self, store: Store, shards: list[int]):
+        return score_tasks(store, self.Q, self.starts, self.aggregate, self.block_rows, shards=shards,
+                           device=self.device, progress=self.progress)
+
+    def merge(self, parts):
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([r for r, _ in parts]), np.concatenate([s for _, s in parts])
+
+
+@dataclass
+class TopRowsTask(ShardTask):
+    """Each query's ``m`` best rows of some shards (:func:`top_rows_per_query`), merged exactly."""
+
+    Q: np.ndarray
+    m: int
+    block_rows: int = 0
+    device: str | None = None
+    progress: bool = False
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(cpus=1.0, gpus=1.0 if (self.device or "").startswith("cuda") else 0.0)
+
+    def run(self, store: Store, shards: list[int]):
+        return top_rows_per_query(store, self.Q, self.m, self.block_rows, shards=shards, device=self.device,
+                                  progress=self.progress)
+
+    def merge(self, parts):
+        return parts[0] if len(parts) == 1 else merge_top_rows(parts, self.m)

@@ -32,7 +32,8 @@ from typing import Literal
 
 import numpy as np
 
-from dataselect.pool_index.similarity import AGGREGATES, score_tasks, top_rows_per_query
+from dataselect.engines.executor import LocalExecutor
+from dataselect.pool_index.similarity import AGGREGATES, ScoreTask, TopRowsTask
 from dataselect.selection import Selection
 from dataselect.selectors.base import Selector, check_choice, register
 from dataselect.store.queries import query_matrix
@@ -143,8 +144,10 @@ class RDSPlus(Selector):
         if resources is not None:
             resources.memory.require(pool.n_rows * (8 + 8 * len(starts)), f"rds+ scores of {pool.n_rows:,} rows "
                                      f"for {len(starts)} tasks")
-        rows, scores = score_tasks(pool, Q, starts, self.aggregate, self.block_rows, device=device,
-                                   progress=bool(resources and resources.progress))
+        executor = resources.executor if resources is not None else LocalExecutor()
+        rows, scores = executor.map_shards(ScoreTask(Q, starts, self.aggregate, self.block_rows,
+                                                     str(device) if device is not None else None,
+                                                     bool(resources and resources.progress)), pool)
         return rows, scores, names
 
     def select_from_scores(self, rows, scores, names, budget) -> Selection:
@@ -187,8 +190,11 @@ class RDSPlus(Selector):
             device = resources.torch_device() if resources is not None else None
             progress = bool(resources and resources.progress)
 
+            executor = resources.executor if resources is not None else LocalExecutor()
+
             def candidates(m):
-                return top_rows_per_query(pool, Q, m, self.block_rows, device=device, progress=progress)
+                return executor.map_shards(TopRowsTask(Q, m, self.block_rows, str(device) if device is not None
+                                                       else None, progress), pool)
             return self.select_per_query(candidates, pool.n_rows, len(Q), budget, names[0], resources)
         rows, scores, names = self.score(pool, queries, resources, matrix)
         return self.select_from_scores(rows, scores, names, budget)

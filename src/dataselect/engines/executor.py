@@ -1,0 +1,90 @@
+"""One interface for passes over a store's shards: run locally, or spread over a Ray cluster.
+
+A pass over the pool is a :class:`ShardTask`: it declares what one call needs (:class:`Needs`: CPUs,
+GPUs, memory), has ``setup()`` (once per worker: load a model, move centroids to the device) and
+``run(store, shards)`` (its result for those shards), and ``merge(parts)`` (the parts of disjoint
+shard groups, in shard order, into the result of the whole store). An :class:`Executor` runs a task
+over a store: :class:`LocalExecutor` in this process, as one call over every shard (so the store's
+read-ahead and checks stream across shards as before), ``RayExecutor``
+(:mod:`dataselect.engines.ray_engine`, the only module that knows about Ray) as one call per shard on
+workers, each worker doing its setup once. Every task gives the same result either way: a test runs
+each one both ways.
+
+Which executor a run uses is :attr:`dataselect.resources.Resources.executor` (``--engine``,
+``--address``); a selector never knows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+R = TypeVar("R")
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What one call of a task needs on its worker: CPUs, GPUs, memory in bytes (0: no reservation)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory: int = 0
+
+
+class ShardTask(ABC, Generic[R]):
+    """One pass over some shards of a store (module docstring). Instances are pickled to workers: keep
+    their state small (a query matrix, centroids), and build heavy things in :meth:`setup`."""
+
+    needs: Needs = Needs()
+
+    def setup(self) -> None:
+        """Called once per worker before its first :meth:`run`."""
+
+    @abstractmethod
+    def run(self, store, shards: list[int]) -> R:
+        """The result for ``shards`` (store shard indexes, ascending) of ``store``."""
+
+    @abstractmethod
+    def merge(self, parts: list[R]) -> R:
+        """The results of disjoint shard groups, in shard order, as one result."""
+
+
+class Executor(ABC):
+    """Runs shard tasks over a store."""
+
+    name = "executor"
+    distributed = False
+
+    @abstractmethod
+    def map_shards(self, task: ShardTask[R], store, shards: list[int] | None = None) -> R:
+        """``task``'s merged result over ``shards`` of ``store`` (all of them by default)."""
+
+    def describe(self) -> dict:
+        return {"engine": self.name}
+
+
+class LocalExecutor(Executor):
+    """Runs a task in this process: one call over every shard asked for."""
+
+    name = "local"
+
+    def map_shards(self, task, store, shards=None):
+        todo = list(range(len(store.shards))) if shards is None else list(shards)
+        task.setup()
+        return task.merge([task.run(store, todo)])
+
+
+def make_executor(engine: str = "local", address: str | None = None, workers: int = 0,
+                  progress: bool = False) -> Executor:
+    """The executor of ``--engine`` (``ray``: a local Ray by default, the cluster at ``address``)."""
+    if engine == "local" or engine is None:
+        return LocalExecutor()
+    if engine == "ray":
+        from dataselect.engines.ray_engine import RayExecutor
+
+        return RayExecutor(address=address, workers=workers, progress=progress)
+    from dataselect.errors import DataselectError
+
+    raise DataselectError(f"--engine {engine!r}: choose {' or '.join(ENGINES)}")

@@ -1,0 +1,55 @@
+"""Shard tasks (engines/executor.py): split per shard and merged, each gives what one call over the store gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import modes
+from dataselect.engines.executor import Executor, LocalExecutor, make_executor
+from dataselect.errors import DataselectError
+from dataselect.store import Store
+from dataselect.store.synthetic import store_from_array
+
+
+class PerShard(Executor):
+    """What a distributed executor does, in this process: one call per shard, then merge."""
+
+    name = "per-shard"
+
+    def map_shards(self, task, store, shards=None):
+        todo = list(range(len(store.shards))) if shards is None else list(shards)
+        task.setup()
+        return task.merge([task.run(store, [i]) for i in todo])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    x, _ = modes(900, 8, 5, seed=1)
+    path = tmp_path_factory.mktemp("ex") / "s"
+    store_from_array(path, x, shard_rows=200)  # 5 shards, the last one short
+    return Store(path), x
+
+
+def _tasks(x):
+    from dataselect.pool_index.kmeans import AssignTask
+    from dataselect.pool_index.similarity import ScoreTask, TopRowsTask
+
+    Q = x[[0, 1, 400]].astype(np.float32)
+    return [AssignTask(x[:5].copy(), "flat"), AssignTask(x[:7].copy(), "torch"),
+            ScoreTask(Q, np.array([0, 2]), "max"), ScoreTask(Q, np.array([0]), "mean"), TopRowsTask(Q, 30)]
+
+
+@pytest.mark.parametrize("which", range(5))
+def test_every_shard_task_merges_to_the_whole_store_result(store, which):
+    st, x = store
+    task = _tasks(x)[which]
+    whole, split = LocalExecutor().map_shards(task, st), PerShard().map_shards(_tasks(x)[which], st)
+    for a, b in zip(whole, split, strict=True):
+        assert np.array_equal(a, b)
+    assert len(whole[0]) in (st.n_rows, 3)
+
+
+def test_unknown_engine_is_refused_in_one_line():
+    with pytest.raises(DataselectError, match="--engine 'spark': choose local or ray"):
+        make_executor("spark")
