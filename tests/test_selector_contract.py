@@ -9,6 +9,8 @@ aligned).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,21 @@ def test_parameters_round_trip(method):
     cls = type(sel)
     assert cls.name == method and (cls.__doc__ or "").strip() and cls.rule and cls.source
     assert set(sel.get_params()) == {d["name"][2:].replace("-", "_") for d in cls.describe_parameters()}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_parameters_are_keywords_declared_once_and_checked_when_built(method):
+    """Issue 26: a positional parameter was silently 'no parameter'; choices were declared three times."""
+    from dataselect.errors import DataselectError
+
+    cls = REGISTRY[method]
+    with pytest.raises(TypeError):
+        cls("positional")
+    with pytest.raises(DataselectError, match=re.escape(f"method '{method}' has no parameter --bogus")):
+        build_selector(method, {"bogus": "1"})
+    for p in cls.params:  # every declared choice is accepted, and what is not declared is refused naming the flag
+        for choice in p.choices:
+            build_selector(method, {p.name: str(choice), **({} if p.name != "loss_model" else {"pool": "p"})})
+        if p.type is not bool:
+            with pytest.raises(DataselectError, match=p.flag):
+                build_selector(method, {p.name: "surely-not-a-value" if p.type is not str or p.choices else []})

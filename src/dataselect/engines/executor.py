@@ -32,6 +32,11 @@ class Needs:
     gpus: float = 0.0
     memory: int = 0
 
+    @classmethod
+    def on(cls, device: str | None) -> Needs:
+        """One CPU, and one GPU when the task computes on a CUDA device."""
+        return cls(cpus=1.0, gpus=1.0 if str(device or "").startswith("cuda") else 0.0)
+
 
 class ShardTask(ABC, Generic[R]):
     """One pass over some shards of a store (module docstring). Instances are pickled to workers: keep

@@ -277,7 +277,7 @@ class AssignTask(ShardTask):
 
     @property
     def needs(self) -> Needs:
-        return Needs(cpus=1.0, gpus=1.0 if self.device.startswith("cuda") else 0.0)
+        return Needs.on(self.device)
 
     def setup(self) -> None:
         self._device = torch.device(self.device)

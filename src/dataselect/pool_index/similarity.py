@@ -201,7 +201,7 @@ class ScoreTask(ShardTask):
 
     @property
     def needs(self) -> Needs:
-        return Needs(cpus=1.0, gpus=1.0 if (self.device or "").startswith("cuda") else 0.0)
+        return Needs.on(self.device)
 
     def run(self, store: Store, shards: list[int]):
         return score_tasks(store, self.Q, self.starts, self.aggregate, self.block_rows, shards=shards,
@@ -225,7 +225,7 @@ class TopRowsTask(ShardTask):
 
     @property
     def needs(self) -> Needs:
-        return Needs(cpus=1.0, gpus=1.0 if (self.device or "").startswith("cuda") else 0.0)
+        return Needs.on(self.device)
 
     def run(self, store: Store, shards: list[int]):
         return top_rows_per_query(store, self.Q, self.m, self.block_rows, shards=shards, device=self.device,

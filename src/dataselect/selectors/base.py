@@ -1,8 +1,11 @@
 """The selector interface and registry.
 
-A selector is a small class (scikit-learn style): parameters are keyword arguments of ``__init__``
-with type annotations and defaults, validated there; ``select`` does the work. Adding a selector is
-one new module with a class decorated by :func:`register`, plus its line in :data:`BUILTIN`.
+A selector is a small class (scikit-learn style): its parameters are declared once, as
+:class:`~dataselect.selectors.params.Param` entries of ``params`` (type, default, choices or range,
+meaning); the base ``__init__`` takes them as keywords, converts and validates each, stores it as an
+attribute and calls :meth:`Selector.validate` for checks across parameters; ``select`` does the work.
+Adding a selector is one new module with a class decorated by :func:`register`, plus its line in
+:data:`BUILTIN` (so that the registry can import it only when asked for).
 
 The registry imports a selector's module when the selector is first asked for, so ``run --method
 random`` never pays for torch, FAISS or scikit-learn.
@@ -11,9 +14,6 @@ random`` never pays for torch, FAISS or scikit-learn.
 from __future__ import annotations
 
 import importlib
-import inspect
-import re
-import types
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -21,10 +21,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from dataselect.checks import typed
 from dataselect.errors import DataselectError
 from dataselect.resources import Resources
 from dataselect.selection import Selection
+from dataselect.selectors.params import Param
 from dataselect.store import Store
 
 # method name -> module under dataselect.selectors that registers it (imported on first use)
@@ -79,6 +79,7 @@ class Selector(ABC):
     """
 
     name: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]] = ()  # the parameters, declared once (selectors/params.py)
     needs_queries: ClassVar[bool] = False
     uses_queries: ClassVar[bool] = False  # takes --queries without needing them (target-aware mode)
     rule: ClassVar[str] = ""  # one or two sentences: how rows are picked
@@ -99,56 +100,40 @@ class Selector(ABC):
         return None
 
 
+    def __init__(self, **params):
+        """Keyword parameters only, each converted and validated by its :class:`Param` declaration (strings
+        from the command line or typed values), then :meth:`validate` for checks across parameters."""
+        declared = self.parameters()
+        for key in params:
+            if key not in declared:
+                valid = ", ".join(p.flag for p in self.params) or "none"
+                raise DataselectError(f"method {self.name!r} has no parameter --{key.replace('_', '-')} "
+                                      f"(its parameters: {valid})")
+        for name, p in declared.items():
+            if name in params:
+                value = p.convert(params[name])
+            else:
+                value = list(p.default) if isinstance(p.default, list) else p.default
+            setattr(self, name, value)
+        self.validate()
+
+    def validate(self) -> None:  # noqa: B027  (a hook: most selectors have nothing to add)
+        """Checks that involve several parameters (called once, when the selector is built)."""
+
     @classmethod
-    def parameters(cls) -> dict[str, inspect.Parameter]:
-        sig = inspect.signature(cls.__init__)
-        return {n: p for n, p in sig.parameters.items() if n != "self" and p.kind == p.KEYWORD_ONLY}
+    def parameters(cls) -> dict[str, Param]:
+        return {p.name: p for p in cls.params}
 
     @classmethod
     def parameter_docs(cls) -> dict[str, str]:
-        """Meaning of each parameter, from the ``Parameters`` section of the class docstring."""
-        docs: dict[str, str] = {}
-        lines = (inspect.getdoc(cls) or "").splitlines()
-        current = None
-        in_params = False
-        for line in lines:
-            if line.strip() == "Parameters":
-                in_params = True
-                continue
-            if not in_params or set(line.strip()) == {"-"}:
-                continue
-            head, sep, text = line.partition(" : ")
-            if sep and not line.startswith(" ") and head.strip().isidentifier():
-                current = head.strip()
-                docs[current] = text.strip()
-            elif current and line.startswith(" "):
-                docs[current] += " " + line.strip()
-            elif not line.strip():
-                current = None
-        return docs
+        """Meaning of each parameter (from its declaration)."""
+        return {p.name: p.meaning for p in cls.params}
 
     @classmethod
     def describe_parameters(cls) -> list[dict]:
         """One entry per parameter: ``name`` (as a flag), ``values`` (valid values), ``default`` (the
-        effective default, with what an automatic default resolves to) and ``meaning``.
-
-        Valid values come from the annotation (``Literal`` choices, or the type); what an automatic
-        default means comes from the docstring's ``(DEFAULT: what it means)`` note.
-        """
-        hints = typing.get_type_hints(cls.__init__)
-        meanings = cls.parameter_docs()
-        out = []
-        for name, p in cls.parameters().items():
-            meaning = meanings.get(name, "")
-            shown = _default_text(p.default)
-            m = re.search(r"\(" + re.escape(shown) + r": ([^()]*(?:\([^()]*\)[^()]*)*)\)", meaning)
-            default = shown
-            if m:
-                default = f"{shown} = {m.group(1).strip()}"
-                meaning = (meaning[:m.start()].rstrip() + meaning[m.end():]).strip()
-            out.append({"name": "--" + name.replace("_", "-"), "values": _values_text(hints.get(name, str)),
-                        "default": default, "meaning": meaning})
-        return out
+        effective default, with what an automatic default resolves to) and ``meaning``."""
+        return [p.describe() for p in cls.params]
 
     def get_params(self) -> dict:
         return {n: getattr(self, n) for n in self.parameters()}
@@ -156,28 +141,6 @@ class Selector(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
-
-
-def _default_text(value) -> str:
-    if value is None or value == [] or value == "":
-        return "empty"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
-
-
-def _values_text(annotation) -> str:
-    """``Literal["max", "mean"]`` -> ``max|mean``; ``int`` -> ``INT``; ``list[int] | None`` -> ``INT,INT,...``."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        return "|".join(str(a) for a in args)
-    if origin in (typing.Union, getattr(types, "UnionType", None)):
-        return "|".join(_values_text(a) for a in args)
-    if origin is list:
-        inner = _values_text(args[0]) if args else "TEXT"
-        return f"{inner},{inner},..."
-    return {bool: "true|false", int: "INT", float: "NUMBER", str: "TEXT"}.get(annotation, "TEXT")
 
 
 def register(cls: type[Selector]) -> type[Selector]:
@@ -193,57 +156,9 @@ def get_selector(name: str) -> type[Selector]:
     return REGISTRY[name]
 
 
-def check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise DataselectError(f"--{name.replace('_', '-')} {value!r}: choose from {', '.join(map(str, choices))}")
-
-
-def _convert(cls: type[Selector], name: str, raw, annotation):
-    hints = typing.get_type_hints(cls.__init__)
-    target = hints.get(name, str)
-    args = [a for a in typing.get_args(target) if a is not type(None)]
-    if args and typing.get_origin(target) in (typing.Union, getattr(types, "UnionType", None)):
-        literal = [a for a in args if typing.get_origin(a) is typing.Literal]
-        if literal and len(args) > 1:  # e.g. Literal["auto"] | float: a named value or a number
-            if raw in typing.get_args(literal[0]):
-                return raw
-            target = next(a for a in args if a not in literal)
-        else:
-            target = args[0]
-    if typing.get_origin(target) is typing.Literal:
-        check_choice(name, raw, typing.get_args(target))
-        return raw
-    if not isinstance(raw, str):
-        return typed(f"--{name.replace('_', '-')}", raw, target)
-    try:
-        if target is bool:
-            low = raw.lower()
-            if low not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(raw)
-            return low in ("true", "1", "yes")
-        if target in (int, float):
-            return target(float(raw)) if target is int and raw.replace(".", "", 1).isdigit() else target(raw)
-        if typing.get_origin(target) is list:
-            inner = typing.get_args(target)[0]
-            return [inner(x) for x in raw.split(",") if x]
-    except ValueError:
-        raise DataselectError(f"--{name.replace('_', '-')} {raw!r}: expected {getattr(target, '__name__', target)}") from None
-    return raw
-
-
 def build_selector(method: str, params: dict) -> Selector:
     """Instantiate a registered selector from string or typed parameters, with clear errors."""
-    cls = get_selector(method)
-    allowed = cls.parameters()
-    kwargs = {}
-    for key, raw in params.items():
-        name = key.replace("-", "_")
-        if name not in allowed:
-            valid = ", ".join("--" + p.replace("_", "-") for p in allowed) or "none"
-            raise DataselectError(f"method {method!r} has no parameter --{key.replace('_', '-')} "
-                                  f"(its parameters: {valid})")
-        kwargs[name] = _convert(cls, name, raw, allowed[name].annotation)
-    return cls(**kwargs)
+    return get_selector(method)(**{key.replace("-", "_"): raw for key, raw in params.items()})
 
 
 def parse_extra_args(args: list[str]) -> dict:

@@ -14,14 +14,12 @@ At the leaves (level-1 clusters) rows are picked at ``random`` (the reference's 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-from dataselect.errors import DataselectError
 from dataselect.pool_index.hierarchical import RESAMPLE_STRATEGIES, Hierarchy, build_hierarchy
 from dataselect.selection import Selection
-from dataselect.selectors.base import Selector, check_choice, register, used_artefact
+from dataselect.selectors.base import Selector, register, used_artefact
+from dataselect.selectors.params import Param
 
 REMAINDERS = ("random", "largest")
 
@@ -87,28 +85,7 @@ def leaf_targets(h: Hierarchy, budget: int, rng: np.random.Generator | None = No
 
 @register
 class HierarchicalKMeans(Selector):
-    """Balanced sampling over a hierarchical k-means with resampling steps (Vo et al. 2024).
-
-    Parameters
-    ----------
-    k : clusters per level, bottom to top, e.g. "20000,2000,200,20" (empty: n/25 at level 1, the
-        reference's ratio -- its README clusters 29,700 points into 1,000, its two-level config
-        100,000 into 5,000 -- lowered, in one line and in the metadata, to the largest k whose
-        training sample of 25 rows per centroid the memory budget holds; then /10 per level while
-        >= 10, at most 4 levels).
-    resamples : resampling steps per level after the first k-means (reference: 10 runs = 1 + 9).
-    sample_sizes : points kept per cluster in resampling, one per level (empty: half the mean
-        cluster size of the level, the reference configs' advice).
-    resample : "closest" (reference default "c") or "random" points per cluster in resampling.
-    leaf : "random" (reference default "r") or "closest" rows within a leaf cluster.
-    remainder : "random" (reference) or "largest": who gets the rows left after the water-filling cut.
-    niter : Lloyd updates per k-means (reference: 50).
-    sample_size : level-1 training rows (0: 256 per centroid, within the memory budget).
-    init_sample : k-means++ on this many rows per centroid (0: all of the k-means input, as the reference).
-    cluster_seed : seed of the clustering (kept apart from --seed so a re-sample reuses the cache).
-    backend : "auto" (torch on CUDA, FAISS on CPU), "faiss" or "torch".
-    assign : "exact" or "hnsw" (FAISS HNSW over the centroids: approximate, faster at large k on CPU).
-    """
+    """Balanced sampling over a hierarchical k-means with resampling steps (Vo et al. 2024)."""
 
     name = "hierarchical-kmeans"
     rule = ("hierarchical k-means (k-means++, 50 Lloyd updates, 1 + 9 resampling runs per level), then the budget "
@@ -116,23 +93,33 @@ class HierarchicalKMeans(Selector):
     source = ("Vo et al. 2024, 'Automatic Data Curation for Self-Supervised Learning'; facebookresearch/ssl-data-"
               "curation src/hierarchical_kmeans_gpu.py, scripts/run_distributed_kmeans.py, src/hierarchical_sampling.py")
 
-    def __init__(self, *, k: list[int] | None = None, resamples: int = 9, sample_sizes: list[int] | None = None,
-                 resample: Literal["closest", "random"] = "closest", leaf: Literal["random", "closest"] = "random",
-                 remainder: Literal["random", "largest"] = "random", niter: int = 50,
-                 sample_size: int = 0, init_sample: int = 0, cluster_seed: int = 0, backend: Literal["auto", "faiss", "torch"] = "auto",
-                 assign: Literal["exact", "hnsw"] = "exact"):
-        check_choice("resample", resample, RESAMPLE_STRATEGIES)
-        check_choice("leaf", leaf, ("random", "closest"))
-        check_choice("remainder", remainder, REMAINDERS)
-        if resamples < 0 or niter < 1 or sample_size < 0 or init_sample < 0:
-            raise DataselectError("--resamples, --sample-size and --init-sample must be >= 0 and --niter >= 1")
-        if any(v < 1 for v in (k or [])) or any(v < 0 for v in (sample_sizes or [])):
-            raise DataselectError(f"--k {k!r} / --sample-sizes {sample_sizes!r}: clusters per level must be >= 1 and "
-                                  "sample sizes >= 0")
-        self.k, self.resamples, self.sample_sizes = list(k or []), resamples, list(sample_sizes or [])
-        self.resample, self.leaf, self.remainder, self.niter = resample, leaf, remainder, niter
-        self.sample_size, self.init_sample, self.cluster_seed = sample_size, init_sample, cluster_seed
-        self.backend, self.assign = backend, assign
+    params = (
+        Param("k", [], 'clusters per level, bottom to top, e.g. "20000,2000,200,20".', kind=list, low=1,
+              auto="n/25 at level 1, the reference's ratio -- its README clusters 29,700 points into 1,000, its "
+              "two-level config 100,000 into 5,000 -- lowered, in one line and in the metadata, to the largest k "
+              "whose training sample of 25 rows per centroid the memory budget holds; then /10 per level while "
+              ">= 10, at most 4 levels"),
+        Param("resamples", 9, "resampling steps per level after the first k-means (reference: 10 runs = 1 + 9).",
+              low=0),
+        Param("sample_sizes", [], "points kept per cluster in resampling, one per level.", kind=list, low=0,
+              auto="half the mean cluster size of the level, the reference configs' advice"),
+        Param("resample", "closest", '"closest" (reference default "c") or "random" points per cluster in resampling.',
+              choices=RESAMPLE_STRATEGIES),
+        Param("leaf", "random", '"random" (reference default "r") or "closest" rows within a leaf cluster.',
+              choices=("random", "closest")),
+        Param("remainder", "random", '"random" (reference) or "largest": who gets the rows left after the '
+              'water-filling cut.', choices=REMAINDERS),
+        Param("niter", 50, "Lloyd updates per k-means (reference: 50).", low=1),
+        Param("sample_size", 0, "level-1 training rows.", low=0, auto="256 per centroid, within the memory budget"),
+        Param("init_sample", 0, "k-means++ on this many rows per centroid.", low=0,
+              auto="all of the k-means input, as the reference"),
+        Param("cluster_seed", 0, "seed of the clustering (kept apart from --seed so a re-sample reuses the cache).",
+              low=0, high=2**32 - 1),
+        Param("backend", "auto", '"auto" (torch on CUDA, FAISS on CPU), "faiss" or "torch".',
+              choices=("auto", "faiss", "torch")),
+        Param("assign", "exact", '"exact" or "hnsw" (FAISS HNSW over the centroids: approximate, faster at large k on '
+              'CPU).', choices=("exact", "hnsw")),
+    )
 
     def hierarchy(self, pool, resources=None) -> Hierarchy:
         return build_hierarchy(pool, self.k or None, resamples=self.resamples,

@@ -57,7 +57,6 @@ used, widened by the next most relevant clusters while they hold fewer rows than
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
 
@@ -67,7 +66,8 @@ from dataselect.pool_index.kmeans import Clustering, cluster_store, max_k
 from dataselect.progress import note
 from dataselect.resources import Resources
 from dataselect.selection import Selection
-from dataselect.selectors.base import Selector, check_choice, register, used_artefact
+from dataselect.selectors.base import Selector, register, used_artefact
+from dataselect.selectors.params import Param
 from dataselect.store.queries import query_matrix
 
 VARIANTS = ("loss", "coreset")
@@ -209,32 +209,7 @@ def iid_sample(p: np.ndarray, s: int, rng: np.random.Generator) -> tuple[np.ndar
 
 @register
 class KMeansSensitivity(Selector):
-    """Sensitivity sampling on k-means clusters with the model's loss, as Axiotis et al. 2024 (Algorithm 1, §5.1).
-
-    Parameters
-    ----------
-    variant : "loss" (the paper: p ~ l(c_e) + Lambda |e - c_e|^z) or "coreset" (lightweight k-means coreset).
-    k : clusters, whose representatives are selected (0: k-fraction x budget, §5.1; capped where the
-        memory budget cannot hold it).
-    k_fraction : share of the budget that k'' clusters take when --k is 0 (the paper: 0.2, §5.1).
-    lam : Hoelder constant Lambda (auto: per cluster, Lemma 8's upper bound from probes; a number:
-        one constant, the LLM experiment's 0.1, §5.2.1).
-    lam_probes : rows per cluster whose loss --lam auto queries (0: Lemma 8's count for p = 1/2, log2 of 100 k rounded up).
-    z : distance power, 2 (k-means) or 1 (k-median).
-    draws : "systematic" (exactly budget distinct rows, pi-ps, weights 1/pi) or "iid" (Algorithm 1: s draws, weights t/(s p)).
-    warm_start : share of the budget taken uniformly first (§5.2.2 uses 0.2).
-    loss_model : model that scores the representatives and probes when the store has no loss column.
-    pool : the pool file the store was embedded from (needed with --loss-model).
-    niter : Lloyd updates.
-    spherical : normalise centroids (cosine k-means).
-    pca_dim : reduce to this many dimensions with PCA before clustering (0: no PCA).
-    sample_size : k-means training rows (0: 256 per centroid, within the memory budget).
-    init_sample : k-means++ seeding on this many rows per centroid (0 seeds on the whole training sample).
-    cluster_seed : seed of the clustering (kept apart from --seed so a re-sample reuses the cache).
-    query_clusters : with --queries, clusters kept per task (0: k/10).
-    backend : "auto" (torch on CUDA, FAISS on CPU), "faiss" or "torch".
-    assign : "exact" or "hnsw" (FAISS HNSW over the centroids: approximate, faster at large k on CPU).
-    """
+    """Sensitivity sampling on k-means clusters with the model's loss, as Axiotis et al. 2024 (Algorithm 1, §5.1)."""
 
     name = "kmeans-sensitivity"
     uses_queries = True
@@ -244,35 +219,45 @@ class KMeansSensitivity(Selector):
     source = ("Axiotis et al. 2024, 'Data-Efficient Learning via Clustering-Based Sensitivity Sampling' (ICML, "
               "arXiv 2402.17327v1): Algorithm 1 (§3.2.1), Lemma 8 (§3.2.3, App. B.4), §5.1, §5.2")
 
-    def __init__(self, *, variant: Literal["loss", "coreset"] = "loss", k: int = 0, k_fraction: float = 0.2,
-                 lam: Literal["auto"] | float = "auto", lam_probes: int = 0, z: float = 2.0,
-                 draws: Literal["systematic", "iid"] = "systematic", warm_start: float = 0.0,
-                 loss_model: str = "", pool: str = "", niter: int = 20, spherical: bool = False, pca_dim: int = 0,
-                 sample_size: int = 0, init_sample: int = 32, cluster_seed: int = 0, query_clusters: int = 0,
-                 backend: Literal["auto", "faiss", "torch"] = "auto", assign: Literal["exact", "hnsw"] = "exact"):
-        check_choice("variant", variant, VARIANTS)
-        check_choice("draws", draws, DRAWS)
-        self._lam = parse_lam(lam)
-        if z not in (1.0, 2.0):
-            raise DataselectError(f"--z {z}: choose 2 (k-means) or 1 (k-median)")
-        if not (isinstance(k_fraction, (int, float)) and 0 < k_fraction <= 1):
-            raise DataselectError(f"--k-fraction {k_fraction}: must be in (0, 1]")
-        if not (isinstance(warm_start, (int, float)) and 0 <= warm_start < 1):
-            raise DataselectError(f"--warm-start {warm_start}: must be in [0, 1)")
-        for name, value in (("k", k), ("lam-probes", lam_probes), ("pca-dim", pca_dim), ("sample-size", sample_size),
-                            ("init-sample", init_sample), ("query-clusters", query_clusters), ("niter", niter - 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                shown = niter if name == "niter" else value
-                raise DataselectError(f"--{name} {shown!r}: must be an integer >= {1 if name == 'niter' else 0}")
-        if loss_model and not pool:
+    params = (
+        Param("variant", "loss", '"loss" (the paper: p ~ l(c_e) + Lambda |e - c_e|^z) or "coreset" (lightweight '
+              'k-means coreset).', choices=VARIANTS),
+        Param("k", 0, "clusters, whose representatives are selected.", low=0,
+              auto="k-fraction x budget, §5.1; capped where the memory budget cannot hold it"),
+        Param("k_fraction", 0.2, "share of the budget that k'' clusters take when --k is 0 (the paper: 0.2, §5.1).",
+              low=0, low_open=True, high=1),
+        Param("lam", "auto", "Hoelder constant Lambda; a number: one constant, the LLM experiment's 0.1 (§5.2.1).",
+              kind=float, choices=("auto",), low=0,
+              auto="per cluster, Lemma 8's upper bound from probes"),
+        Param("lam_probes", 0, "rows per cluster whose loss --lam auto queries.", low=0,
+              auto="Lemma 8's count for p = 1/2, log2 of 100 k rounded up"),
+        Param("z", 2.0, "distance power, 2 (k-means) or 1 (k-median).", choices=(1.0, 2.0)),
+        Param("draws", "systematic", '"systematic" (exactly budget distinct rows, pi-ps, weights 1/pi) or "iid" '
+              '(Algorithm 1: s draws, weights t/(s p)).', choices=DRAWS),
+        Param("warm_start", 0.0, "share of the budget taken uniformly first (§5.2.2 uses 0.2).", low=0, high=1,
+              high_open=True),
+        Param("loss_model", "", "model that scores the representatives and probes when the store has no loss column."),
+        Param("pool", "", "the pool file the store was embedded from (needed with --loss-model)."),
+        Param("niter", 20, "Lloyd updates.", low=1),
+        Param("spherical", False, "normalise centroids (cosine k-means)."),
+        Param("pca_dim", 0, "reduce to this many dimensions with PCA before clustering.", low=0, auto="no PCA"),
+        Param("sample_size", 0, "k-means training rows.", low=0, auto="256 per centroid, within the memory budget"),
+        Param("init_sample", 32, "k-means++ seeding on this many rows per centroid (0 seeds on the whole training "
+              "sample).", low=0),
+        Param("cluster_seed", 0, "seed of the clustering (kept apart from --seed so a re-sample reuses the cache).",
+              low=0, high=2**32 - 1),
+        Param("query_clusters", 0, "with --queries, clusters kept per task.", low=0, auto="k/10"),
+        Param("backend", "auto", '"auto" (torch on CUDA, FAISS on CPU), "faiss" or "torch".',
+              choices=("auto", "faiss", "torch")),
+        Param("assign", "exact", '"exact" or "hnsw" (FAISS HNSW over the centroids: approximate, faster at large k on '
+              'CPU).', choices=("exact", "hnsw")),
+    )
+
+    def validate(self) -> None:
+        self._lam = parse_lam(self.lam)
+        if self.loss_model and not self.pool:
             raise DataselectError("--loss-model needs --pool POOL: the records of the representatives are read "
                                   "from it")
-        self.variant, self.k, self.k_fraction, self.lam, self.lam_probes = variant, k, k_fraction, lam, lam_probes
-        self.z, self.draws, self.warm_start = z, draws, warm_start
-        self.loss_model, self.pool = loss_model, pool
-        self.niter, self.spherical, self.pca_dim = niter, spherical, pca_dim
-        self.sample_size, self.init_sample, self.cluster_seed = sample_size, init_sample, cluster_seed
-        self.query_clusters, self.backend, self.assign = query_clusters, backend, assign
 
     # -- clustering ---------------------------------------------------------------------------------------------
 

@@ -15,13 +15,12 @@ centred on the median (ordered by closeness to it). Ties break by pool row numbe
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
 from dataselect.errors import DataselectError
 from dataselect.selection import Selection
-from dataselect.selectors.base import Selector, check_choice, register
+from dataselect.selectors.base import Selector, register
+from dataselect.selectors.params import Param
 
 
 def loss_scores(pool, score: str) -> tuple[np.ndarray, np.ndarray]:
@@ -45,24 +44,19 @@ def loss_scores(pool, score: str) -> tuple[np.ndarray, np.ndarray]:
 
 @register
 class LossSelector(Selector):
-    """Perplexity or IFD of the response (needs loss columns); pick top, middle or bottom.
-
-    Parameters
-    ----------
-    score : "ppl" ranks by perplexity exp(L) of the response; "ifd" by exp(L - L0), the response's loss
-        with the prompt over its loss alone (needs a store embedded with --with-ifd).
-    pick : which rows of that ranking to take: the "top" (highest), the "middle" or the "bottom".
-    """
+    """Perplexity or IFD of the response (needs loss columns); pick top, middle or bottom."""
 
     name = "loss"
     rule = "rank by perplexity exp(L) or IFD exp(L - L0) of the response; take the top, middle or bottom rows."
     source = "Ivison et al. 2025 (perplexity baselines); Li et al. 2024, Cherry (IFD)"
 
-    def __init__(self, *, score: Literal["ppl", "ifd"] = "ppl", pick: Literal["top", "middle", "bottom"] = "top"):
-        check_choice("score", score, ("ppl", "ifd"))
-        check_choice("pick", pick, ("top", "middle", "bottom"))
-        self.score = score
-        self.pick = pick
+    params = (
+        Param("score", "ppl", '"ppl" ranks by perplexity exp(L) of the response; "ifd" by exp(L - L0), the response\'s '
+              'loss with the prompt over its loss alone (needs a store embedded with --with-ifd).',
+              choices=("ppl", "ifd")),
+        Param("pick", "top", 'which rows of that ranking to take: the "top" (highest), the "middle" or the "bottom".',
+              choices=("top", "middle", "bottom")),
+    )
 
     def select(self, pool, budget, rng, queries=(), resources=None):
         rows, values = loss_scores(pool, self.score)

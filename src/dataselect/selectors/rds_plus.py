@@ -28,14 +28,13 @@ helpful; for RDS+ cosine similarities higher means more similar, so ``mean`` her
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
 from dataselect.engines.executor import LocalExecutor
 from dataselect.pool_index.similarity import AGGREGATES, ScoreTask, TopRowsTask
 from dataselect.selection import Selection
-from dataselect.selectors.base import Selector, check_choice, register
+from dataselect.selectors.base import Selector, register
+from dataselect.selectors.params import Param
 from dataselect.store.queries import query_matrix
 
 ROUND_ROBIN = ("paper", "next-unique")
@@ -112,16 +111,7 @@ def round_robin_next_unique(orders: np.ndarray, scores: np.ndarray, budget: int)
 
 @register
 class RDSPlus(Selector):
-    """Cosine similarity of RDS+ embeddings to target-task queries, round-robin over tasks.
-
-    Parameters
-    ----------
-    aggregate : "max" (paper) or "mean" over a task's queries.
-    round_robin : "paper": the paper's code -- one task: per-query round-robin, a row taken already
-        spends the turn; several tasks: round-robin over tasks by their max score. "next-unique":
-        every turn takes a new row (one task: the top rows by max score).
-    block_rows : pool rows scored per matrix multiply (0: sized to ~16 MiB).
-    """
+    """Cosine similarity of RDS+ embeddings to target-task queries, round-robin over tasks."""
 
     name = "rds+"
     rule = ("cosine of RDS+ embeddings to each task's queries, max (or mean) over the task's queries; tasks take "
@@ -129,12 +119,13 @@ class RDSPlus(Selector):
     source = "Ivison et al. 2025 (RDS+); hamishivi/automated-instruction-selection get_top_influences.py"
     needs_queries = True
 
-    def __init__(self, *, aggregate: Literal["max", "mean"] = "max", round_robin: Literal["paper", "next-unique"] = "paper", block_rows: int = 0):
-        check_choice("aggregate", aggregate, AGGREGATES)
-        check_choice("round_robin", round_robin, ROUND_ROBIN)
-        self.aggregate = aggregate
-        self.round_robin = round_robin
-        self.block_rows = int(block_rows)
+    params = (
+        Param("aggregate", "max", '"max" (paper) or "mean" over a task\'s queries.', choices=AGGREGATES),
+        Param("round_robin", "paper", '"paper": the paper\'s code -- one task: per-query round-robin, a row taken '
+              'already spends the turn; several tasks: round-robin over tasks by their max score. "next-unique": '
+              'every turn takes a new row (one task: the top rows by max score).', choices=ROUND_ROBIN),
+        Param("block_rows", 0, "pool rows scored per matrix multiply.", low=0, auto="sized to ~16 MiB"),
+    )
 
     def score(self, pool, queries, resources=None, matrix=None):
         """Return (rows (N,), scores (N, T) float32, task names). ``matrix``: ``query_matrix``'s result

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
 from dataselect.errors import DataselectError
 from dataselect.selection import Selection
-from dataselect.selectors.base import Selector, check_choice, register
+from dataselect.selectors.base import Selector, register
+from dataselect.selectors.params import Param
 
 
 def largest_remainder(counts: np.ndarray, budget: int) -> np.ndarray:
@@ -32,11 +31,6 @@ def largest_remainder(counts: np.ndarray, budget: int) -> np.ndarray:
 class RandomSelector(Selector):
     """Uniform random rows, without replacement (seeded); ``--stratify source`` keeps the source mix.
 
-    Parameters
-    ----------
-    stratify : "none" samples the whole pool uniformly. With "source", each source gets a share of the budget in
-        proportion to its size (largest remainder), sampled uniformly inside it.
-
     The score of a row is its uniform random key (the selection order is by key).
     """
 
@@ -44,9 +38,11 @@ class RandomSelector(Selector):
     rule = "uniform without replacement (seeded); --stratify source keeps each source's share of the pool."
     source = "the baseline of every data selection paper"
 
-    def __init__(self, *, stratify: Literal["none", "source"] = "none"):
-        check_choice("stratify", stratify, ("none", "source"))
-        self.stratify = stratify
+    params = (
+        Param("stratify", "none", '"none" samples the whole pool uniformly. With "source", each source gets a share of '
+              'the budget in proportion to its size (largest remainder), sampled uniformly inside it.',
+              choices=("none", "source")),
+    )
 
     def select(self, pool, budget, rng, queries=(), resources=None):
         rows = pool.rows()
