@@ -24,3 +24,16 @@ def test_only_the_store_package_opens_shards_or_writes_manifests():
                     continue  # selection.arrow: a selection, not a shard
                 found.append(f"{rel}:{line}: {m.group(0)}")
     assert found == []
+
+
+def test_nothing_outside_the_selectors_branches_on_a_method_name():
+    """Issue 26: report/build.py and explain.py branched on method names; they call selector hooks now."""
+    names = r"(?:random|loss|rds\+|kmeans-sensitivity|hierarchical-kmeans)"
+    found = []
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC).as_posix()
+        if rel.startswith(("selectors/", "embedding/")):  # embedding: --pooling rds+, not a selector
+            continue
+        for m in re.finditer(rf"(?:==|!=|\bin)\s*\(?\s*[\"']{names}[\"']", path.read_text()):
+            found.append(f"{rel}: {m.group(0)}")
+    assert found == []

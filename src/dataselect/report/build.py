@@ -19,17 +19,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from dataselect.outputs import claim, writing
-from dataselect.pool_index.similarity import score_block
 from dataselect.report.data import (
     Opened,
     data_uri,
     open_selection,
     png_bytes,
-    query_texts,
     sample_positions,
     source_counts,
 )
-from dataselect.store.queries import query_matrix
+from dataselect.store.queries import query_matrix, query_texts
 from dataselect.textsafe import printable
 
 matplotlib.rcParams["text.parse_math"] = False  # a '$' in a source or task name is text, not math
@@ -64,17 +62,9 @@ def fig_sources(op: Opened):
 
 def pool_score_sample(op: Opened, positions: np.ndarray) -> np.ndarray | None:
     """Scores of sampled pool rows on the method's own scale, where the method has one."""
-    method = op.meta["method"]
-    if method == "rds+" and op.queries:
-        Q, starts, _ = query_matrix(op.pool, op.queries)
-        emb = op.pool.take(op.pool.rows()[positions])["embedding"]
-        return score_block(emb, Q, starts, op.meta["params"].get("aggregate", "max")).max(axis=1)
-    if method == "loss":
-        from dataselect.selectors.loss import loss_scores
+    from dataselect.selectors import build_selector
 
-        _, values = loss_scores(op.pool, op.meta["params"].get("score", "ppl"))
-        return values[np.random.default_rng(0).permutation(len(values))[: len(positions)]]
-    return None
+    return build_selector(op.meta["method"], op.meta["params"]).pool_scores(op.pool, positions, op.queries)
 
 
 def fig_scores(op: Opened, positions: np.ndarray):

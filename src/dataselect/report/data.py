@@ -92,12 +92,3 @@ def source_counts(store: Store, rows: np.ndarray | None = None) -> dict[str, int
         src = src[pos]
     names, counts = np.unique(np.array(["" if s is None else s for s in src], dtype=object), return_counts=True)
     return dict(zip(names.tolist(), counts.tolist(), strict=True))
-
-
-def query_texts(queries: list[Store], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Prompt text and task of every query, in the row order of :func:`dataselect.store.queries.query_matrix`."""
-    texts = np.concatenate([q.column("text") if "text" in q.columns else np.array([""] * q.n_rows, dtype=object)
-                            for q in queries])
-    tasks = np.concatenate([q.column("task") for q in queries])
-    order = np.argsort([names.index(t) for t in tasks], kind="stable")
-    return texts[order], tasks[order]

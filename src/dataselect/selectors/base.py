@@ -117,6 +117,17 @@ class Selector(ABC):
             setattr(self, name, value)
         self.validate()
 
+    def pool_scores(self, pool: Store, positions: np.ndarray, queries: typing.Sequence[Store] = ()) -> np.ndarray | None:
+        """Scores of the pool rows at store ``positions`` (a sample) on this method's own scale, for the report's
+        score histogram beside the selected rows' scores; None: the method has no such scale."""
+        return None
+
+    def explain(self, pool: Store, row: int, embedding: np.ndarray, queries: typing.Sequence[Store], table, meta: dict,
+                n_queries: int = 3) -> tuple[dict, list[str]]:
+        """Facts particular to this method about one pool ``row`` (its ``embedding``, (1, dim)) in a selection it
+        made (``table``, ``meta``), and lines saying them; ``dataselect explain`` adds them to the common ones."""
+        return {}, []
+
     def validate(self) -> None:  # noqa: B027  (a hook: most selectors have nothing to add)
         """Checks that involve several parameters (called once, when the selector is built)."""
 

@@ -58,6 +58,11 @@ class LossSelector(Selector):
               choices=("top", "middle", "bottom")),
     )
 
+    def pool_scores(self, pool, positions, queries=()):
+        """The perplexity (or IFD) of as many pool rows as ``positions``, drawn with a fixed seed."""
+        _, values = loss_scores(pool, self.score)
+        return values[np.random.default_rng(0).permutation(len(values))[: len(positions)]]
+
     def select(self, pool, budget, rng, queries=(), resources=None):
         rows, values = loss_scores(pool, self.score)
         if budget > len(rows):

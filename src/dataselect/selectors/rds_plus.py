@@ -31,11 +31,11 @@ from __future__ import annotations
 import numpy as np
 
 from dataselect.engines.executor import LocalExecutor
-from dataselect.pool_index.similarity import AGGREGATES, ScoreTask, TopRowsTask
+from dataselect.pool_index.similarity import AGGREGATES, ScoreTask, TopRowsTask, score_block, score_tasks
 from dataselect.selection import Selection
 from dataselect.selectors.base import Selector, register
 from dataselect.selectors.params import Param
-from dataselect.store.queries import query_matrix
+from dataselect.store.queries import query_matrix, query_texts
 
 ROUND_ROBIN = ("paper", "next-unique")
 
@@ -174,6 +174,43 @@ class RDSPlus(Selector):
         info = {"rule": "per-query round-robin (one task, max)", "candidates_per_query": int(m), "passes": passes}
         return Selection(rows=r, scores=sc, tasks=np.full(len(r), name, dtype=object), info=info,
                          extra={"query": q.astype(np.int64)})
+
+    def pool_scores(self, pool, positions, queries=()):
+        """The max (or mean) query similarity of sampled pool rows: the scale of the selected rows' scores."""
+        if not queries:
+            return None
+        Q, starts, _ = query_matrix(pool, queries)
+        emb = pool.take(pool.rows()[positions])["embedding"]
+        return score_block(emb, Q, starts, self.aggregate).max(axis=1)
+
+    def explain(self, pool, row, embedding, queries, table, meta, n_queries=3):
+        """The row's score per task, its rank in each task's ordering (0 = best; ties by row), each task's
+        cut-off (the lowest score among the rows that task took), and its nearest queries."""
+        if not queries:
+            return {}, []
+        Q, starts, names = query_matrix(pool, queries)
+        mine = score_block(embedding, Q, starts, self.aggregate)[0]
+        rows, scores = score_tasks(pool, Q, starts, self.aggregate)
+        tasks = np.asarray(table.column("task").to_pylist(), dtype=object)
+        picked = table.column("score").to_numpy()
+        facts, lines = {"tasks": {}}, []
+        for t, name in enumerate(names):
+            s = scores[:, t]
+            rank = int((s > mine[t]).sum() + ((s == mine[t]) & (rows < row)).sum())
+            taken = picked[tasks == name]
+            cutoff = float(taken.min()) if len(taken) else None
+            facts["tasks"][name] = {"score": float(mine[t]), "rank": rank, "cutoff": cutoff}
+            lines.append(f"  task {name}: score {mine[t]:.4f}, rank {rank:,} of {len(rows):,}, cut-off "
+                         + (f"{cutoff:.4f}" if cutoff is not None else "-"))
+        texts, qtask = query_texts(queries, names)
+        sims = (embedding @ Q.T)[0]
+        best = np.argsort(-sims, kind="stable")[:n_queries]
+        facts["nearest_queries"] = [{"task": str(qtask[j]), "sim": float(sims[j]), "text": str(texts[j])} for j in best]
+        lines.append("  nearest queries:")
+        # one line per query: a multi-line query shows as one line, its line breaks as spaces
+        lines += [f"    {q['sim']:.4f}  [{q['task']}] {' '.join(q['text'].split())[:100]}"
+                  for q in facts["nearest_queries"]]
+        return facts, lines
 
     def select(self, pool, budget, rng, queries=(), resources=None):
         matrix = Q, starts, names = query_matrix(pool, queries)

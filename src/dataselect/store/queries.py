@@ -46,3 +46,12 @@ def query_matrix(pool: Store, queries: Sequence[Store]) -> tuple[np.ndarray, np.
     order = np.argsort(task_idx, kind="stable")
     starts = np.searchsorted(task_idx[order], np.arange(len(names)))
     return np.ascontiguousarray(emb[order]), starts, names
+
+
+def query_texts(queries: Sequence[Store], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt text and task of every query, in the row order of :func:`dataselect.store.queries.query_matrix`."""
+    texts = np.concatenate([q.column("text") if "text" in q.columns else np.array([""] * q.n_rows, dtype=object)
+                            for q in queries])
+    tasks = np.concatenate([q.column("task") for q in queries])
+    order = np.argsort([names.index(t) for t in tasks], kind="stable")
+    return texts[order], tasks[order]
