@@ -15,7 +15,7 @@ from dataselect.store import Manifest, Store
 from dataselect.store.synthetic import store_from_array
 from dataselect.store.verify import verify_store
 
-LEGACY = Path(__file__).parent / "data" / "store-d0fb70a"  # written by dataselect at commit d0fb70a
+LEGACY = Path(__file__).parents[1] / "data" / "store-d0fb70a"  # written by dataselect at commit d0fb70a
 
 
 @pytest.fixture
