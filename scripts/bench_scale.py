@@ -11,7 +11,11 @@ and scaled to the pool; rds+'s throughput is reported as a ratio of it.
 
     python scripts/bench_scale.py --keep /work/bench [--rows 5800000] [--dim 4096] [--budget 2.5M]
         [--step-limit 1800] [--methods random,rds+,kmeans-sensitivity,hierarchical-kmeans]
-        [--max-memory 4GB] [--device auto] [--workers 2]
+        [--max-memory 4GB] [--device auto] [--workers 2] [--engines local,ray] [--ks-extra ...] [--hk-extra ...]
+
+``--engines local,ray`` runs each method once per engine, in the same run (the clustering cache beside
+the store is cleared before every step, so no step reuses another's clustering); Ray steps start a
+local Ray with one worker per CPU and report the peak RSS of the driver and of the largest worker.
 """
 
 from __future__ import annotations
@@ -93,14 +97,32 @@ def last_progress(text: str) -> str:
     return " | ".join(last.values())
 
 
+def _worker_peaks() -> dict[int, int]:
+    """VmHWM of every Ray shard-task worker process alive now (pid -> bytes)."""
+    out = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"_ShardWorker" not in (proc / "cmdline").read_bytes():
+                continue
+            hwm = [ln for ln in (proc / "status").read_text().splitlines() if ln.startswith("VmHWM")]
+            out[int(proc.name)] = int(hwm[0].split()[1]) * 1024 if hwm else 0
+        except OSError:
+            continue
+    return out
+
+
 def run_step(args: list[str], limit_s: float, log: Path) -> dict:
-    """Run ``dataselect ARGS`` as its own process; poll its peak RSS; interrupt it at the limit."""
+    """Run ``dataselect ARGS`` as its own process; poll its peak RSS (and Ray workers'); interrupt it at the limit."""
     code = "import sys; from dataselect.cli import main; main(sys.argv[1:])"
     t0 = time.perf_counter()
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, "-c", code, *args], stderr=err, stdout=subprocess.DEVNULL)
-        peak, timed_out = 0, False
+        peak, timed_out, workers = 0, False, {}
         while proc.poll() is None:
+            for pid, hwm in _worker_peaks().items():
+                workers[pid] = max(workers.get(pid, 0), hwm)
             try:
                 with open(f"/proc/{proc.pid}/status") as fh:
                     hwm = [ln for ln in fh if ln.startswith("VmHWM")]
@@ -119,6 +141,7 @@ def run_step(args: list[str], limit_s: float, log: Path) -> dict:
         proc.wait()
     text = log.read_text(errors="replace")
     return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_gib": round(peak / 2**30, 2),
+            "ray_workers": len(workers), "worker_peak_rss_gib": round(max(workers.values(), default=0) / 2**30, 2),
             "exit": proc.returncode, "timed_out": timed_out, "last_progress": last_progress(text),
             "last_line": text.strip().splitlines()[-1][-300:] if text.strip() else ""}
 
@@ -135,6 +158,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="store writer processes")
     ap.add_argument("--extra", default="", help="extra run flags for every clustering method, e.g. '--assign hnsw'")
     ap.add_argument("--keep", type=Path, required=True, help="folder for the stores (reused when present)")
+    ap.add_argument("--ks-extra", default=None, help="run flags for kmeans-sensitivity only (default: --extra)")
+    ap.add_argument("--hk-extra", default=None, help="run flags for hierarchical-kmeans only (default: --extra)")
+    ap.add_argument("--engines", default="local", help="local, ray or local,ray (each method once per engine)")
     args = ap.parse_args()
     from dataselect.store.synthetic import store_from_array, unit_rows, write_store
 
@@ -158,26 +184,40 @@ def main() -> None:
     print(f"numpy fp32 GEMM baseline (rds+ shape, {args.rows:,} x {args.dim} x 700): {base:.0f}s, "
           f"{flops / base / 1e9:.0f} GFLOP/s", flush=True)
     results = {}
+    import shutil
+
     for method in args.methods.split(","):
-        out = args.keep / f"sel_{method}"
-        cmd = ["run", "--store", str(pool), "--method", method, "--budget", args.budget, "--out", str(out),
-               "--overwrite", "--device", args.device]
-        if args.max_memory:
-            cmd += ["--max-memory", args.max_memory]
-        if method == "rds+":
-            cmd += ["--queries", str(queries)]
-        if method in ("kmeans-sensitivity", "hierarchical-kmeans") and args.extra:
-            cmd += args.extra.split()
-        res = run_step(cmd, args.step_limit, args.keep / f"log_{method}.txt")
-        if method == "rds+" and not res["timed_out"] and res["exit"] == 0:
-            meta = json.loads((out / "selection.json").read_text())
-            res["vs_gemm"] = round(base / meta["wall_s"], 2)
-        results[method] = res
-        state = "TIME LIMIT" if res["timed_out"] else f"exit {res['exit']}"
-        extra = f"  x{res['vs_gemm']} of GEMM baseline" if "vs_gemm" in res else ""
-        print(f"{method:20s} {res['wall_s']:8.1f}s  peak RSS {res['peak_rss_gib']:.2f} GiB  [{state}]{extra}", flush=True)
-        if res["timed_out"] or res["exit"]:
-            print(f"{'':20s} reached: {res['last_progress'] or res['last_line']}", flush=True)
+        for engine in args.engines.split(","):
+            name = method if engine == "local" else f"{method} [ray]"
+            out = args.keep / f"sel_{method}_{engine}"
+            cmd = ["run", "--store", str(pool), "--method", method, "--budget", args.budget, "--out", str(out),
+                   "--overwrite", "--device", args.device, "--engine", engine]
+            if args.max_memory:
+                cmd += ["--max-memory", args.max_memory]
+            if method == "rds+":
+                cmd += ["--queries", str(queries)]
+            if method in ("kmeans-sensitivity", "hierarchical-kmeans"):
+                shutil.rmtree(pool / "artefacts", ignore_errors=True)  # every step clusters afresh
+                own = args.ks_extra if method == "kmeans-sensitivity" else args.hk_extra
+                cmd += (args.extra if own is None else own).split()
+            res = run_step(cmd, args.step_limit, args.keep / f"log_{method}_{engine}.txt")
+            if method == "rds+" and not res["timed_out"] and res["exit"] == 0:
+                meta = json.loads((out / "selection.json").read_text())
+                res["vs_gemm"] = round(base / meta["wall_s"], 2)
+            if engine == "ray" and f"{method}" in results and not res["exit"] and not results[method]["exit"]:
+                res["vs_local"] = round(results[method]["wall_s"] / res["wall_s"], 2)
+                a, b = (args.keep / f"sel_{method}_{e}" / "selection.arrow" for e in ("local", "ray"))
+                res["same_selection"] = a.read_bytes() == b.read_bytes()
+            results[name] = res
+            state = "TIME LIMIT" if res["timed_out"] else f"exit {res['exit']}"
+            extra = f"  x{res['vs_gemm']} of GEMM baseline" if "vs_gemm" in res else ""
+            if "vs_local" in res:
+                extra += (f"  x{res['vs_local']} of local, {res['ray_workers']} workers (peak RSS "
+                          f"{res['worker_peak_rss_gib']:.2f} GiB each at most), same selection: {res['same_selection']}")
+            print(f"{name:26s} {res['wall_s']:8.1f}s  peak RSS {res['peak_rss_gib']:.2f} GiB  [{state}]{extra}",
+                  flush=True)
+            if res["timed_out"] or res["exit"]:
+                print(f"{'':26s} reached: {res['last_progress'] or res['last_line']}", flush=True)
     (args.keep / "bench_scale.json").write_text(json.dumps({"baseline_gemm_s": base, "results": results}, indent=2))
 
 
