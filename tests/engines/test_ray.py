@@ -178,9 +178,11 @@ def test_the_python_api_embeds_on_ray_byte_for_byte(tmp_path, tiny_llama, ray_cl
         assert (tmp_path / "local" / s.file).read_bytes() == (tmp_path / "ray" / s.file).read_bytes()
 
 
-def test_a_worker_killed_inside_a_shard_task_is_retried_with_the_same_result(tmp_path, ray_cluster):
-    """Issue 26: a Ray worker SIGKILLed in the middle of a k-means assignment pass: Ray restarts the
-    actor, the shard is run again, and the merged result equals an undisturbed local pass."""
+@pytest.mark.parametrize("kind", ["assign", "score"])
+def test_a_worker_killed_inside_a_shard_task_is_retried_with_the_same_result(tmp_path, ray_cluster, kind):
+    """Issue 26: a Ray worker SIGKILLed in the middle of a k-means assignment pass or an rds+ scoring
+    pass: Ray restarts the actor, the shard is run again, and the merged result equals an undisturbed
+    local pass."""
     import sys
     from dataclasses import dataclass
 
@@ -188,10 +190,13 @@ def test_a_worker_killed_inside_a_shard_task_is_retried_with_the_same_result(tmp
     from dataselect.engines.executor import LocalExecutor
     from dataselect.engines.ray_engine import RayExecutor
     from dataselect.pool_index.kmeans import AssignTask
+    from dataselect.pool_index.similarity import ScoreTask
     from dataselect.store.synthetic import store_from_array
 
+    base = AssignTask if kind == "assign" else ScoreTask
+
     @dataclass
-    class DiesOnce(AssignTask):
+    class DiesOnce(base):
         marker: str = ""
 
         def run(self, store, shards):
@@ -205,7 +210,8 @@ def test_a_worker_killed_inside_a_shard_task_is_retried_with_the_same_result(tmp
     store_from_array(tmp_path / "s", x, shard_rows=200)
     st = Store(tmp_path / "s")
     marker = str(tmp_path / "killed")
-    want = LocalExecutor().map_shards(AssignTask(x[:6].copy(), "flat"), st)
-    got = RayExecutor(workers=2).map_shards(DiesOnce(x[:6].copy(), "flat", marker=marker), st)
+    args = (x[:6].copy(), "flat") if kind == "assign" else (x[[0, 1, 700]].copy(), np.array([0, 2]))
+    want = LocalExecutor().map_shards(base(*args), st)
+    got = RayExecutor(workers=2).map_shards(DiesOnce(*args, marker=marker), st)
     assert Path(marker).exists(), "the worker was not killed"
     assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
