@@ -6,7 +6,7 @@ import numpy as np
 
 from dataselect.errors import DataselectError
 from dataselect.pool import normalize_record, pool_source
-from dataselect.pool.fetch import records
+from dataselect.pool.fetch import check_pool, records
 from dataselect.pool.identity import Identities
 from dataselect.pool.records import RecordError
 from dataselect.pool_index import PoolIndex, build_index
@@ -27,8 +27,6 @@ def first_lines(pool, store: Store, rows) -> dict[int, str]:
     ``store`` recorded of it (refused in one line when the pool changed).
 
     ``pool``: a path, a hub id, or a :class:`dataselect.pool.HubPool`."""
-    from dataselect.embedding.score import check_pool
-
     pool = pool_source(pool)
     check_pool(store, pool)
     rows = np.unique(np.asarray(list(rows), dtype=np.int64))
@@ -50,8 +48,6 @@ def neighbors(store, *, text: str | None = None, row: int | None = None, k: int 
         raise DataselectError("give exactly one of --text or --row")
     pool = pool_source(pool) if pool is not None else None
     if pool is not None:
-        from dataselect.embedding.score import check_pool
-
         check_pool(st, pool)
     query = embed_texts(st, [text]) if text is not None else st.take([row])["embedding"]
     if kind == "flat":

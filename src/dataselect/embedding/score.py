@@ -16,19 +16,12 @@ import numpy as np
 
 from dataselect.embedding.compute import Encoder
 from dataselect.errors import DataselectError, InputError
-from dataselect.pool import normalize_record, pool_fingerprint
-from dataselect.pool.fetch import records
+from dataselect.pool import normalize_record
+from dataselect.pool.fetch import check_pool, records
 from dataselect.pool.identity import Identities
 from dataselect.pool.records import RecordError
 from dataselect.progress import bar as progress_bar
 from dataselect.store import Manifest, Store, StoreWriter
-
-
-def check_pool(store: Store, pool) -> None:
-    """Refuse a pool other than the one ``store`` was embedded from (its fingerprint)."""
-    if pool_fingerprint(pool) != store.config.pool.fingerprint:
-        raise DataselectError(f"{pool} is not the pool this store was embedded from ({store.config.pool.name!r}, "
-                              f"for {store.path})")
 
 
 def row_messages(fetched) -> list[dict]:

@@ -339,10 +339,11 @@ def embed_store(pool, out, opts: EmbedOptions, *, engine: str = "local", address
     """Embed ``pool`` into the store ``out`` holding its lock for the whole run, in this process
     (``engine="local"``) or on Ray (``"ray"``: a local Ray, or the cluster at ``address``); the same
     store bytes either way. ``cli embed`` and ``api.embed`` both call this."""
+    from dataselect.engines.executor import ENGINES
     from dataselect.outputs import lock
 
-    if engine not in ("local", "ray"):
-        raise DataselectError(f"--engine {engine!r}: choose local or ray")
+    if engine not in ENGINES:
+        raise DataselectError(f"--engine {engine!r}: choose {' or '.join(ENGINES)}")
     with lock(out):  # one writer per store, for the whole run
         if engine == "ray":
             from dataselect.engines.ray_engine import RayEmbedStage

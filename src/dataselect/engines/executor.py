@@ -42,7 +42,10 @@ class ShardTask(ABC, Generic[R]):
     """One pass over some shards of a store (module docstring). Instances are pickled to workers: keep
     their state small (a query matrix, centroids), and build heavy things in :meth:`setup`."""
 
-    needs: Needs = Needs()
+    @property
+    def needs(self) -> Needs:
+        """What one call needs: one CPU, and one GPU when the task's ``device`` (if it has one) is CUDA."""
+        return Needs.on(getattr(self, "device", None))
 
     def setup(self) -> None:
         """Called once per worker before its first :meth:`run`."""

@@ -35,7 +35,7 @@ from dataselect.embedding.stage import (
     make_embedder,
     row_columns,
 )
-from dataselect.engines.executor import Executor
+from dataselect.engines.executor import Executor, LocalExecutor
 from dataselect.errors import DataselectError
 from dataselect.pool import PoolReader, PoolRow
 
@@ -253,8 +253,7 @@ class RayExecutor(Executor):
     def map_shards(self, task, store, shards=None):
         todo = list(range(len(store.shards))) if shards is None else list(shards)
         if not todo:
-            task.setup()
-            return task.merge([task.run(store, [])])
+            return LocalExecutor().map_shards(task, store, [])
         ray = init_ray(self.address)
         from ray.util import ActorPool
 

@@ -27,7 +27,7 @@ import numpy as np
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool.identity import Identities
 from dataselect.pool.offsets import record_offsets
-from dataselect.pool.reader import PoolReader, parse_line, plain_jsonl_files
+from dataselect.pool.reader import PoolReader, parse_line, plain_jsonl_files, pool_fingerprint
 from dataselect.pool.records import RecordError
 
 ORDERS = ("rows", "pool")
@@ -43,6 +43,13 @@ class Fetched:
     where: str
     record: object
     raw: bytes | None = None
+
+
+def check_pool(store, pool) -> None:
+    """Refuse a pool other than the one ``store`` was embedded from (its fingerprint)."""
+    if pool_fingerprint(pool) != store.config.pool.fingerprint:
+        raise DataselectError(f"{pool} is not the pool this store was embedded from ({store.config.pool.name!r}, "
+                              f"for {store.path})")
 
 
 def records(pool, rows, identities: Identities, *, order: str = "rows", scratch_dir=None) -> Iterator[Fetched]:

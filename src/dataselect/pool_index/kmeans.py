@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import xxhash
 
-from dataselect.engines.executor import Executor, LocalExecutor, Needs, ShardTask
+from dataselect.engines.executor import Executor, LocalExecutor, ShardTask
 from dataselect.errors import DataselectError
 from dataselect.pool_index.sample import device_blocks, load_rows, sample_positions
 from dataselect.pool_index.search import CentroidSearch
@@ -275,10 +275,6 @@ class AssignTask(ShardTask):
     progress: bool = False
     desc: str = "assign"
 
-    @property
-    def needs(self) -> Needs:
-        return Needs.on(self.device)
-
     def setup(self) -> None:
         self._device = torch.device(self.device)
         self._find = CentroidSearch(torch.as_tensor(self.centroids, device=self._device), self.search)
@@ -418,13 +414,13 @@ class Clustering:
         Axiotis et al. 2024 §5.1 replace each centre by its closest data point this way. Kept as an
         artefact of its own when this clustering is one."""
         positions = np.asarray(positions, dtype=np.int64)
-
-        def build(folder: Path | None):
-            cl = self._round(store, positions, resources)
-            return cl, (cl.save(folder) if folder is not None else {})
-
         if not self.key:
-            return build(None)[0]
+            return self._round(store, positions, resources)
+
+        def build(folder: Path):
+            cl = self._round(store, positions, resources)
+            return cl, cl.save(folder)
+
         params = {"rounded_from": self.key, "centres": xxhash.xxh3_64_hexdigest(positions.tobytes())}
         cl, art = Artefacts(store).get_or_build("clustering", params, build, lambda a: Clustering.load(a, store))
         cl.key = art.key

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dataselect.engines.executor import Needs, ShardTask
+from dataselect.engines.executor import ShardTask
 from dataselect.errors import DataselectError
 from dataselect.store import Store
 from dataselect.torchcpu import half_to_float, single_torch_thread
@@ -199,10 +199,6 @@ class ScoreTask(ShardTask):
     device: str | None = None
     progress: bool = False
 
-    @property
-    def needs(self) -> Needs:
-        return Needs.on(self.device)
-
     def run(self, store: Store, shards: list[int]):
         return score_tasks(store, self.Q, self.starts, self.aggregate, self.block_rows, shards=shards,
                            device=self.device, progress=self.progress)
@@ -222,10 +218,6 @@ class TopRowsTask(ShardTask):
     block_rows: int = 0
     device: str | None = None
     progress: bool = False
-
-    @property
-    def needs(self) -> Needs:
-        return Needs.on(self.device)
 
     def run(self, store: Store, shards: list[int]):
         return top_rows_per_query(store, self.Q, self.m, self.block_rows, shards=shards, device=self.device,

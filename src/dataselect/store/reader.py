@@ -163,18 +163,15 @@ class Store:
 
     @property
     def columns(self) -> list[str]:
-        if not self.shards:
-            return []
-        with pa.memory_map(str(self.path / self.shards[0].file)) as mm:
-            return pa.ipc.open_file(mm).schema.names
+        return self._names(self.shards[0]) if self.shards else []
 
     def shard_columns(self) -> list[list[str]]:
         """The column names of every shard (a store resumed across releases can differ between shards)."""
-        out = []
-        for s in self.shards:
-            with pa.memory_map(str(self.path / s.file)) as mm:
-                out.append(pa.ipc.open_file(mm).schema.names)
-        return out
+        return [self._names(s) for s in self.shards]
+
+    def _names(self, shard: ShardEntry) -> list[str]:
+        with pa.memory_map(str(self.path / shard.file)) as mm:
+            return pa.ipc.open_file(mm).schema.names
 
     def _batches(self, shard: dict, columns=(), verified: bool = False) -> Iterator[pa.RecordBatch]:
         if not verified:
@@ -188,7 +185,7 @@ class Store:
         """Shard ``shard`` (an index into ``shards``) as one Arrow table of ``columns`` (all by default),
         checked against its recorded digests first; the table views the mapped file."""
         entry = self.shards[shard]
-        names = self.shard_columns()[shard] if columns is None else list(columns)
+        names = self._names(entry) if columns is None else list(columns)
         return pa.Table.from_batches([b.select(names) for b in self._batches(entry, names)])
 
     def iter_blocks(self, columns=("row", "embedding"), block_rows: int | None = None,

@@ -205,10 +205,6 @@ class StoreWriter:
         return cls(directory, Manifest(kind=kind, config=config, model=model,
                                        created_with=f"dataselect {__version__}"))
 
-    @classmethod
-    def reopen(cls, directory) -> StoreWriter:
-        return cls(directory, Manifest.load(directory))
-
     def save(self) -> None:
         write_json(self.path / MANIFEST, self.manifest.to_json())
 
@@ -261,7 +257,7 @@ class StoreWriter:
             rows_skipped=len(skipped),
             truncated=int(np.sum(columns["truncated"].to_numpy(zero_copy_only=False))) if "truncated" in columns else 0,
             tokens=int(columns["n_tokens"].to_numpy().sum()) if "n_tokens" in columns else 0,
-            loss_columns=[c for c in (*LOSS_COLUMNS[:1], "n_response_tokens", *LOSS_COLUMNS[1:]) if c in columns],
+            loss_columns=[c for c in ("loss_response", "n_response_tokens", "loss_response_alone") if c in columns],
             **info)
         man = self.manifest
         # the first skip reasons in pool order, whatever order shards finish in
