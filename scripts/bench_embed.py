@@ -36,7 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def build_model(path: Path, hidden: int, layers: int, inter: int, vocab: int, heads: int) -> Path:
+def build_model(path: Path, hidden: int, layers: int, inter: int, vocab: int, heads: int, device: str = "cpu",
+                dtype: torch.dtype | None = None) -> Path:
+    """A randomly initialised Llama of this shape, saved with save_pretrained (built on ``device``, in ``dtype``:
+    an 8B model initialised on a GPU takes seconds, on a CPU minutes)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from tinymodel import build_tokenizer
@@ -48,7 +51,15 @@ def build_model(path: Path, hidden: int, layers: int, inter: int, vocab: int, he
                       max_position_embeddings=4096, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
     torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(path)
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(dtype or default)
+        with torch.device(device):
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(default)
+    model.save_pretrained(path)
+    del model
     return path
 
 

@@ -113,14 +113,24 @@ def _worker_peaks() -> dict[int, int]:
     return out
 
 
-def run_step(args: list[str], limit_s: float, log: Path) -> dict:
+def run_step(args: list[str], limit_s: float, log: Path, poll=None) -> dict:
     """Run ``dataselect ARGS`` as its own process; poll its peak RSS (and Ray workers'); interrupt it at the limit."""
     code = "import sys; from dataselect.cli import main; main(sys.argv[1:])"
+    return run_process([sys.executable, "-c", code, *args], limit_s, log, poll)
+
+
+def run_process(cmd: list[str], limit_s: float, log: Path, poll=None, grace_s: float = 60) -> dict:
+    """Run ``cmd`` with stderr to ``log``; poll its peak RSS (and Ray workers'); SIGINT it at the limit.
+
+    ``poll(pid)``, if given, is called every half second (e.g. to read the GPU memory the process holds).
+    """
     t0 = time.perf_counter()
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", code, *args], stderr=err, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stderr=err, stdout=subprocess.DEVNULL)
         peak, timed_out, workers = 0, False, {}
         while proc.poll() is None:
+            if poll is not None:
+                poll(proc.pid)
             for pid, hwm in _worker_peaks().items():
                 workers[pid] = max(workers.get(pid, 0), hwm)
             try:
@@ -133,7 +143,7 @@ def run_step(args: list[str], limit_s: float, log: Path) -> dict:
                 timed_out = True
                 proc.send_signal(signal.SIGINT)
                 try:
-                    proc.wait(60)
+                    proc.wait(grace_s)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                 break
