@@ -101,10 +101,11 @@ class SelectionResult:
 
 def select(store, method: str = "rds+", *, budget, queries: Sequence = (), seed: int = 0, device: str = "auto",
            max_memory: str | int | None = None, engine: str = "local", address: str | None = None,
-           allow_all: bool = False, progress: bool = True, **params) -> SelectionResult:
+           allow_all: bool = False, progress: bool = True, dedup=None, **params) -> SelectionResult:
     """Pick ``budget`` rows (``1000``, ``"10k"``, ``"2.5M"``, ``"25%"``) of the pool ``store`` with ``method``.
 
-    ``queries``: query stores (or their paths) for target-aware methods. ``params`` are the method's
+    ``queries``: query stores (or their paths) for target-aware methods. ``dedup``: a :class:`Dedup`
+    (from :func:`dedup`) or its folder: the method picks from its kept rows only. ``params`` are the method's
     parameters (``dataselect methods``), e.g. ``aggregate="max"`` for rds+ or ``k=[1000, 100]`` for
     hierarchical-kmeans. Nothing is written: call :meth:`SelectionResult.save`.
     """
@@ -115,9 +116,27 @@ def select(store, method: str = "rds+", *, budget, queries: Sequence = (), seed:
                    queries=[str(q) for q in as_paths(queries, "queries")],
                    budget=budget if isinstance(budget, bool) else str(budget), seed=seed, params=dict(params),
                    allow_all=allow_all, engine=engine,
-                   address=address, device=device, max_memory=None if max_memory is None else str(max_memory))
+                   address=address, device=device, max_memory=None if max_memory is None else str(max_memory),
+                   dedup=None if dedup is None else str(getattr(dedup, "path", None) or dedup))
     table, meta = compute_selection(spec, progress=progress)
     return SelectionResult(table, meta)
+
+
+def dedup(store, *, method: str = "semantic", eps: float = 0.01, keep: str | None = None, rule: str = "groups",
+          pool=None, eps_sweep=(), k: int = 0, seed: int = 0, device: str = "auto",
+          max_memory: str | int | None = None, engine: str = "local", address: str | None = None,
+          progress: bool = True):
+    """Find the duplicates of the pool ``store`` (``exact`` or ``semantic``: SemDeDup at ``eps``) and keep the
+    result beside it; returns a :class:`~dataselect.duplicates.Dedup` (``.kept``, ``.removed``, ``.info["curve"]``)
+    to pass as ``select(..., dedup=...)``. See :func:`dataselect.duplicates.dedup_store`."""
+    from dataselect.checks import as_path
+    from dataselect.duplicates import dedup_store
+    from dataselect.resources import Resources
+
+    st = open_store(as_path(store, "store"), kind="pool")
+    resources = Resources.make(device, max_memory, progress, engine=engine, address=address)
+    return dedup_store(st, method=method, eps=eps, keep=keep, rule=rule, pool=pool, eps_sweep=eps_sweep, k=k,
+                       seed=seed, resources=resources)
 
 
 def load_selection(folder) -> SelectionResult:

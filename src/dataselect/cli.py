@@ -239,6 +239,9 @@ def run(
     max_memory: Annotated[Optional[str], typer.Option(metavar="BYTES",
         help="Memory budget of the whole process, e.g. 4GB (default: the smaller of 4 GiB and half the "
              "available memory).")] = None,
+    dedup: Annotated[Optional[Path], typer.Option(metavar="DEDUP", help="A dedup result of the store (the folder "
+                                                  "`dataselect dedup` printed, or latest): pick from its kept rows "
+                                                  "only.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Select rows from a pool store. Method parameters go as --name value (see `dataselect methods`)."""
@@ -249,12 +252,63 @@ def run(
     cli = {"method": method, "store": str(store) if store else None, "budget": budget, "seed": seed,
            "queries": [str(q) for q in queries or []], "out": str(out) if out else None,
            "allow_all": allow_all or None, "engine": engine, "address": address, "device": device,
-           "max_memory": max_memory, "params": parse_extra_args(list(ctx.args))}
+           "max_memory": max_memory, "dedup": str(dedup) if dedup else None,
+           "params": parse_extra_args(list(ctx.args))}
     spec = merge_spec(cfg, cli)
     folder, meta = run_selection(spec, overwrite=overwrite, progress=not quiet)
     per_task = ", ".join(f"{t}: {n:,}" for t, n in meta["counts_per_task"].items())
     _echo(f"selected {meta['selected']:,} of {meta['pool_store']['rows']:,} rows with {spec.method} in "
           f"{meta['wall_s']:.1f}s -> {folder}" + (f"  ({per_task})" if per_task else ""))
+    if meta.get("dedup"):
+        _echo(f"  from the deduplicated pool: {meta['dedup']['removed']:,} of {meta['dedup']['rows_before']:,} rows "
+              f"removed as duplicates ({meta['dedup']['key']})")
+
+
+@app.command(cls=_Command)
+def dedup(
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="Pool store (from `dataselect embed`).")],
+    method: Annotated[str, typer.Option(metavar="exact|semantic", help="exact: identical embeddings (and records, "
+                                        "with --pool); semantic: SemDeDup on the embeddings.")] = "semantic",
+    eps: Annotated[float, typer.Option(metavar="EPS", help="semantic: pairs with cosine >= 1 - EPS are duplicates.")] = 0.01,
+    keep: Annotated[Optional[str], typer.Option(metavar="hard|easy|random|first", help="Which row of a group stays: "
+                                                "hard (farthest from its cluster centroid, the paper's; semantic "
+                                                "default), easy, random, first (exact default).")] = None,
+    rule: Annotated[str, typer.Option(metavar="groups|reference", help="groups: connected components of the pairs, "
+                                      "one row kept each (the paper); reference: the reference code's rule.")] = "groups",
+    pool: Annotated[Optional[str], typer.Option(metavar="POOL", help="exact: the pool the store was embedded from, "
+                                                "to compare records' normalised text too.")] = None,
+    eps_sweep: Annotated[Optional[str], typer.Option(metavar="E1,E2,...", help="semantic: print the rows removed at "
+                                                     "each eps (one pass), e.g. 0.001,0.01,0.05,0.1.")] = None,
+    k: Annotated[int, typer.Option(metavar="N", help="semantic: clusters (0: one per 1,000 rows).")] = 0,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of k-means and of --keep random.")] = 0,
+    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where the similarity blocks run.")] = "auto",
+    max_memory: Annotated[Optional[str], typer.Option(metavar="BYTES", help="Memory budget, e.g. 4GB.")] = None,
+    engine: Annotated[str, typer.Option(metavar="local|ray", help="Where the k-means assignment pass runs.")] = "local",
+    address: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Ray cluster address.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+):
+    """Find duplicates before selecting: writes a dedup result beside the store, for `run --dedup`."""
+    from dataselect.api import dedup as run_dedup
+
+    sweep = _floats(eps_sweep, "--eps-sweep") if eps_sweep else ()
+    d = run_dedup(store, method=method, eps=eps, keep=keep, rule=rule, pool=pool, eps_sweep=sweep, k=k, seed=seed,
+                  device=device, max_memory=max_memory, engine=engine, address=address, progress=not quiet)
+    info = d.info
+    what = f"eps {info['eps']}, rule {info['rule']}" if method == "semantic" else f"compared {info['compared']}"
+    _echo(f"{d.removed:,} of {info['rows']:,} rows are duplicates ({info['groups']:,} groups; {what}; "
+          f"keep {info['keep']}) -> {d.path}")
+    for e, n in (info.get("curve") or {}).items():
+        _echo(f"  eps {e:<8} removes {n:>12,} rows ({n / max(info['rows'], 1):.2%})")
+    for ex in info.get("examples", [])[:3]:
+        _echo(f"  e.g. row {ex['row']:,} duplicates row {ex['duplicate_of']:,} (cosine {ex['cosine']:.4f})")
+    _echo(f"select from the rest: dataselect run --store {store} --dedup {d.path} ...")
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise DataselectError(f"{flag} {text!r}: expected numbers separated by commas, e.g. 0.001,0.01,0.05") from None
 
 
 @app.command(cls=_Command)

@@ -33,7 +33,7 @@ from dataselect.selectors import build_selector
 from dataselect.store import open_store
 
 CONFIG_KEYS = {"method", "store", "queries", "budget", "seed", "out", "params", "allow_all", "engine",
-               "address", "device", "max_memory"}
+               "address", "device", "max_memory", "dedup"}
 
 
 @dataclass
@@ -52,6 +52,7 @@ class RunSpec:
     address: str | None = None
     device: str = "auto"
     max_memory: str | None = None
+    dedup: str | None = None  # a dedup result of the store (`dataselect dedup`): its kept rows are the pool
 
     def validate(self) -> None:
         """Types and choices of every setting, once, before any work (checks.py)."""
@@ -122,6 +123,12 @@ def compute_selection(spec: RunSpec, progress: bool = False) -> tuple[pa.Table, 
     spec.validate()
     resources = Resources.make(spec.device, spec.max_memory, progress, engine=spec.engine, address=spec.address)
     pool = open_store(spec.store, kind="pool")
+    dedup = None
+    if spec.dedup:
+        from dataselect.duplicates import load_dedup
+
+        dedup = load_dedup(pool, spec.dedup)
+        pool = dedup.apply(pool)
     queries = [open_store(q) for q in spec.queries]
     selector = build_selector(spec.method, spec.params)
     if queries and not (selector.needs_queries or selector.uses_queries):
@@ -140,14 +147,17 @@ def compute_selection(spec: RunSpec, progress: bool = False) -> tuple[pa.Table, 
     meta = {
         "method": spec.method, "params": selector.get_params(), "seed": spec.seed,
         "budget": {"requested": str(spec.budget), "rows": budget}, "selected": len(selection),
-        "pool_store": {"path": str(pool.path.resolve()), "store_hash": pool.hash, "rows": pool.n_rows,
+        "pool_store": {"path": str(pool.path.resolve()), "store_hash": pool.base.hash, "rows": pool.n_rows,
                        "pool_fingerprint": pool.config.pool.fingerprint,
                        "pool_name": pool.config.pool.name},
         "query_stores": [{"path": str(q.path.resolve()), "store_hash": q.hash, "rows": q.n_rows} for q in queries],
         "counts_per_task": _task_counts(selection.tasks),
         "counts_per_source": dict(Counter("" if s is None else s for s in ids_sources["source"])),
         "engine": spec.engine, "resources": resources.describe(), "method_info": selection.info,
-        "artefacts": dict(selection.artefacts),
+        "artefacts": {**({"dedup": dedup.key} if dedup else {}), **selection.artefacts},
+        "dedup": None if dedup is None else {"key": dedup.key, "method": dedup.info.get("method"),
+                                             "eps": dedup.info.get("eps"), "rule": dedup.info.get("rule"),
+                                             "removed": dedup.removed, "rows_before": pool.base.n_rows},
         "version": __version__, "wall_s": round(wall, 3),
     }
     return selection.table(ids_sources["id"], ids_sources.get(HASH_COLUMN)), meta

@@ -215,3 +215,21 @@ def test_a_worker_killed_inside_a_shard_task_is_retried_with_the_same_result(tmp
     got = RayExecutor(workers=2).map_shards(DiesOnce(*args, marker=marker), st)
     assert Path(marker).exists(), "the worker was not killed"
     assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
+
+
+def test_a_deduplicated_pool_selects_on_ray_what_it_selects_locally(tmp_path, ray_cluster):
+    """Ray workers reopen a store view (run --dedup) with its kept rows, not the whole store (issue 29)."""
+    import dataselect as ds
+    from dataselect.store.synthetic import store_from_array
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((100, 8))
+    x = np.concatenate([base, base[rng.integers(0, 100, 100)] + 0.01 * rng.standard_normal((100, 8))])
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+    store_from_array(tmp_path / "pool", x, shard_rows=40)
+    store_from_array(tmp_path / "q", x[[0, 1, 2]], kind="queries", tasks=["a", "a", "b"])
+    d = ds.dedup(tmp_path / "pool", eps=0.01, k=1, progress=False)
+    picks = [ds.select(tmp_path / "pool", "rds+", budget=60, queries=[tmp_path / "q"], dedup=d, engine=engine,
+                       progress=False).rows for engine in ("local", "ray")]
+    assert d.removed > 0 and np.array_equal(picks[0], picks[1])
+    assert not set(picks[1].tolist()) & set(np.flatnonzero(~d.kept).tolist())

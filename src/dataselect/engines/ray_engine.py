@@ -221,15 +221,13 @@ def _cluster_gpus(address) -> bool:
 class _ShardWorker:
     """A Ray actor holding one shard task: set up once, then one shard per call."""
 
-    def __init__(self, task, store_path: str):
-        from dataselect.store import Store
-
+    def __init__(self, task, store):
         cpus = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         if cpus > 0:
             import torch
 
             torch.set_num_threads(cpus)
-        self.task, self.store = task, Store(store_path)
+        self.task, self.store = task, store  # unpickled here: reopened by path (a view keeps its rows)
         task.setup()
 
     def run(self, shard: int):
@@ -272,7 +270,7 @@ class RayExecutor(Executor):
             options["memory"] = needs.memory
         worker = ray.remote(_ShardWorker).options(**options)
         task_ref = ray.put(task)
-        actors = [worker.remote(task_ref, str(store.path)) for _ in range(n)]
+        actors = [worker.remote(task_ref, store) for _ in range(n)]
         try:
             parts = []
             with bar(len(todo), f"{type(task).__name__} on ray", unit="shard", enabled=self.progress) as pbar:

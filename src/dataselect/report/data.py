@@ -55,6 +55,10 @@ def open_selection(path) -> Opened:
             raise DataselectError(f"{path}: the store {store.path} changed since this selection was made "
                                   "(re-embedded or re-scored); its ranks and counts would be wrong -- run the "
                                   "selection again")
+    if meta.get("dedup"):  # the selection picked from the deduplicated pool: so do its figures
+        from dataselect.duplicates import load_dedup
+
+        pool = load_dedup(pool, meta["dedup"]["key"]).apply(pool)
     return Opened(Path(path), table, meta, pool, queries)
 
 

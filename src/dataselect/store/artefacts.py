@@ -1,4 +1,4 @@
-"""What is built from a store and kept beside it: clusterings, hierarchies, FAISS indexes (and later dedup).
+"""What is built from a store and kept beside it: clusterings, hierarchies, FAISS indexes, dedup results.
 
 One cache, one format: ``STORE/artefacts/KIND-KEY/`` holds the artefact's own files and
 ``artefact.json`` (format ``dataselect-artefact/1``, kind, key, the effective parameters, the store
@@ -29,7 +29,7 @@ from dataselect.outputs import atomic_dir
 FOLDER = "artefacts"
 META = "artefact.json"
 FORMAT = "dataselect-artefact/1"
-KINDS = ("clustering", "hierarchy", "index")
+KINDS = ("clustering", "hierarchy", "index", "dedup", "semdedup")
 _NAME = re.compile(r"([a-z]+)-([0-9a-f]{16})")
 
 T = TypeVar("T")

@@ -14,6 +14,8 @@ checks the sha256 of every shard and the store hash.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -158,6 +160,20 @@ class Store:
     def __len__(self) -> int:
         return self.n_rows
 
+    def __reduce__(self):  # a Ray worker reopens the store by path, with every check of opening it
+        return (type(self), (str(self.path),))
+
+    @property
+    def base(self) -> Store:
+        """The whole store (a :class:`StoreView` is some rows of it)."""
+        return self
+
+    def subset(self, keep: np.ndarray, tag: str) -> StoreView:
+        """This store narrowed to the pool rows where ``keep`` (bool, indexed by pool row number) is true.
+
+        ``tag`` names the subset (a dedup artefact's key); see :class:`StoreView`."""
+        return StoreView(self, keep, tag)
+
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, kind={self.kind}, rows={self.n_rows}, dim={self.dim})"
 
@@ -260,6 +276,49 @@ class Store:
         """All embeddings in memory as (n_rows, dim) -- only for stores known to be small (queries)."""
         parts = [b["embedding"].astype(dtype) for b in self.iter_blocks(("embedding",))]
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=dtype)
+
+
+class StoreView(Store):
+    """Some rows of a store (a deduplicated pool), read through the same path as the whole of it.
+
+    Every read -- ``iter_blocks``, ``column``, ``take``, ``table`` and the shard tasks built on them --
+    sees only the kept rows, so every selector picks from them without knowing; ``n_rows`` and each
+    shard's ``rows_stored`` count kept rows. ``hash`` combines the store's hash and ``tag``, so what is
+    built on a view (clusterings, indexes) is its own artefact; ``base`` is the whole store.
+    """
+
+    def __init__(self, base: Store, keep: np.ndarray, tag: str):
+        self.__dict__.update(base.__dict__)
+        keep = np.asarray(keep, dtype=bool)
+        end = max((s.end_row for s in base.shards), default=0)
+        if len(keep) < end:
+            keep = np.concatenate([keep, np.zeros(end - len(keep), dtype=bool)])
+        self._base, self.tag, self._keep = base, str(tag), keep
+        self.shards = [dataclasses.replace(s, rows_stored=int(keep[s.first_row:s.end_row].sum())) for s in base.shards]
+        self.n_rows = sum(s.rows_stored for s in self.shards)
+        self.hash = hashlib.sha256(f"{base.hash}/{self.tag}".encode()).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"StoreView({str(self.path)!r}, {self.tag}, rows={self.n_rows} of {self._base.n_rows}, dim={self.dim})"
+
+    def __reduce__(self):
+        return (_reopen_view, (str(self.path), np.packbits(self._keep), len(self._keep), self.tag))
+
+    @property
+    def base(self) -> Store:
+        return self._base
+
+    def _batches(self, shard, columns=(), verified: bool = False) -> Iterator[pa.RecordBatch]:
+        for batch in super()._batches(shard, columns, verified):
+            keep = self._keep[batch.column("row").to_numpy()]
+            if keep.all():
+                yield batch
+            elif keep.any():
+                yield batch.filter(pa.array(keep))
+
+
+def _reopen_view(path: str, bits: np.ndarray, n: int, tag: str) -> StoreView:
+    return Store(path).subset(np.unpackbits(bits, count=n).astype(bool), tag)
 
 
 def open_store(path, kind: str | None = None) -> Store:

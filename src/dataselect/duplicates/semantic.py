@@ -1,0 +1,286 @@
+"""SemDeDup (Abbas et al. 2023) on the store's embeddings, in one pass that serves every eps.
+
+1. **Clusters**: spherical k-means with the k-means engine (:func:`~dataselect.pool_index.kmeans.cluster_store`,
+   a ``clustering`` artefact; its assignment pass runs on the run's executor).
+2. **Ranking** inside each cluster, by ``keep``: ``hard`` farthest from the centroid first (the paper's
+   default), ``easy`` nearest first, ``random`` (seeded), ``first`` lowest pool row first.
+3. **Similarity blocks** inside each cluster (rows in rank order, ``BLOCK`` x ``BLOCK`` float32 products
+   with torch, on the run's device): for every row, its maximum similarity to an earlier-ranked row of its
+   cluster (``prev_sim``, and which row), and every pair at or above ``1 - floor_eps``, reduced as it goes
+   to a maximum spanning forest (SciPy's minimum spanning tree on ``2 - sim``). A forest keeps exactly
+   the connectivity of every threshold above its floor, so the groups at any ``eps <= floor_eps`` are its
+   connected components over edges ``>= 1 - eps``: a later ``--eps`` or a whole ``--eps-sweep`` needs no
+   new pass.
+
+Two rules decide what is a duplicate at ``eps``:
+
+* ``groups`` (default, as the paper describes): connected components of the pairs ``>= 1 - eps``;
+  exactly one row per component is kept, the best-ranked.
+* ``reference`` (the reference code's and NeMo Curator's): a row is removed when its maximum similarity
+  to an earlier-ranked row is ``>= 1 - eps``, whether or not that row is kept. A component can then keep
+  several rows (a ~ b ~ c with a and c not similar, ranked a, c, b: a and c are kept), and a row can be
+  removed for a row that was itself removed (ranked a, b, c: c goes because of b). ``groups`` keeps
+  exactly one row of a component, a, in either order.
+
+Clusters larger than ``max_cluster_rows`` (default: what ``--max-memory`` holds) are split into pieces
+in rank order, as the reference code does above 10^7 rows; pairs across pieces are not compared, and
+that is said in one line and recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+
+from dataselect.duplicates.result import groups_from_roots
+from dataselect.progress import bar, note
+from dataselect.store.artefacts import Artefact, Artefacts
+
+RULES = ("groups", "reference")
+KEEPS = ("hard", "easy", "random", "first")  # the keys of RANKINGS
+FLOOR_EPS = 0.1  # the pass keeps the pairs every eps up to this needs
+BLOCK = 4096
+_EDGE_LIMIT = 4_000_000  # pending pairs of one cluster before they are folded into its forest
+PASS_FILE, FOREST_FILE = "rows.npz", "forest.npz"
+
+
+@dataclass
+class SemanticPass:
+    """What one pass found (module docstring); arrays (n,) in store order except the forest's.
+
+    rows : pool rows; label : cluster; rank : position in the global (cluster, keep-ranking) order;
+    prev_sim : max similarity to an earlier-ranked row of the cluster (-inf for a cluster's first row);
+    prev : store position of that row (-1); edge_a, edge_b, edge_sim : the maximum spanning forest of
+    the pairs >= 1 - floor_eps (store positions, float32 similarity).
+    """
+
+    rows: np.ndarray
+    label: np.ndarray
+    rank: np.ndarray
+    prev_sim: np.ndarray
+    prev: np.ndarray
+    edge_a: np.ndarray
+    edge_b: np.ndarray
+    edge_sim: np.ndarray
+    floor_eps: float
+    key: str = ""
+    info: dict = field(default_factory=dict)
+
+    def decide(self, eps: float, rule: str = "groups") -> tuple[np.ndarray, np.ndarray]:
+        """(duplicate_of, group) at ``eps`` under ``rule`` (pool rows; -1 = kept)."""
+        n = len(self.rows)
+        if rule == "groups":
+            on = self.edge_sim >= 1 - eps
+            graph = coo_matrix((np.ones(int(on.sum()), dtype=np.int8), (self.edge_a[on], self.edge_b[on])), shape=(n, n))
+            comp = connected_components(graph, directed=False)[1]
+            return groups_from_roots(self.rows, comp, self.rank)
+        removed = self.prev_sim >= 1 - eps
+        root = np.where(removed, self.prev, np.arange(n))
+        while True:  # follow each chain of removals to the kept row it starts from
+            nxt = root[root]
+            if np.array_equal(nxt, root):
+                break
+            root = nxt
+        keeper = self.rows[root]
+        return np.where(removed, keeper, -1), keeper
+
+    def save(self, folder: Path) -> dict:
+        _write(folder / PASS_FILE, {"row": self.rows, "label": self.label, "rank": self.rank,
+                                    "prev_sim": self.prev_sim, "prev": self.prev})
+        _write(folder / FOREST_FILE, {"a": self.edge_a, "b": self.edge_b, "sim": self.edge_sim})
+        return {"floor_eps": self.floor_eps, "rows": len(self.rows), "forest_edges": len(self.edge_a)}
+
+    @classmethod
+    def load(cls, artefact: Artefact, store) -> SemanticPass:
+        t, f = _read(artefact.path / PASS_FILE), _read(artefact.path / FOREST_FILE)
+        rows = t["row"].astype(np.int64)
+        if len(rows) != store.n_rows:
+            from dataselect.errors import DataselectError
+
+            raise DataselectError(f"{artefact.path}: holds {len(rows):,} rows, the store {store.n_rows:,}; "
+                                  f"delete it and run `dataselect dedup` again")
+        return cls(rows, t["label"], t["rank"], t["prev_sim"], t["prev"], f["a"], f["b"], f["sim"],
+                   float(artefact.info["floor_eps"]), artefact.key, artefact.info)
+
+
+def _write(path: Path, cols: dict) -> None:
+    np.savez(path, **cols)
+
+
+def _read(path: Path) -> dict:
+    try:
+        with np.load(path) as z:
+            return {c: z[c] for c in z.files}
+    except (OSError, ValueError) as exc:
+        from dataselect.errors import DataselectError
+
+        raise DataselectError(f"{path}: unreadable dedup pass ({exc}); delete {path.parent} and run again") from None
+
+
+RANKINGS = {  # sort key inside a cluster from (squared distance to the centroid, seed): lower is kept
+    "hard": lambda d2, seed: -d2,
+    "easy": lambda d2, seed: d2,
+    "random": lambda d2, seed: np.random.default_rng(seed).random(len(d2)),
+    "first": lambda d2, seed: np.arange(len(d2), dtype=np.float64),
+}
+
+
+def ranking_key(keep: str, dist2: np.ndarray, seed: int) -> np.ndarray:
+    """Sort key inside a cluster: lower is ranked earlier (and kept)."""
+    return RANKINGS[keep](np.asarray(dist2, dtype=np.float64), seed)
+
+
+def semantic_pass(store, *, k: int, keep: str, seed: int = 0, niter: int = 20, floor_eps: float = FLOOR_EPS,
+                  max_cluster_rows: int = 0, resources=None) -> SemanticPass:
+    """The pass over ``store`` (module docstring), kept as a ``semdedup`` artefact and reused."""
+    from dataselect.resources import Resources
+
+    resources = resources or Resources.make(progress=False)
+    device = resources.torch_device()
+    row_bytes = store.dim * 2
+    # the gathered rows (float16) and one block's float32 copies and products stay within the budget
+    fits = max(BLOCK, int((resources.memory.free() - 6 * BLOCK * BLOCK * 4) * 0.5 // (row_bytes + 64)))
+    max_cluster_rows = min(max_cluster_rows or fits, fits)
+    params = {"k": k, "keep": keep, "seed": seed, "niter": niter, "floor_eps": floor_eps,
+              "max_cluster_rows": max_cluster_rows}
+
+    def build(folder: Path):
+        p = _run_pass(store, params, device, resources)
+        return p, p.save(folder) | p.info
+
+    result, art = Artefacts(store).get_or_build("semdedup", params, build, lambda a: SemanticPass.load(a, store))
+    result.key = art.key
+    return result
+
+
+def _run_pass(store, params: dict, device, resources) -> SemanticPass:
+    from dataselect.pool_index.kmeans import cluster_store
+
+    t0 = time.perf_counter()
+    n = store.n_rows
+    cl = cluster_store(store, min(params["k"], n), niter=params["niter"], seed=params["seed"], spherical=True,
+                       resources=resources)
+    t1 = time.perf_counter()
+    key = ranking_key(params["keep"], cl.dist2, params["seed"])
+    order = np.lexsort((np.arange(n), key, cl.labels))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    pieces, split = _pieces(cl.labels[order], params["max_cluster_rows"])
+    if split:
+        note(f"{split} cluster(s) exceed {params['max_cluster_rows']:,} rows (what --max-memory holds): each is split "
+             "into pieces in rank order, and pairs across pieces are not compared")
+    prev_sim = np.full(n, -np.inf, dtype=np.float32)
+    prev = np.full(n, -1, dtype=np.int64)
+    forest: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    floor = 1 - params["floor_eps"]
+    batch_cap = max(params["max_cluster_rows"], 1)
+    with bar(n, "semdedup", enabled=resources.progress) as pbar:
+        for batch in _batches(pieces, batch_cap):
+            lo, hi = batch[0][0], batch[-1][1]
+            x = _gather(store, order[lo:hi])  # (hi - lo, d) float16, rank order
+            for a, b in batch:
+                forest.append(_cluster_pairs(x[a - lo:b - lo], order[a:b], floor, prev_sim, prev, device))
+                pbar.update(b - a)
+    ea, eb, es = (np.concatenate(parts) if parts else np.zeros(0, dt)
+                  for parts, dt in zip(zip(*forest, strict=True) if forest else ([], [], []),
+                                       (np.int64, np.int64, np.float32), strict=True))
+    p = SemanticPass(store.rows(), cl.labels.astype(np.int32), rank, prev_sim, prev, ea, eb, es.astype(np.float32),
+                     params["floor_eps"])
+    p.info = {"clustering": cl.key, "k_effective": int(cl.k), "clusters_split": split,
+              "seconds": {"cluster": round(t1 - t0, 3), "pairs": round(time.perf_counter() - t1, 3)}}
+    return p
+
+
+def _pieces(labels_sorted: np.ndarray, cap: int) -> tuple[list[tuple[int, int]], int]:
+    """Runs of equal label in rank order, as (start, end) pieces of at most ``cap`` rows."""
+    if not len(labels_sorted):
+        return [], 0
+    cuts = np.flatnonzero(np.diff(labels_sorted)) + 1
+    bounds = np.concatenate([[0], cuts, [len(labels_sorted)]])
+    pieces, split = [], 0
+    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+        split += e - s > cap
+        pieces += [(int(a), int(min(a + cap, e))) for a in range(s, e, cap)]
+    return pieces, int(split)
+
+
+def _batches(pieces: list[tuple[int, int]], cap: int):
+    """Consecutive pieces grouped so that each group's rows (gathered together) are at most ``cap``."""
+    group, rows = [], 0
+    for p in pieces:
+        if group and rows + p[1] - p[0] > cap:
+            yield group
+            group, rows = [], 0
+        group.append(p)
+        rows += p[1] - p[0]
+    if group:
+        yield group
+
+
+def _gather(store, positions: np.ndarray) -> np.ndarray:
+    """Rows at store ``positions`` as (m, d) float16, in the order given: one streamed pass."""
+    where = np.full(store.n_rows, -1, dtype=np.int64)
+    where[positions] = np.arange(len(positions))
+    out = np.empty((len(positions), store.dim), dtype=np.float16)
+    at = 0
+    for block in store.iter_blocks(("embedding",)):
+        m = len(block["embedding"])
+        dest = where[at:at + m]
+        hit = dest >= 0
+        if hit.any():
+            out[dest[hit]] = block["embedding"][hit]
+        at += m
+    return out
+
+
+def _cluster_pairs(x: np.ndarray, pos: np.ndarray, floor: float, prev_sim: np.ndarray, prev: np.ndarray,
+                   device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One cluster piece ``x`` (m, d) in rank order at store positions ``pos``: fills ``prev_sim``/``prev``
+    and returns its maximum spanning forest of pairs >= ``floor`` (store positions, similarity)."""
+    m = len(x)
+    fa, fb, fs = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    pa_, pb_, ps_ = [fa], [fb], [fs]
+    pending = 0
+    for i in range(0, m, BLOCK):
+        xi = torch.as_tensor(x[i:i + BLOCK], device=device).float()
+        best = torch.full((len(xi),), -float("inf"), device=device)
+        arg = torch.full((len(xi),), -1, dtype=torch.int64, device=device)
+        for j in range(0, i + 1, BLOCK):
+            xj = torch.as_tensor(x[j:j + BLOCK], device=device).float()
+            s = xi @ xj.T  # (bi, bj): s[r, c] = sim(row i + r, row j + c)
+            if j == i:  # only earlier-ranked rows: c < r
+                s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(), -float("inf"))
+            v, a = s.max(1)
+            better = v > best
+            best, arg = torch.where(better, v, best), torch.where(better, a + j, arg)
+            r, c = torch.nonzero(s >= floor, as_tuple=True)
+            if len(r):
+                pa_.append((r + i).cpu().numpy())
+                pb_.append((c + j).cpu().numpy())
+                ps_.append(s[r, c].cpu().numpy().astype(np.float32))
+                pending += len(r)
+            if pending > _EDGE_LIMIT:
+                fa, fb, fs = _forest(np.concatenate(pa_), np.concatenate(pb_), np.concatenate(ps_), m)
+                pa_, pb_, ps_, pending = [fa], [fb], [fs], 0
+        best, arg = best.cpu().numpy(), arg.cpu().numpy()
+        got = arg >= 0
+        idx = pos[i:i + BLOCK]
+        prev_sim[idx[got]] = best[got]
+        prev[idx[got]] = pos[arg[got]]
+    fa, fb, fs = _forest(np.concatenate(pa_), np.concatenate(pb_), np.concatenate(ps_), m)
+    return pos[fa], pos[fb], fs
+
+
+def _forest(a: np.ndarray, b: np.ndarray, s: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The maximum spanning forest of the pairs (a, b, sim) over ``m`` nodes (each pair given once)."""
+    if not len(a):
+        return a.astype(np.int64), b.astype(np.int64), s.astype(np.float32)
+    w = 2.0 - s.astype(np.float64)  # > 0: SciPy takes a zero as "no edge"
+    t = minimum_spanning_tree(coo_matrix((w, (a, b)), shape=(m, m)).tocsr()).tocoo()
+    return t.row.astype(np.int64), t.col.astype(np.int64), (2.0 - t.data).astype(np.float32)
