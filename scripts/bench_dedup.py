@@ -95,6 +95,12 @@ def main() -> None:
           f"k={info['k_effective']}, forest edges {info['forest_edges']:,}")
     for ln in curve:
         print(f"   {ln}")
+    from dataselect.resources import available_memory
+
+    if args.rows * args.dim * 2 > available_memory() // 2:
+        print("brute force within clusters: skipped (the reference holds the whole pool in memory: "
+              f"{args.rows * args.dim * 2 / 2**30:.0f} GiB)")
+        return
     base = brute_force(pool, args.step_limit)
     print(f"brute force within clusters: {base['wall_s']:8.1f}s  (read {base['read_s']:.1f}s; "
           f"{base['rows_done']:,} rows; ETA {base['eta_s']:.0f}s; largest cluster {base['largest_cluster']:,})")

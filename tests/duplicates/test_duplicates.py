@@ -180,6 +180,8 @@ def test_run_dedup_on_the_command_line_and_report(pool_store, tmp_path):
     d = ds.load_selection(tmp_path / "sel")
     assert meta["dedup"]["removed"] > 0 and len(d) == 50
     run_cli("report", tmp_path / "sel", "--out", tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2 id='dedup'>Deduplication</h2>" in page and "rows removed" in page and "borderline" in page
 
 
 def test_a_dedup_of_another_store_is_refused_in_one_line(pool_store, tmp_path):

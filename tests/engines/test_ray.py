@@ -233,3 +233,26 @@ def test_a_deduplicated_pool_selects_on_ray_what_it_selects_locally(tmp_path, ra
                        progress=False).rows for engine in ("local", "ray")]
     assert d.removed > 0 and np.array_equal(picks[0], picks[1])
     assert not set(picks[1].tolist()) & set(np.flatnonzero(~d.kept).tolist())
+
+
+def test_semantic_dedup_on_ray_workers_equals_local(tmp_path, ray_cluster):
+    """The within-cluster similarity blocks run as PairsTask calls on Ray workers (issue 29)."""
+    from dataselect.duplicates import dedup_store
+    from dataselect.engines.executor import make_executor
+    from dataselect.resources import Resources
+    from dataselect.store.synthetic import store_from_array
+
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((300, 8))
+    x = np.concatenate([base, base[rng.integers(0, 300, 300)] + 0.05 * rng.standard_normal((300, 8))])
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+    results = []
+    for engine in ("local", "ray"):  # two copies: the pass is cached per store
+        store = Store(store_from_array(tmp_path / engine, x, shard_rows=100))
+        res = Resources.make(progress=False)
+        res.executor = make_executor(engine, workers=2)
+        results.append(dedup_store(store, eps=0.02, k=4, eps_sweep=(0.01, 0.05), resources=res))
+    local, ray_ = results
+    assert ray_.info["semdedup"]["batches"] > 1  # spread over calls, not one
+    assert local.removed > 0 and np.array_equal(local.group, ray_.group)
+    assert local.info["curve"] == ray_.info["curve"]

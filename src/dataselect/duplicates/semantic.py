@@ -5,7 +5,8 @@
 2. **Ranking** inside each cluster, by ``keep``: ``hard`` farthest from the centroid first (the paper's
    default), ``easy`` nearest first, ``random`` (seeded), ``first`` lowest pool row first.
 3. **Similarity blocks** inside each cluster (rows in rank order, ``BLOCK`` x ``BLOCK`` float32 products
-   with torch, on the run's device): for every row, its maximum similarity to an earlier-ranked row of its
+   with torch, on the run's device; batches of clusters are :class:`PairsTask` calls on the run's
+   executor, so ``--engine ray`` spreads them over workers): for every row, its maximum similarity to an earlier-ranked row of its
    cluster (``prev_sim``, and which row), and every pair at or above ``1 - floor_eps``, reduced as it goes
    to a maximum spanning forest (SciPy's minimum spanning tree on ``2 - sim``). A forest keeps exactly
    the connectivity of every threshold above its floor, so the groups at any ``eps <= floor_eps`` are its
@@ -39,6 +40,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
 from dataselect.duplicates.result import groups_from_roots
+from dataselect.engines.executor import ShardTask
 from dataselect.progress import bar, note
 from dataselect.store.artefacts import Artefact, Artefacts
 
@@ -175,24 +177,18 @@ def _run_pass(store, params: dict, device, resources) -> SemanticPass:
     if split:
         note(f"{split} cluster(s) exceed {params['max_cluster_rows']:,} rows (what --max-memory holds): each is split "
              "into pieces in rank order, and pairs across pieces are not compared")
+    cap = max(params["max_cluster_rows"], 1)
+    if resources.executor.distributed:  # enough batches to keep several workers busy
+        cap = min(cap, max(1, -(-n // 16)))
+    batches = list(_batches(pieces, cap))
+    task = PairsTask(order, batches, 1 - params["floor_eps"], str(device), resources.progress)
+    pos, best, arg, ea, eb, es = resources.executor.map_shards(task, store, list(range(len(batches))))
     prev_sim = np.full(n, -np.inf, dtype=np.float32)
     prev = np.full(n, -1, dtype=np.int64)
-    forest: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    floor = 1 - params["floor_eps"]
-    batch_cap = max(params["max_cluster_rows"], 1)
-    with bar(n, "semdedup", enabled=resources.progress) as pbar:
-        for batch in _batches(pieces, batch_cap):
-            lo, hi = batch[0][0], batch[-1][1]
-            x = _gather(store, order[lo:hi])  # (hi - lo, d) float16, rank order
-            for a, b in batch:
-                forest.append(_cluster_pairs(x[a - lo:b - lo], order[a:b], floor, prev_sim, prev, device))
-                pbar.update(b - a)
-    ea, eb, es = (np.concatenate(parts) if parts else np.zeros(0, dt)
-                  for parts, dt in zip(zip(*forest, strict=True) if forest else ([], [], []),
-                                       (np.int64, np.int64, np.float32), strict=True))
+    prev_sim[pos], prev[pos] = best, arg
     p = SemanticPass(store.rows(), cl.labels.astype(np.int32), rank, prev_sim, prev, ea, eb, es.astype(np.float32),
                      params["floor_eps"])
-    p.info = {"clustering": cl.key, "k_effective": int(cl.k), "clusters_split": split,
+    p.info = {"clustering": cl.key, "k_effective": int(cl.k), "clusters_split": split, "batches": len(batches),
               "seconds": {"cluster": round(t1 - t0, 3), "pairs": round(time.perf_counter() - t1, 3)}}
     return p
 
@@ -239,14 +235,52 @@ def _gather(store, positions: np.ndarray) -> np.ndarray:
     return out
 
 
-def _cluster_pairs(x: np.ndarray, pos: np.ndarray, floor: float, prev_sim: np.ndarray, prev: np.ndarray,
-                   device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One cluster piece ``x`` (m, d) in rank order at store positions ``pos``: fills ``prev_sim``/``prev``
-    and returns its maximum spanning forest of pairs >= ``floor`` (store positions, similarity)."""
+@dataclass
+class PairsTask(ShardTask):
+    """The similarity blocks of some cluster batches, on the run's executor (local, or Ray workers).
+
+    Its units are cluster batches (``batches[u]``: (start, end) pieces of ``order``, the store positions
+    in rank order), not store shards: each call gathers its batch's rows in one streamed read and
+    returns (positions, prev_sim, prev, forest a, forest b, forest sim) for them.
+    """
+
+    order: np.ndarray
+    batches: list
+    floor: float
+    device: str = "cpu"
+    progress: bool = False
+
+    def run(self, store, shards: list[int]):
+        parts = []
+        rows = sum(self.batches[u][-1][1] - self.batches[u][0][0] for u in shards)
+        with bar(rows, "semdedup", enabled=self.progress) as pbar:
+            for u in shards:
+                batch = self.batches[u]
+                lo, hi = batch[0][0], batch[-1][1]
+                x = _gather(store, self.order[lo:hi])  # (hi - lo, d) float16, rank order
+                for a, b in batch:
+                    parts.append(_cluster_pairs(x[a - lo:b - lo], self.order[a:b], self.floor,
+                                                torch.device(self.device)))
+                    pbar.update(b - a)
+        return self.merge([tuple(np.concatenate(c) for c in zip(*parts, strict=True))] if parts else [])
+
+    def merge(self, parts):
+        if not parts:
+            return (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                    np.zeros(0, np.int64), np.zeros(0, np.float32))
+        return tuple(np.concatenate(c) for c in zip(*parts, strict=True))
+
+
+def _cluster_pairs(x: np.ndarray, pos: np.ndarray, floor: float, device):
+    """One cluster piece ``x`` (m, d) in rank order at store positions ``pos`` -> (pos, each row's best
+    similarity to an earlier-ranked row and that row's position, and the piece's maximum spanning forest
+    of pairs >= ``floor``: store positions a, b and similarity)."""
     m = len(x)
     fa, fb, fs = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     pa_, pb_, ps_ = [fa], [fb], [fs]
     pending = 0
+    best_all = np.full(m, -np.inf, dtype=np.float32)
+    arg_all = np.full(m, -1, dtype=np.int64)
     for i in range(0, m, BLOCK):
         xi = torch.as_tensor(x[i:i + BLOCK], device=device).float()
         best = torch.full((len(xi),), -float("inf"), device=device)
@@ -268,13 +302,11 @@ def _cluster_pairs(x: np.ndarray, pos: np.ndarray, floor: float, prev_sim: np.nd
             if pending > _EDGE_LIMIT:
                 fa, fb, fs = _forest(np.concatenate(pa_), np.concatenate(pb_), np.concatenate(ps_), m)
                 pa_, pb_, ps_, pending = [fa], [fb], [fs], 0
-        best, arg = best.cpu().numpy(), arg.cpu().numpy()
-        got = arg >= 0
-        idx = pos[i:i + BLOCK]
-        prev_sim[idx[got]] = best[got]
-        prev[idx[got]] = pos[arg[got]]
+        best_all[i:i + BLOCK] = best.cpu().numpy()
+        arg_all[i:i + BLOCK] = arg.cpu().numpy()
     fa, fb, fs = _forest(np.concatenate(pa_), np.concatenate(pb_), np.concatenate(ps_), m)
-    return pos[fa], pos[fb], fs
+    got = arg_all >= 0
+    return pos[got], best_all[got], pos[arg_all[got]], pos[fa], pos[fb], fs
 
 
 def _forest(a: np.ndarray, b: np.ndarray, s: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

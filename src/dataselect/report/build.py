@@ -168,6 +168,33 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}img{max-width:100%}.fig
 .note{color:#666;font-size:.85em}"""
 
 
+def dedup_section(op: Opened) -> str:
+    """The dedup result the selection picked from: what it removed at each eps and its borderline pairs."""
+    from dataselect.duplicates import load_dedup
+
+    d = load_dedup(op.pool.base, op.meta["dedup"]["key"])
+    info, rows = d.info, max(d.info.get("rows", 0), 1)
+    what = (f"semantic (SemDeDup), eps {info.get('eps')}, rule {info.get('rule')}, keep {info.get('keep')}"
+            if info.get("method") == "semantic" else f"exact ({info.get('compared')}), keep {info.get('keep')}")
+    html_parts = [f"<h2 id='dedup'>Deduplication</h2><p class='note'>The method picked from the {info['kept']:,} "
+                  f"rows kept of {info['rows']:,}: {html.escape(what)}; {d.removed:,} removed in "
+                  f"{info['groups']:,} groups ({html.escape(str(d.path))}).</p>"]
+    curve = info.get("curve") or {}
+    if curve:
+        html_parts.append(_table(["eps", "rows removed", "share of the pool"],
+                                 [[e, f"{n:,}", f"{n / rows:.2%}"] for e, n in curve.items()]))
+    examples = info.get("examples") or []
+    if examples:
+        ids = op.pool.base.take(np.array([e["row"] for e in examples] + [e["duplicate_of"] for e in examples]),
+                                ("id",))["id"]
+        html_parts.append("<p class='note'>Removed rows least similar to the row kept for them (the borderline "
+                          "cases at this eps):</p>")
+        html_parts.append(_table(["removed row", "id", "kept row", "id", "cosine"],
+                                 [[e["row"], ids[i], e["duplicate_of"], ids[len(examples) + i], f"{e['cosine']:.4f}"]
+                                  for i, e in enumerate(examples)]))
+    return "".join(html_parts)
+
+
 def build_report(selection, out=None, png_dir=None, pool=None, overwrite: bool = False) -> Path:
     """Write the report of ``selection`` to ``out`` (default SELECTION/report.html); returns the path.
 
@@ -218,6 +245,8 @@ def build_report(selection, out=None, png_dir=None, pool=None, overwrite: bool =
                         [[e["task"], e["rank"], e["row"], e["id"], f"{e['score']:.4f}", e["text"],
                           e["nearest_query"], "" if e["query_sim"] is None else f"{e['query_sim']:.4f}"]
                          for e in examples]))
+    if m.get("dedup"):
+        parts.append(dedup_section(op))
     run_rows = [["method", m["method"]],
                 *[[f"--{k.replace('_', '-')}", "empty" if v in (None, "", []) else v] for k, v in m["params"].items()],
                 ["seed", m["seed"]],
