@@ -256,3 +256,43 @@ def test_semantic_dedup_on_ray_workers_equals_local(tmp_path, ray_cluster):
     assert ray_.info["semdedup"]["batches"] > 1  # spread over calls, not one
     assert local.removed > 0 and np.array_equal(local.group, ray_.group)
     assert local.info["curve"] == ray_.info["curve"]
+
+
+def test_a_killed_driver_reruns_from_what_was_committed(tmp_path, ray_cluster):
+    """Issue 26: the driver of a Ray selection SIGKILLed after its clustering was committed (the k-means
+    artefact) but before the selection was written: the rerun takes the committed clustering as it is,
+    leaves no partial artefact or selection behind, and selects what an undisturbed run selects."""
+    import subprocess
+    import sys
+
+    _twin_stores(tmp_path)
+    victim = tmp_path / "ray" / "pool"
+    out = tmp_path / "ray" / "sel"
+    code = "import sys; from dataselect.cli import main; main(sys.argv[1:])"
+    proc = subprocess.Popen([sys.executable, "-c", code, "run", "--store", str(victim), "--method",
+                             "kmeans-sensitivity", "--k", "8", "--budget", "120", "--seed", "4", "--engine", "ray",
+                             "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    committed = []
+    while time.monotonic() < deadline and proc.poll() is None and not committed:
+        committed = list((victim / "artefacts").glob("clustering-*/artefact.json"))
+        time.sleep(0.02)
+    assert committed and proc.poll() is None, "the run ended before its clustering was committed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "selection.json").exists()
+    before = {p: p.stat().st_mtime_ns for p in (victim / "artefacts").rglob("*") if p.is_file()}
+    run_selection(RunSpec(method="kmeans-sensitivity", store=str(victim), budget="120", seed=4,
+                          params={"k": "8"}, engine="ray", out=str(out)))
+    for p, mtime in before.items():  # what was committed before the kill is used as it is
+        if p.parent == committed[0].parent:
+            assert p.stat().st_mtime_ns == mtime, p
+    meta = json.loads((out / "selection.json").read_text())
+    used = json.loads((victim / "artefacts" / f"clustering-{meta['artefacts']['clustering']}" / "artefact.json")
+                      .read_text())["params"]  # the rounded clustering, built from the committed one
+    assert used.get("rounded_from", meta["artefacts"]["clustering"]) == committed[0].parent.name.split("-", 1)[1]
+    assert not [p for p in (victim / "artefacts").iterdir() if p.name.startswith(".tmp")]
+    run_selection(RunSpec(method="kmeans-sensitivity", store=str(tmp_path / "local" / "pool"), budget="120",
+                          seed=4, params={"k": "8"}, out=str(tmp_path / "local" / "sel")))
+    a, b = (read_selection(tmp_path / side / "sel")[0] for side in ("ray", "local"))
+    assert np.array_equal(a.column("row").to_numpy(), b.column("row").to_numpy())
