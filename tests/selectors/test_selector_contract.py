@@ -96,3 +96,27 @@ def test_parameters_are_keywords_declared_once_and_checked_when_built(method):
         if p.type is not bool:
             with pytest.raises(DataselectError, match=p.flag):
                 build_selector(method, {p.name: "surely-not-a-value" if p.type is not str or p.choices else []})
+
+
+def test_registering_is_the_decorator_alone():
+    """Issue 26: a method was registered twice (``@register`` and a BUILTIN table). The registry now reads
+    the package's ``@register`` classes from their source: what it lists is what the modules register,
+    and asking for ``random`` imports neither torch nor the other selectors' modules."""
+    import importlib
+    import pkgutil
+    import subprocess
+    import sys
+
+    import dataselect.selectors as package
+    from dataselect.selectors.base import _builtin
+
+    for mod in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"dataselect.selectors.{mod.name}")
+    registered = {name: cls.__module__.rsplit(".", 1)[1] for name, cls in REGISTRY._classes.items()
+                  if cls.__module__.startswith("dataselect.selectors.")}
+    assert _builtin() == registered and len(registered) == 5
+    code = ("import sys; from dataselect.selectors import REGISTRY; cls = REGISTRY['random']; "
+            "print(cls.name, 'torch' in sys.modules, sorted(m for m in sys.modules if m.startswith('dataselect.selectors.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 2)
+    assert out[0] == "random" and out[1] == "False", out
+    assert "rds_plus" not in out[2] and "kmeans_sensitivity" not in out[2]

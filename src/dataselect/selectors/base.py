@@ -4,8 +4,8 @@ A selector is a small class (scikit-learn style): its parameters are declared on
 :class:`~dataselect.selectors.params.Param` entries of ``params`` (type, default, choices or range,
 meaning); the base ``__init__`` takes them as keywords, converts and validates each, stores it as an
 attribute and calls :meth:`Selector.validate` for checks across parameters; ``select`` does the work.
-Adding a selector is one new module with a class decorated by :func:`register`, plus its line in
-:data:`BUILTIN` (so that the registry can import it only when asked for).
+Adding a selector is one new module in this package with a class decorated by :func:`register`: the
+registry finds it by reading the package's source (:func:`_builtin`), without importing it.
 
 The registry imports a selector's module when the selector is first asked for, so ``run --method
 random`` never pays for torch, FAISS or scikit-learn.
@@ -13,10 +13,12 @@ random`` never pays for torch, FAISS or scikit-learn.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -27,14 +29,27 @@ from dataselect.selection import Selection
 from dataselect.selectors.params import Param
 from dataselect.store import Store
 
-# method name -> module under dataselect.selectors that registers it (imported on first use)
-BUILTIN = {
-    "random": "uniform",
-    "rds+": "rds_plus",
-    "kmeans-sensitivity": "kmeans_sensitivity",
-    "hierarchical-kmeans": "hierarchical_kmeans",
-    "loss": "loss",
-}
+
+def _builtin() -> dict[str, str]:
+    """Method name -> module of this package that registers it, read from the modules' source without
+    importing them: every class decorated with ``@register`` and its ``name = "..."``. So registering is
+    the decorator alone, and ``run --method random`` still never imports torch, FAISS or scikit-learn."""
+    if _BUILTIN:
+        return _BUILTIN
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if not (isinstance(node, ast.ClassDef)
+                    and any(isinstance(d, ast.Name) and d.id == "register" for d in node.decorator_list)):
+                continue
+            for stmt in node.body:
+                target = stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else \
+                    getattr(stmt, "target", None)
+                if isinstance(target, ast.Name) and target.id == "name" and isinstance(stmt.value, ast.Constant):
+                    _BUILTIN[stmt.value.value] = path.stem
+    return _BUILTIN
+
+
+_BUILTIN: dict[str, str] = {}
 
 
 class _Registry(Mapping):
@@ -44,23 +59,23 @@ class _Registry(Mapping):
         self._classes: dict[str, type[Selector]] = {}
 
     def _load(self, name: str) -> None:
-        if name not in self._classes and name in BUILTIN:
-            importlib.import_module(f"dataselect.selectors.{BUILTIN[name]}")
+        if name not in self._classes and name in _builtin():
+            importlib.import_module(f"dataselect.selectors.{_builtin()[name]}")
 
     def __getitem__(self, name: str) -> type[Selector]:
         self._load(name)
         return self._classes[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._classes or name in BUILTIN
+        return name in self._classes or name in _builtin()
 
     def __iter__(self) -> Iterator[str]:
-        for name in BUILTIN:
+        for name in _builtin():
             self._load(name)
         return iter(sorted(self._classes))
 
     def __len__(self) -> int:
-        return len(set(self._classes) | set(BUILTIN))
+        return len(set(self._classes) | set(_builtin()))
 
     def add(self, cls: type[Selector]) -> None:
         if cls.name in self._classes:
