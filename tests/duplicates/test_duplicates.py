@@ -211,3 +211,24 @@ def test_a_view_pickles_to_the_same_rows(pool_store):
     assert again.n_rows == view.n_rows < store.n_rows and again.hash == view.hash != store.hash
     assert np.array_equal(again.rows(), view.rows())
     assert sum(s.rows_stored for s in again.shards) == again.n_rows
+
+
+def test_many_batches_sorted_by_cluster_give_the_one_batch_result(pool_store, tmp_path):
+    """Where the memory budget holds only some clusters at a time, the pass sorts the rows by batch in one
+    read (scratch files inside the artefact's build, removed after) instead of reading the store once per
+    batch, with the same result as one batch."""
+    from dataselect.pool_index.kmeans import cluster_store
+
+    x = near_duplicates()
+    twin = Store(store_from_array(tmp_path / "twin", x, shard_rows=128))
+    whole = semantic_pass(twin, k=6, keep="hard")
+    largest = int(np.bincount(cluster_store(twin, 6, spherical=True).labels).max())
+    store, _ = pool_store
+    parts = semantic_pass(store, k=6, keep="hard", max_cluster_rows=largest)  # no cluster split, several batches
+    assert whole.info["batches"] == 1 and parts.info["batches"] > 1 and parts.info["sorted_by_cluster"]
+    assert parts.info["clusters_split"] == 0
+    for name in ("prev_sim", "prev", "rank"):
+        assert np.array_equal(getattr(whole, name), getattr(parts, name)), name
+    for eps in (0.01, 0.05):
+        assert np.array_equal(whole.decide(eps)[1], parts.decide(eps)[1])
+    assert not list(store.path.rglob("scratch")) and not list(store.path.rglob("*.f16"))

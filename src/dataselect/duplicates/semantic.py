@@ -30,6 +30,7 @@ that is said in one line and recorded.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,7 +154,7 @@ def semantic_pass(store, *, k: int, keep: str, seed: int = 0, niter: int = 20, f
               "max_cluster_rows": max_cluster_rows}
 
     def build(folder: Path):
-        p = _run_pass(store, params, device, resources)
+        p = _run_pass(store, params, device, resources, folder)
         return p, p.save(folder) | p.info
 
     result, art = Artefacts(store).get_or_build("semdedup", params, build, lambda a: SemanticPass.load(a, store))
@@ -161,7 +162,7 @@ def semantic_pass(store, *, k: int, keep: str, seed: int = 0, niter: int = 20, f
     return result
 
 
-def _run_pass(store, params: dict, device, resources) -> SemanticPass:
+def _run_pass(store, params: dict, device, resources, folder: Path | None = None) -> SemanticPass:
     from dataselect.pool_index.kmeans import cluster_store
 
     t0 = time.perf_counter()
@@ -181,14 +182,25 @@ def _run_pass(store, params: dict, device, resources) -> SemanticPass:
     if resources.executor.distributed:  # enough batches to keep several workers busy
         cap = min(cap, max(1, -(-n // 16)))
     batches = list(_batches(pieces, cap))
-    task = PairsTask(order, batches, 1 - params["floor_eps"], str(device), resources.progress)
+    scratch = None
+    if len(batches) > 1 and folder is not None and shutil.disk_usage(folder).free > 1.2 * n * store.dim * 2:
+        scratch = folder / "scratch"  # one pass sorts the rows by batch, instead of one pass per batch
+        _bucket(store, order, batches, scratch, resources.progress)
+    elif len(batches) > 1:
+        note(f"the similarity step reads the store {len(batches)} times (once per batch of clusters that "
+             "--max-memory holds): too little free disk beside the store to sort its rows by cluster first")
+    task = PairsTask(order, batches, 1 - params["floor_eps"], str(device), resources.progress,
+                     None if scratch is None else str(scratch))
     pos, best, arg, ea, eb, es = resources.executor.map_shards(task, store, list(range(len(batches))))
+    if scratch is not None:
+        shutil.rmtree(scratch)
     prev_sim = np.full(n, -np.inf, dtype=np.float32)
     prev = np.full(n, -1, dtype=np.int64)
     prev_sim[pos], prev[pos] = best, arg
     p = SemanticPass(store.rows(), cl.labels.astype(np.int32), rank, prev_sim, prev, ea, eb, es.astype(np.float32),
                      params["floor_eps"])
     p.info = {"clustering": cl.key, "k_effective": int(cl.k), "clusters_split": split, "batches": len(batches),
+              "sorted_by_cluster": scratch is not None,
               "seconds": {"cluster": round(t1 - t0, 3), "pairs": round(time.perf_counter() - t1, 3)}}
     return p
 
@@ -217,6 +229,31 @@ def _batches(pieces: list[tuple[int, int]], cap: int):
         rows += p[1] - p[0]
     if group:
         yield group
+
+
+def _bucket(store, order: np.ndarray, batches: list, folder: Path, progress: bool) -> None:
+    """One streamed pass: each batch's rows, in store order, to ``folder/batch-U.f16`` (raw float16)."""
+    folder.mkdir()
+    batch_of = np.full(store.n_rows, -1, dtype=np.int64)
+    for u, batch in enumerate(batches):
+        batch_of[order[batch[0][0]:batch[-1][1]]] = u
+    files = [open(folder / f"batch-{u:05d}.f16", "wb") for u in range(len(batches))]  # noqa: SIM115
+    try:
+        at = 0
+        with bar(store.n_rows, "sort by cluster", enabled=progress) as pbar:
+            for block in store.iter_blocks(("embedding",)):
+                emb = block["embedding"]
+                b = batch_of[at:at + len(emb)]
+                srt = np.argsort(b, kind="stable")
+                cuts = np.flatnonzero(np.diff(b[srt])) + 1
+                for s, e in zip(np.r_[0, cuts], np.r_[cuts, len(srt)], strict=True):
+                    if e > s and b[srt[s]] >= 0:
+                        files[b[srt[s]]].write(np.ascontiguousarray(emb[srt[s:e]]).tobytes())
+                at += len(emb)
+                pbar.update(len(emb))
+    finally:
+        for f in files:
+            f.close()
 
 
 def _gather(store, positions: np.ndarray) -> np.ndarray:
@@ -249,6 +286,16 @@ class PairsTask(ShardTask):
     floor: float
     device: str = "cpu"
     progress: bool = False
+    scratch: str | None = None  # folder of the batches' rows sorted out of the store (:func:`_bucket`)
+
+    def rows(self, store, u: int) -> np.ndarray:
+        """Batch ``u``'s rows as (m, d) float16 in rank order."""
+        lo, hi = self.batches[u][0][0], self.batches[u][-1][1]
+        want = self.order[lo:hi]
+        if self.scratch is None:
+            return _gather(store, want)
+        by_position = np.fromfile(Path(self.scratch) / f"batch-{u:05d}.f16", dtype=np.float16).reshape(-1, store.dim)
+        return by_position[np.searchsorted(np.sort(want), want)]
 
     def run(self, store, shards: list[int]):
         parts = []
@@ -256,8 +303,8 @@ class PairsTask(ShardTask):
         with bar(rows, "semdedup", enabled=self.progress) as pbar:
             for u in shards:
                 batch = self.batches[u]
-                lo, hi = batch[0][0], batch[-1][1]
-                x = _gather(store, self.order[lo:hi])  # (hi - lo, d) float16, rank order
+                lo = batch[0][0]
+                x = self.rows(store, u)  # (rows of the batch, d) float16, rank order
                 for a, b in batch:
                     parts.append(_cluster_pairs(x[a - lo:b - lo], self.order[a:b], self.floor,
                                                 torch.device(self.device)))
