@@ -57,7 +57,7 @@ LIMITS = {"embed-1b": 60, "embed-8b": 110, "kmeans": 60, "store": 80, "rds": 45,
 FULL = {"embed_rows": {"embed-1b": 3000, "embed-8b": 1200}, "kmeans": (1_000_000, 1024, 4096, 3),
         "store": (2_000_000, 4096, 50_000), "slice": (200_000, 10_000), "queries": 700}
 DRY = {"embed_rows": {"embed-1b": 24, "embed-8b": 24}, "kmeans": (4000, 32, 32, 3),
-       "store": (12_000, 64, 1000), "slice": (4000, 500), "queries": 70}
+       "store": (4000, 64, 500), "slice": (2000, 250), "queries": 70}
 TINY_SHAPE = (64, 2, 176, 4, 512)  # hidden, layers, MLP width, heads, vocab: the dry run's stand-in for both
 MIN_COSINE = 0.99  # packed vs padded, per row, in bf16
 HK_BUDGET, KS_BUDGET = "43%", "1%"
@@ -347,8 +347,11 @@ def child(args) -> None:
 
     gpu = torch.cuda.is_available() and not args.dry_run
     deadline = time.monotonic() + args.limit
+    sizes = DRY if args.dry_run else FULL
+    if args.dry_run and args.dry_store_rows:
+        sizes = {**sizes, "store": (args.dry_store_rows, *sizes["store"][1:])}
     ctx = {"part": args.part, "dry": args.dry_run, "gpu": gpu, "device": "cuda" if gpu else "cpu",
-           "work": args.work, "sizes": DRY if args.dry_run else FULL,
+           "work": args.work, "sizes": sizes,
            "left_s": lambda: deadline - time.monotonic()}
     rec = Record(args.work / f"rec-{args.part}.json")
     rec["device"] = torch.cuda.get_device_name() if gpu else "cpu"
@@ -363,6 +366,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu-suite-out"))
     ap.add_argument("--work", type=Path, help="models and stores go here (default: a temporary folder)")
     ap.add_argument("--scale-limits", type=float, default=1.0, help="multiply every part's time limit")
+    ap.add_argument("--dry-store-rows", type=int, default=0, help="dry run: rows of the synthetic store")
     ap.add_argument("--part", help=argparse.SUPPRESS)
     ap.add_argument("--limit", type=float, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -390,7 +394,8 @@ def main() -> None:
             limit = (LIMITS[part] if not args.dry_run else 300) * args.scale_limits
             (args.work / f"rec-{part}.json").unlink(missing_ok=True)
             cmd = [sys.executable, str(Path(__file__).resolve()), "--part", part, "--limit", str(limit),
-                   "--work", str(args.work)] + (["--dry-run"] if args.dry_run else [])
+                   "--work", str(args.work), "--dry-store-rows", str(args.dry_store_rows)] + (
+                       ["--dry-run"] if args.dry_run else [])
             res = run_process(cmd, limit + 5, args.work / f"log-{part}.txt", grace_s=15)
             rec_path = args.work / f"rec-{part}.json"
             got = json.loads(rec_path.read_text()) if rec_path.exists() else {}
