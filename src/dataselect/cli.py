@@ -290,7 +290,7 @@ def dedup(
     """Find duplicates before selecting: writes a dedup result beside the store, for `run --dedup`."""
     from dataselect.api import dedup as run_dedup
 
-    sweep = _floats(eps_sweep, "--eps-sweep") if eps_sweep else ()
+    sweep = [e for e in eps_sweep.split(",") if e.strip()] if eps_sweep else []  # each checked as an --eps
     d = run_dedup(store, method=method, eps=eps, keep=keep, rule=rule, pool=pool, eps_sweep=sweep, k=k, seed=seed,
                   device=device, max_memory=max_memory, engine=engine, address=address, progress=not quiet)
     info = d.info
@@ -303,12 +303,6 @@ def dedup(
         _echo(f"  e.g. row {ex['row']:,} duplicates row {ex['duplicate_of']:,} (cosine {ex['cosine']:.4f})")
     _echo(f"select from the rest: dataselect run --store {store} --dedup {d.path} ...")
 
-
-def _floats(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise DataselectError(f"{flag} {text!r}: expected numbers separated by commas, e.g. 0.001,0.01,0.05") from None
 
 
 @app.command(cls=_Command)

@@ -202,6 +202,8 @@ def test_bad_parameters_are_one_line(pool_store):
                         ({"method": "exact", "keep": "hard"}, "only --method semantic"), ({"rule": "x"}, "--rule")]:
         with pytest.raises(DataselectError, match=msg):
             dedup_store(store, **kwargs)
+    _, err = run_cli("dedup", store.path, "--eps-sweep", "0.01,abc", "--quiet", expect=2)
+    assert "--eps 'abc'" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_view_pickles_to_the_same_rows(pool_store):
@@ -232,3 +234,14 @@ def test_many_batches_sorted_by_cluster_give_the_one_batch_result(pool_store, tm
     for eps in (0.01, 0.05):
         assert np.array_equal(whole.decide(eps)[1], parts.decide(eps)[1])
     assert not list(store.path.rglob("scratch")) and not list(store.path.rglob("*.f16"))
+
+
+def test_the_pass_is_reused_whatever_memory_is_free(pool_store):
+    """The pass's cache key held the rows that fitted the free memory at the time, so a later `dedup --eps`
+    in another process (other free memory, another default budget) made the whole pass again."""
+    from dataselect.resources import Resources
+
+    store, _ = pool_store
+    a = semantic_pass(store, k=3, keep="easy", resources=Resources.make(max_memory="3GB", progress=False))
+    b = semantic_pass(store, k=3, keep="easy", resources=Resources.make(max_memory="2GB", progress=False))
+    assert a.key == b.key and a.info["clusters_split"] == 0

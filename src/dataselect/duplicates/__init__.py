@@ -17,31 +17,20 @@ from dataselect.duplicates.exact import embedding_hashes, equal_components, text
 from dataselect.duplicates.result import Dedup, groups_from_roots, load_dedup
 from dataselect.duplicates.semantic import FLOOR_EPS, KEEPS, RULES, ranking_key, semantic_pass
 from dataselect.errors import DataselectError
+from dataselect.selectors.params import Param
 from dataselect.store.artefacts import Artefacts
 
 METHODS = ("exact", "semantic")
-DEFAULT_SWEEP = (0.001, 0.01, 0.05, 0.1)
 ROWS_PER_CLUSTER = 1000  # the default k: one cluster per this many rows
+PARAMS = {p.name: p for p in (  # declared once: the checks, and their one-line refusals, come from Param
+    Param("method", "semantic", "exact or semantic (SemDeDup).", choices=METHODS),
+    Param("eps", 0.01, "pairs with cosine >= 1 - eps are duplicates.", low=0, high=1, low_open=True, high_open=True),
+    Param("keep", "hard", "which row of a group stays.", choices=KEEPS),
+    Param("rule", "groups", "connected components, or the reference code's rule.", choices=RULES),
+    Param("k", 0, f"clusters (0: one per {ROWS_PER_CLUSTER:,} rows).", low=0),
+)}
 
-__all__ = ["DEFAULT_SWEEP", "KEEPS", "METHODS", "RULES", "Dedup", "dedup_store", "load_dedup"]
-
-
-def _check(method: str, eps: float, keep: str, rule: str, sweep, k: int) -> None:
-    if method not in METHODS:
-        raise DataselectError(f"--method {method!r}: choose from {', '.join(METHODS)}")
-    if keep not in KEEPS:
-        raise DataselectError(f"--keep {keep!r}: choose from {', '.join(KEEPS)}")
-    if rule not in RULES:
-        raise DataselectError(f"--rule {rule!r}: choose from {', '.join(RULES)}")
-    if method == "exact" and keep in ("hard", "easy"):
-        raise DataselectError(f"--keep {keep}: ranks rows by their distance to a cluster centroid, which only "
-                              "--method semantic has; use --keep first or random with exact")
-    for e in (eps, *sweep):
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < 1:
-            raise DataselectError(f"--eps {e!r}: must be a number between 0 and 1 (e.g. 0.01)")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise DataselectError(f"--k {k!r}: must be a positive number of clusters (0: one per "
-                              f"{ROWS_PER_CLUSTER:,} rows)")
+__all__ = ["KEEPS", "METHODS", "PARAMS", "RULES", "Dedup", "dedup_store", "load_dedup"]
 
 
 def dedup_store(store, *, method: str = "semantic", eps: float = 0.01, keep: str | None = None, rule: str = "groups",
@@ -58,9 +47,13 @@ def dedup_store(store, *, method: str = "semantic", eps: float = 0.01, keep: str
     """
     from dataselect.resources import Resources
 
-    sweep = tuple(float(e) for e in eps_sweep)
-    keep = keep or ("hard" if method == "semantic" else "first")
-    _check(method, eps, keep, rule, sweep, k)
+    method, eps, rule, k = (PARAMS[name].convert(v) for name, v in
+                            (("method", method), ("eps", eps), ("rule", rule), ("k", k)))
+    sweep = tuple(PARAMS["eps"].convert(e) for e in eps_sweep)
+    keep = PARAMS["keep"].convert(keep or ("hard" if method == "semantic" else "first"))
+    if method == "exact" and keep in ("hard", "easy"):
+        raise DataselectError(f"--keep {keep}: ranks rows by their distance to a cluster centroid, which only "
+                              "--method semantic has; use --keep first or random with exact")
     resources = resources or Resources.make(progress=False)
     t0 = time.perf_counter()
     rows = store.rows()
@@ -74,7 +67,7 @@ def dedup_store(store, *, method: str = "semantic", eps: float = 0.01, keep: str
                 hashes.append(text_hashes(store, pool, resources.progress))
             rank = ranking_key(keep, np.zeros(len(rows)), seed)  # first: store order, which is row order
             dup, grp = groups_from_roots(rows, equal_components(*hashes), rank)
-            d = Dedup(rows, dup, grp, _info(store, params, dup, grp, t0, compared="embeddings and records"
+            d = Dedup(rows, dup, grp, _info(store, rows, params, dup, grp, t0, compared="embeddings and records"
                                             if pool is not None else "embeddings"))
             return d, d.save(folder)
     else:
@@ -85,8 +78,10 @@ def dedup_store(store, *, method: str = "semantic", eps: float = 0.01, keep: str
 
         def build(folder):
             dup, grp = p.decide(eps, rule)
-            curve = {str(e): int((p.decide(e, rule)[0] >= 0).sum()) for e in sorted({*sweep, float(eps)})}
-            d = Dedup(rows, dup, grp, _info(store, params, dup, grp, t0, curve=curve, k=k, floor_eps=floor,
+            removed = {float(eps): int((dup >= 0).sum())}
+            removed.update({e: int((p.decide(e, rule)[0] >= 0).sum()) for e in set(sweep) - set(removed)})
+            curve = {str(e): removed[e] for e in sorted(removed)}
+            d = Dedup(rows, dup, grp, _info(store, rows, params, dup, grp, t0, curve=curve, k=k, floor_eps=floor,
                                             semdedup=p.info))
             return d, d.save(folder)
 
@@ -96,11 +91,11 @@ def dedup_store(store, *, method: str = "semantic", eps: float = 0.01, keep: str
     return d
 
 
-def _info(store, params: dict, dup: np.ndarray, grp: np.ndarray, t0: float, **more) -> dict:
+def _info(store, rows: np.ndarray, params: dict, dup: np.ndarray, grp: np.ndarray, t0: float, **more) -> dict:
     removed = dup >= 0
     return {**params, "store_hash": store.hash, "rows": int(len(dup)), "removed": int(removed.sum()),
             "kept": int((~removed).sum()), "groups": int(len(np.unique(grp[removed]))),
-            "examples": _examples(store, store.rows(), dup), "seconds": round(time.perf_counter() - t0, 3), **more}
+            "examples": _examples(store, rows, dup), "seconds": round(time.perf_counter() - t0, 3), **more}
 
 
 def _examples(store, rows: np.ndarray, dup: np.ndarray, n: int = 5, sample: int = 2000) -> list[dict]:

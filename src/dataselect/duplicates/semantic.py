@@ -23,7 +23,7 @@ Two rules decide what is a duplicate at ``eps``:
   removed for a row that was itself removed (ranked a, b, c: c goes because of b). ``groups`` keeps
   exactly one row of a component, a, in either order.
 
-Clusters larger than ``max_cluster_rows`` (default: what ``--max-memory`` holds) are split into pieces
+Clusters larger than ``max_cluster_rows`` (default: what ``--max-memory`` holds when the pass is built) are split into pieces
 in rank order, as the reference code does above 10^7 rows; pairs across pieces are not compared, and
 that is said in one line and recorded.
 """
@@ -94,9 +94,9 @@ class SemanticPass:
         return np.where(removed, keeper, -1), keeper
 
     def save(self, folder: Path) -> dict:
-        _write(folder / PASS_FILE, {"row": self.rows, "label": self.label, "rank": self.rank,
-                                    "prev_sim": self.prev_sim, "prev": self.prev})
-        _write(folder / FOREST_FILE, {"a": self.edge_a, "b": self.edge_b, "sim": self.edge_sim})
+        np.savez(folder / PASS_FILE, row=self.rows, label=self.label, rank=self.rank, prev_sim=self.prev_sim,
+                 prev=self.prev)
+        np.savez(folder / FOREST_FILE, a=self.edge_a, b=self.edge_b, sim=self.edge_sim)
         return {"floor_eps": self.floor_eps, "rows": len(self.rows), "forest_edges": len(self.edge_a)}
 
     @classmethod
@@ -110,10 +110,6 @@ class SemanticPass:
                                   f"delete it and run `dataselect dedup` again")
         return cls(rows, t["label"], t["rank"], t["prev_sim"], t["prev"], f["a"], f["b"], f["sim"],
                    float(artefact.info["floor_eps"]), artefact.key, artefact.info)
-
-
-def _write(path: Path, cols: dict) -> None:
-    np.savez(path, **cols)
 
 
 def _read(path: Path) -> dict:
@@ -146,15 +142,15 @@ def semantic_pass(store, *, k: int, keep: str, seed: int = 0, niter: int = 20, f
 
     resources = resources or Resources.make(progress=False)
     device = resources.torch_device()
-    row_bytes = store.dim * 2
     # the gathered rows (float16) and one block's float32 copies and products stay within the budget
-    fits = max(BLOCK, int((resources.memory.free() - 6 * BLOCK * BLOCK * 4) * 0.5 // (row_bytes + 64)))
-    max_cluster_rows = min(max_cluster_rows or fits, fits)
+    fits = max(BLOCK, int((resources.memory.free() - 6 * BLOCK * BLOCK * 4) * 0.5 // (store.dim * 2 + 64)))
+    # the key holds what was asked for (0: as memory allows), never the free memory of the moment, so a
+    # later --eps in another process finds this pass; the rows a batch held are recorded in its info
     params = {"k": k, "keep": keep, "seed": seed, "niter": niter, "floor_eps": floor_eps,
               "max_cluster_rows": max_cluster_rows}
 
     def build(folder: Path):
-        p = _run_pass(store, params, device, resources, folder)
+        p = _run_pass(store, params, min(max_cluster_rows or fits, fits), device, resources, folder)
         return p, p.save(folder) | p.info
 
     result, art = Artefacts(store).get_or_build("semdedup", params, build, lambda a: SemanticPass.load(a, store))
@@ -162,7 +158,9 @@ def semantic_pass(store, *, k: int, keep: str, seed: int = 0, niter: int = 20, f
     return result
 
 
-def _run_pass(store, params: dict, device, resources, folder: Path | None = None) -> SemanticPass:
+def _run_pass(store, params: dict, cap: int, device, resources, folder: Path) -> SemanticPass:
+    """The pass, with clusters split at ``cap`` rows and batches of at most ``cap`` rows (fewer under Ray);
+    scratch files go in ``folder``."""
     from dataselect.pool_index.kmeans import cluster_store
 
     t0 = time.perf_counter()
@@ -174,16 +172,15 @@ def _run_pass(store, params: dict, device, resources, folder: Path | None = None
     order = np.lexsort((np.arange(n), key, cl.labels))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
-    pieces, split = _pieces(cl.labels[order], params["max_cluster_rows"])
+    pieces, split = _pieces(cl.labels[order], cap)
     if split:
-        note(f"{split} cluster(s) exceed {params['max_cluster_rows']:,} rows (what --max-memory holds): each is split "
-             "into pieces in rank order, and pairs across pieces are not compared")
-    cap = max(params["max_cluster_rows"], 1)
-    if resources.executor.distributed:  # enough batches to keep several workers busy
-        cap = min(cap, max(1, -(-n // 16)))
-    batches = list(_batches(pieces, cap))
+        note(f"{split} cluster(s) exceed {cap:,} rows (what --max-memory holds): each is split into pieces in "
+             "rank order, and pairs across pieces are not compared")
+    # under Ray, enough batches to keep several workers busy
+    batch_cap = min(cap, max(1, -(-n // 16))) if resources.executor.distributed else cap
+    batches = list(_batches(pieces, batch_cap))
     scratch = None
-    if len(batches) > 1 and folder is not None and shutil.disk_usage(folder).free > 1.2 * n * store.dim * 2:
+    if len(batches) > 1 and shutil.disk_usage(folder).free > 1.2 * n * store.dim * 2:
         scratch = folder / "scratch"  # one pass sorts the rows by batch, instead of one pass per batch
         _bucket(store, order, batches, scratch, resources.progress)
     elif len(batches) > 1:
@@ -199,7 +196,8 @@ def _run_pass(store, params: dict, device, resources, folder: Path | None = None
     prev_sim[pos], prev[pos] = best, arg
     p = SemanticPass(store.rows(), cl.labels.astype(np.int32), rank, prev_sim, prev, ea, eb, es.astype(np.float32),
                      params["floor_eps"])
-    p.info = {"clustering": cl.key, "k_effective": int(cl.k), "clusters_split": split, "batches": len(batches),
+    p.info = {"clustering": cl.key, "k_effective": int(cl.k), "max_cluster_rows": cap,
+              "clusters_split": split, "batches": len(batches),
               "sorted_by_cluster": scratch is not None,
               "seconds": {"cluster": round(t1 - t0, 3), "pairs": round(time.perf_counter() - t1, 3)}}
     return p
@@ -277,8 +275,9 @@ class PairsTask(ShardTask):
     """The similarity blocks of some cluster batches, on the run's executor (local, or Ray workers).
 
     Its units are cluster batches (``batches[u]``: (start, end) pieces of ``order``, the store positions
-    in rank order), not store shards: each call gathers its batch's rows in one streamed read and
-    returns (positions, prev_sim, prev, forest a, forest b, forest sim) for them.
+    in rank order), not store shards: each call reads its batch's rows (from its scratch file, or in one
+    streamed read of the store) and returns (positions, prev_sim, prev, forest a, forest b, forest sim),
+    one entry per piece; :meth:`merge` concatenates them.
     """
 
     order: np.ndarray
@@ -309,7 +308,7 @@ class PairsTask(ShardTask):
                     parts.append(_cluster_pairs(x[a - lo:b - lo], self.order[a:b], self.floor,
                                                 torch.device(self.device)))
                     pbar.update(b - a)
-        return self.merge([tuple(np.concatenate(c) for c in zip(*parts, strict=True))] if parts else [])
+        return self.merge(parts)
 
     def merge(self, parts):
         if not parts:

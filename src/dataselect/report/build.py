@@ -170,9 +170,7 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}img{max-width:100%}.fig
 
 def dedup_section(op: Opened) -> str:
     """The dedup result the selection picked from: what it removed at each eps and its borderline pairs."""
-    from dataselect.duplicates import load_dedup
-
-    d = load_dedup(op.pool.base, op.meta["dedup"]["key"])
+    d = op.dedup
     info, rows = d.info, max(d.info.get("rows", 0), 1)
     what = (f"semantic (SemDeDup), eps {info.get('eps')}, rule {info.get('rule')}, keep {info.get('keep')}"
             if info.get("method") == "semantic" else f"exact ({info.get('compared')}), keep {info.get('keep')}")
@@ -245,7 +243,7 @@ def build_report(selection, out=None, png_dir=None, pool=None, overwrite: bool =
                         [[e["task"], e["rank"], e["row"], e["id"], f"{e['score']:.4f}", e["text"],
                           e["nearest_query"], "" if e["query_sim"] is None else f"{e['query_sim']:.4f}"]
                          for e in examples]))
-    if m.get("dedup"):
+    if op.dedup is not None:
         parts.append(dedup_section(op))
     run_rows = [["method", m["method"]],
                 *[[f"--{k.replace('_', '-')}", "empty" if v in (None, "", []) else v] for k, v in m["params"].items()],

@@ -20,13 +20,15 @@ PLOT_SAMPLE = 20_000
 
 @dataclass
 class Opened:
-    """A selection with its table, metadata and the stores it was made from."""
+    """A selection with its table, metadata and the stores it was made from; ``pool`` is the deduplicated
+    pool (``dedup`` the result it applied) when the selection was made with ``--dedup``."""
 
     path: Path
     table: pa.Table
     meta: dict
     pool: Store
     queries: list[Store]
+    dedup: object = None
 
     def column(self, name: str) -> np.ndarray:
         return np.asarray(self.table.column(name).to_pylist(), dtype=object) if name in ("task", "id") \
@@ -55,11 +57,13 @@ def open_selection(path) -> Opened:
             raise DataselectError(f"{path}: the store {store.path} changed since this selection was made "
                                   "(re-embedded or re-scored); its ranks and counts would be wrong -- run the "
                                   "selection again")
+    dedup = None
     if meta.get("dedup"):  # the selection picked from the deduplicated pool: so do its figures
         from dataselect.duplicates import load_dedup
 
-        pool = load_dedup(pool, meta["dedup"]["key"]).apply(pool)
-    return Opened(Path(path), table, meta, pool, queries)
+        dedup = load_dedup(pool, meta["dedup"]["key"])
+        pool = dedup.apply(pool)
+    return Opened(Path(path), table, meta, pool, queries, dedup)
 
 
 def text_table(headers: list[str], rows: list[list], indent: str = "  ") -> list[str]:
