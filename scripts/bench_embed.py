@@ -205,15 +205,14 @@ def main() -> None:
               f"({ours.shard_waste:.2%} on a 50k-row shard of the same length mix)")
         print(f"ours+loss   {tok_ours / t_loss:10,.0f} tok/s   wall {t_loss:7.2f}s   loss cost x{t_loss / t_ours:.2f}")
         if args.ray:
-            from dataselect.embedding.stage import EmbedOptions
-            from dataselect.engines.ray_engine import RayEmbedStage
+            from dataselect.embedding.stage import EmbedOptions, embed_store
 
             gpus = 1.0 if args.device.startswith("cuda") else 0.0
             o = EmbedOptions(model=model, device=args.device, dtype=dtype_name, progress=False, overwrite=True)
-            RayEmbedStage(pool, tmp / "ray_warm", o, workers=1, num_gpus_per_worker=gpus).run()  # start Ray, workers
+            embed_store(pool, tmp / "ray_warm", o, engine="ray", workers=1, num_gpus_per_worker=gpus)  # start Ray, workers
             sync()
             t0 = time.perf_counter()
-            man = RayEmbedStage(pool, tmp / "ray", o, workers=1, num_gpus_per_worker=gpus).run()
+            man = embed_store(pool, tmp / "ray", o, engine="ray", workers=1, num_gpus_per_worker=gpus)
             t_ray = time.perf_counter() - t0
             print(f"ray engine  {man.counts['tokens'] / t_ray:10,.0f} tok/s   wall {t_ray:7.2f}s   "
                   f"(1 worker; x{t_ours / t_ray:.2f} of the local engine, model load per run included)")

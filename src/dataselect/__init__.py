@@ -2,14 +2,14 @@
 
 Data flows one way: pool -> embed -> store -> index -> select -> export.
 
-The Python API (``import dataselect as ds``): ``ds.embed``, ``ds.dedup``, ``ds.select``, ``ds.export``,
+The Python API (``import dataselect as ds``): ``ds.embed``, ``ds.score``, ``ds.dedup``, ``ds.select``, ``ds.export``,
 ``ds.open_store``, ``ds.load_selection``, ``ds.methods`` (see :mod:`dataselect.api`). They are
 imported on first use, so ``import dataselect`` (and the command line) stays fast.
 """
 
 __version__ = "0.1.0"
 
-_API = ("SelectionResult", "dedup", "embed", "export", "load_selection", "methods", "open_store", "select")
+_API = ("SelectionResult", "dedup", "embed", "export", "load_selection", "methods", "open_store", "score", "select")
 __all__ = ["__version__", *_API]
 
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 from dataselect.errors import DataselectError
 from dataselect.store import Store, open_store
 
-__all__ = ["SelectionResult", "embed", "export", "load_selection", "methods", "open_store", "select"]
+__all__ = ["SelectionResult", "dedup", "embed", "export", "load_selection", "methods", "open_store", "score", "select"]
 
 
 def embed(pool, *, model: str = "bundled", out="store", task: str | None = None, tasks_from_records: bool = False,
@@ -56,6 +56,25 @@ def embed(pool, *, model: str = "bundled", out="store", task: str | None = None,
     embed_store(pool_source(pool, split, subset, streaming), Path(out), opts, engine=engine, address=address,
                 workers=workers)
     return open_store(out)
+
+
+def score(store, *, pool, split: str | None = None, with_ifd: bool = False, device: str = "auto",
+          dtype: str = "auto", batch_tokens: int = 0, engine: str = "local", address: str | None = None,
+          workers: int = 0, num_gpus_per_worker: float = 0.0, progress: bool = True, allow_pickle: bool = False):
+    """Add per-sample losses (``loss_response``, ``n_response_tokens``; ``loss_response_alone`` with
+    ``with_ifd``) to a store embedded without them, as ``dataselect score``: the store's own model over
+    the records of ``pool`` (the pool it was embedded from), in this process or on Ray
+    (``engine="ray"``), the same columns either way. Resumable. Returns (manifest, rows scored now)."""
+    from dataselect.embedding.score import score_store
+    from dataselect.engines.executor import make_executor
+    from dataselect.outputs import lock
+    from dataselect.pool import pool_source
+
+    executor = make_executor(engine, address=address, workers=workers)
+    with lock(store):
+        return score_store(store, pool_source(pool, split), with_ifd=with_ifd, device=device, dtype=dtype,
+                           batch_tokens=batch_tokens, progress=progress, allow_pickle=allow_pickle,
+                           executor=executor, gpus_per_worker=num_gpus_per_worker)
 
 
 @dataclasses.dataclass

@@ -42,6 +42,15 @@ def _echo(msg: str) -> None:
     typer.echo(printable(msg), err=True)
 
 
+# options of every command that runs model workers (embed, score)
+Engine = Annotated[str, typer.Option(metavar="local|ray", help="local, or ray to spread over GPUs/machines.")]
+Address = Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Ray cluster address (default: start Ray "
+                                                 "locally).")]
+Workers = Annotated[int, typer.Option(metavar="N", help="Ray engine: number of model workers (0: one per GPU, else "
+                                      "per CPU).")]
+GpusPerWorker = Annotated[float, typer.Option(metavar="GPUS", help="Ray engine: GPUs per worker.")]
+
+
 # ---------------------------------------------------------------------------------------------------
 @app.command(cls=_Command)
 def embed(
@@ -75,10 +84,10 @@ def embed(
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights, which can run code; "
                                                "only for checkpoints you trust.")] = False,
     max_shards: Annotated[Optional[int], typer.Option(metavar="N", help="Stop after writing this many shards (resume later).")] = None,
-    engine: Annotated[str, typer.Option(metavar="local|ray", help="local, or ray to spread over GPUs/machines.")] = "local",
-    address: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Ray cluster address (default: start Ray locally).")] = None,
-    workers: Annotated[int, typer.Option(metavar="N", help="Ray engine: number of model workers.")] = 0,
-    num_gpus_per_worker: Annotated[float, typer.Option(metavar="GPUS", help="Ray engine: GPUs per worker.")] = 0.0,
+    engine: Engine = "local",
+    address: Address = None,
+    workers: Workers = 0,
+    num_gpus_per_worker: GpusPerWorker = 0.0,
     split: Annotated[Optional[str], typer.Option(metavar="SPLIT", help="Read POOL with datasets.load_dataset and "
                                                   "this split (default train for a hub id).")] = None,
     subset: Annotated[Optional[str], typer.Option(metavar="NAME", help="The dataset's configuration (subset) "
@@ -119,19 +128,20 @@ def score(
     device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda, ...")] = "auto",
     dtype: Annotated[str, typer.Option(metavar="auto|float32|bfloat16|float16", help="auto, float32, bfloat16, float16.")] = "auto",
     batch_tokens: Annotated[int, typer.Option(metavar="TOKENS", help="Padded tokens per batch (0: by device).")] = 0,
+    engine: Engine = "local",
+    address: Address = None,
+    workers: Workers = 0,
+    num_gpus_per_worker: GpusPerWorker = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights, which can run "
                                                "code; only for checkpoints you trust.")] = False,
 ):
     """Add per-sample losses to a store embedded without --with-loss (resumable)."""
-    from dataselect.embedding.score import score_store
-    from dataselect.outputs import lock
+    from dataselect.api import score as score_losses
 
-    with lock(store):
-        from dataselect.pool import pool_source
-
-        man, scored = score_store(store, pool_source(pool, split), with_ifd=with_ifd, device=device, dtype=dtype,
-                                  batch_tokens=batch_tokens, progress=not quiet, allow_pickle=allow_pickle)
+    man, scored = score_losses(store, pool=pool, split=split, with_ifd=with_ifd, device=device, dtype=dtype,
+                               batch_tokens=batch_tokens, engine=engine, address=address, workers=workers,
+                               num_gpus_per_worker=num_gpus_per_worker, progress=not quiet, allow_pickle=allow_pickle)
     if scored:
         _echo(f"scored {scored:,} rows of {store}")
     else:

@@ -120,7 +120,8 @@ class Resources:
 
     device : "auto" (CUDA when torch sees a GPU, else CPU), "cpu", "cuda" or "cuda:N"; on Ray, each
         worker's.
-    memory : the process's :class:`MemoryBudget`.
+    memory : the process's :class:`MemoryBudget`; on Ray, each worker's too (reserved per actor, and every
+        block a worker streams is planned against it by the driver).
     progress : show progress bars with rate and ETA on stderr.
     executor : where passes over the pool run (:mod:`dataselect.engines.executor`: this process, or Ray).
     """
@@ -136,7 +137,8 @@ class Resources:
         device = device or "auto"
         if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
             raise DataselectError(f"--device {device!r}: choose auto, cpu, cuda or cuda:N")
-        return cls(device, MemoryBudget.resolve(max_memory), progress, make_executor(engine, address, progress=progress))
+        memory = MemoryBudget.resolve(max_memory)
+        return cls(device, memory, progress, make_executor(engine, address, progress=progress, memory=memory.limit))
 
     def torch_device(self):
         """The torch device this run computes on (CUDA only when asked or auto and available)."""

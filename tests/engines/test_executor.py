@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import modes
-from dataselect.engines.executor import Executor, LocalExecutor, make_executor
+from dataselect.engines.executor import LocalExecutor, make_executor
 from dataselect.errors import DataselectError
 from dataselect.store import Store
 from dataselect.store.synthetic import store_from_array
 
 
-class PerShard(Executor):
+class PerShard(LocalExecutor):
     """What a distributed executor does, in this process: one call per shard, then merge."""
 
     name = "per-shard"

@@ -30,16 +30,21 @@ def ray_cluster():
     ray.shutdown()
 
 
+def on_ray(pool, out, options):
+    """The embedding stage with its shards on 2 Ray workers."""
+    from dataselect.engines.executor import make_executor
+
+    return EmbedStage(pool, out, options, make_executor("ray", workers=2))
+
+
 def opts(model, **kw):
     return EmbedOptions(model=model, shard_rows=40, batch_tokens=2048, progress=False, **kw)
 
 
 def test_ray_store_and_selection_match_local(tmp_path, tiny_llama, ray_cluster):
-    from dataselect.engines.ray_engine import RayEmbedStage
-
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(200))
     local = EmbedStage(pool, tmp_path / "local", opts(tiny_llama)).run()
-    remote = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama), workers=2).run()
+    remote = on_ray(pool, tmp_path / "ray", opts(tiny_llama)).run()
     assert remote.counts == local.counts and remote.complete
     a, b = Store(tmp_path / "local"), Store(tmp_path / "ray")
     assert np.array_equal(a.rows(), b.rows())
@@ -61,8 +66,6 @@ def test_ray_store_and_selection_match_local(tmp_path, tiny_llama, ray_cluster):
 
 
 def test_ray_skips_and_duplicate_content_like_local(tmp_path, tiny_llama, ray_cluster):
-    from dataselect.engines.ray_engine import RayEmbedStage
-
     lines = [json.dumps(r) for r in make_records(90)]
     lines[5] = '{"prompt": "broken'
     lines[50] = json.dumps({"messages": [{"role": "user", "content": "no answer"}]})
@@ -70,29 +73,27 @@ def test_ray_skips_and_duplicate_content_like_local(tmp_path, tiny_llama, ray_cl
     lines[10], lines[70] = twin, twin  # duplicate content without ids: the second gets HASH-ROW
     pool = write_jsonl(tmp_path / "p.jsonl", lines)
     local = EmbedStage(pool, tmp_path / "local", opts(tiny_llama, skip_invalid=True)).run()
-    remote = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama, skip_invalid=True), workers=2).run()
+    remote = on_ray(pool, tmp_path / "ray", opts(tiny_llama, skip_invalid=True)).run()
     assert remote.counts == local.counts and local.counts["rows_skipped"] == 2
     assert remote.skipped_examples == local.skipped_examples
     assert [s.sha256 for s in remote.shards] == [s.sha256 for s in local.shards]
 
 
 def test_ray_resumes_a_partial_store(tmp_path, tiny_llama, ray_cluster):
-    from dataselect.engines.ray_engine import RayEmbedStage
-
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(160))
-    part = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama, max_shards=2), workers=2).run()
+    part = on_ray(pool, tmp_path / "ray", opts(tiny_llama, max_shards=2)).run()
     assert not part.complete and len(part.shards) == 2
-    done = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama), workers=2).run()
+    done = on_ray(pool, tmp_path / "ray", opts(tiny_llama)).run()
     ref = EmbedStage(pool, tmp_path / "local", opts(tiny_llama)).run()
     assert done.complete and done.store_hash == ref.store_hash
 
 
 def _worker_pids() -> list[int]:
-    """Processes of Ray Data model actors (Ray titles them after the map function's class)."""
+    """Processes of the shard task actors (Ray titles them after the actor's class)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and b"ShardEmbedder" in (proc / "cmdline").read_bytes():
+            if proc.name.isdigit() and b"_ShardWorker" in (proc / "cmdline").read_bytes():
                 pids.append(int(proc.name))
         except OSError:
             continue
@@ -100,8 +101,6 @@ def _worker_pids() -> list[int]:
 
 
 def test_killed_worker_loses_and_duplicates_nothing(tmp_path, tiny_llama, ray_cluster):
-    from dataselect.engines.ray_engine import RayEmbedStage
-
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(400))
     killed = []
 
@@ -116,7 +115,7 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path, tiny_llama, ray_cl
 
     killer = threading.Thread(target=kill_one_worker_mid_run)
     killer.start()
-    man = RayEmbedStage(pool, tmp_path / "ray", opts(tiny_llama), workers=2).run()
+    man = on_ray(pool, tmp_path / "ray", opts(tiny_llama)).run()
     killer.join()
     assert killed and man.complete
     rows = Store(tmp_path / "ray").rows()
@@ -296,3 +295,55 @@ def test_a_killed_driver_reruns_from_what_was_committed(tmp_path, ray_cluster):
                           seed=4, params={"k": "8"}, out=str(tmp_path / "local" / "sel")))
     a, b = (read_selection(tmp_path / side / "sel")[0] for side in ("ray", "local"))
     assert np.array_equal(a.column("row").to_numpy(), b.column("row").to_numpy())
+
+
+def test_loss_scoring_on_ray_equals_local_even_when_a_worker_dies(tmp_path, tiny_llama, ray_cluster, monkeypatch):
+    """Issue 26: `dataselect score` ran only in the driver's process. On Ray its shards are scored by
+    workers; one SIGKILLed mid-shard is restarted, the shard scored again, and the store ends with the
+    bytes a local run writes."""
+    import sys
+
+    import dataselect as ds
+    from dataselect.embedding.score import LossTask
+
+    class DiesOnce(LossTask):
+        def run(self, store, shards):
+            if shards == [1] and not os.path.exists(self.marker):
+                Path(self.marker).write_text("killed")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().run(store, shards)
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    pool = write_jsonl(tmp_path / "p.jsonl", make_records(100))
+    for side in ("local", "ray"):
+        EmbedStage(pool, tmp_path / side, opts(tiny_llama)).run()
+    ds.score(tmp_path / "local", pool=pool, with_ifd=True, progress=False)
+    from dataselect.embedding import score as score_module
+    from dataselect.engines.executor import make_executor
+
+    monkeypatch.setattr(score_module, "LossTask", DiesOnce)  # the driver builds its task from this name
+    DiesOnce.marker = str(tmp_path / "killed")
+    man, n = score_module.score_store(tmp_path / "ray", pool, with_ifd=True, progress=False,
+                                      executor=make_executor("ray", workers=2))
+    assert Path(DiesOnce.marker).exists(), "the worker was not killed"
+    local = Store(tmp_path / "local").manifest
+    assert n == 100 and man.complete and man.store_hash == local.store_hash
+    assert [s.sha256 for s in man.shards] == [s.sha256 for s in local.shards]
+
+
+def test_max_memory_is_reserved_per_ray_worker(tmp_path, ray_cluster):
+    """Issue 26: under Ray, --max-memory was silently the driver's alone. Each worker now reserves it
+    (Ray places workers where it fits), and a budget no node can hold is refused in one line instead
+    of waiting for ever."""
+    from conftest import run_cli
+
+    _twin_stores(tmp_path)
+    pool = tmp_path / "ray" / "pool"
+    args = ["run", "--store", str(pool), "--method", "kmeans-sensitivity", "--k", "8", "--budget", "120",
+            "--engine", "ray", "-q"]
+    _, err = run_cli(*args, "--max-memory", "100TB", "--out", str(tmp_path / "huge"), expect=2)
+    assert "GiB per Ray worker, but the largest node of the cluster offers Ray" in err and "Traceback" not in err
+    assert not (tmp_path / "huge" / "selection.json").exists()
+    run_cli(*args, "--max-memory", "1GB", "--out", str(tmp_path / "sel"))
+    meta = json.loads((tmp_path / "sel" / "selection.json").read_text())
+    assert meta["resources"]["worker_memory_bytes"] == 10**9

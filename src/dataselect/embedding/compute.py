@@ -55,9 +55,8 @@ class Encoder:
         name = model or cfg.model.name
         loaded = load_model(name, device=device, dtype=dtype, with_lm_head=with_loss or with_ifd,
                             allow_pickle=allow_pickle)
-        if name == cfg.model.name and loaded.revision != cfg.model.revision:
-            raise DataselectError(f"model {name!r} is now at revision {loaded.revision}, but {store.path} was embedded "
-                                  f"at {cfg.model.revision}; what it computes would not match the store's rows")
+        if name == cfg.model.name:
+            check_revision(store, loaded)
         formatter = Formatter(loaded.tokenizer, cfg.template, cfg.max_length, causal=loaded.causal, bos=cfg.bos)
         batching = resolve_batching(loaded, cfg.batching if name == cfg.model.name else "padded")
         return cls(loaded, formatter, cfg.pooling, with_loss=with_loss, with_ifd=with_ifd, batch_tokens=batch_tokens,
@@ -100,13 +99,21 @@ class Encoder:
         return cols
 
 
+def check_revision(store, model) -> None:
+    """Refuse, in one line, the store's model when it has changed since the store was embedded."""
+    cfg = store.config
+    if model.revision != cfg.model.revision:
+        raise DataselectError(f"model {cfg.model.name!r} is now at revision {model.revision}, but {store.path} was "
+                              f"embedded at {cfg.model.revision}; what it computes would not match the store's rows")
+
+
 def resolve_batching(model, requested: str, gpu: bool | None = None) -> str:
     """``auto`` -> ``packed`` when the model can take packed input on a GPU, else ``padded``."""
     from dataselect.embedding.forward import can_pack
 
     gpu = model.device.type == "cuda" if gpu is None else gpu
     if requested == "packed" and not can_pack(model):
-        raise DataselectError(f"--batching packed: {getattr(model.base.config, 'model_type', 'this model')} cannot "
+        raise DataselectError(f"--batching packed: {getattr(model.config, 'model_type', 'this model')} cannot "
                               "take packed input here (a causal LM of a known family is needed); use --batching "
                               "padded or auto")
     if requested == "auto":

@@ -13,12 +13,15 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from dataselect.embedding.compute import Encoder
+from dataselect.embedding.compute import Encoder, check_revision
+from dataselect.embedding.model import load_model
+from dataselect.engines.executor import Executor, LocalExecutor, Needs, ShardTask
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool import normalize_record
 from dataselect.pool.fetch import check_pool, records
-from dataselect.pool.identity import Identities
+from dataselect.pool.identity import HASH_COLUMN, Identities, has_hashes
 from dataselect.pool.records import RecordError
 from dataselect.progress import bar as progress_bar
 from dataselect.store import Manifest, Store, StoreWriter
@@ -32,33 +35,90 @@ def row_messages(fetched) -> list[dict]:
         raise InputError(fetched.where, f"pool row {fetched.row} is not a valid record now ({exc})") from None
 
 
+LOSS_COLUMNS = ("loss_response", "n_response_tokens")
+
+
+class LossTask(ShardTask):
+    """The loss columns of store shards: the store's own model (loaded once per worker, on the first
+    shard: :meth:`Encoder.from_store`) over each shard's pool records, fetched and checked against the
+    store. Returns {shard: {column: array}}."""
+
+    def __init__(self, pool, *, with_ifd: bool = False, device: str = "auto", dtype: str = "auto",
+                 batch_tokens: int = 0, allow_pickle: bool = False, gpus: float = 0.0):
+        self.pool, self.with_ifd, self.device, self.dtype = pool, with_ifd, device, dtype
+        self.batch_tokens, self.allow_pickle, self.gpus = batch_tokens, allow_pickle, gpus
+        self.on_progress = None  # in this process only: (rows, tokens) per batch
+        self._encoder = None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(LOSS_COLUMNS) + (["loss_response_alone"] if self.with_ifd else [])
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(cpus=1.0, gpus=self.gpus)
+
+    def __getstate__(self):
+        return {**self.__dict__, "on_progress": None, "_encoder": None}
+
+    def run(self, store, shards: list[int]) -> dict[int, dict[str, pa.Array]]:
+        if self._encoder is None:
+            device = "cuda" if self.gpus and self.device == "auto" else self.device
+            self._encoder = Encoder.from_store(store, with_loss=True, with_ifd=self.with_ifd, device=device,
+                                               dtype=self.dtype, batch_tokens=self.batch_tokens,
+                                               allow_pickle=self.allow_pickle)
+        out = {}
+        for i in shards:
+            table = store.table(i, ["row", "id"] + ([HASH_COLUMN] if has_hashes(store) else []))
+            identities = Identities.of_table(table, f"the store {store.path}")
+            msgs = [row_messages(f) for f in records(self.pool, table.column("row").to_numpy(), identities)]
+            cols = self._encoder(msgs, self.on_progress)
+            out[i] = {name: cols[name] for name in self.columns}
+        return out
+
+    def merge(self, parts):
+        return {i: cols for part in parts for i, cols in part.items()}
+
+
 def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dtype: str = "auto",
-                batch_tokens: int = 0, progress: bool = True, allow_pickle: bool = False) -> tuple[Manifest, int]:
-    """Add loss columns to every shard of ``store`` lacking them; returns (the updated manifest, rows
-    scored now: 0 when every shard had them, without loading the model)."""
+                batch_tokens: int = 0, progress: bool = True, allow_pickle: bool = False,
+                executor: Executor | None = None, gpus_per_worker: float = 0.0) -> tuple[Manifest, int]:
+    """Add loss columns to every shard of ``store`` lacking them, computed on ``executor`` (this process by
+    default) and written here shard by shard as they come; returns (the updated manifest, rows scored
+    now: 0 when every shard had them, without loading the model)."""
+    executor = executor or LocalExecutor()
     path = Path(store)
     man = Manifest.load(path)
     if not man.complete and not man.scoring:
         raise DataselectError(f"{path}: store is incomplete; finish `dataselect embed` first")
     st = Store(path, allow_incomplete=True)
     check_pool(st, pool)
-    want = ["loss_response", "n_response_tokens"] + (["loss_response_alone"] if with_ifd else [])
+    on_gpu = device.startswith("cuda") or (device == "auto" and executor.gpus() > 0)
+    task = LossTask(pool, with_ifd=with_ifd, device=device, dtype=dtype, batch_tokens=batch_tokens,
+                    allow_pickle=allow_pickle, gpus=(gpus_per_worker or 1.0) if on_gpu else 0.0)
+    want = task.columns
     todo = [i for i, s in enumerate(st.shards) if not set(want) <= set(s.loss_columns)]
     if not todo:
         return man, 0
-    encoder = Encoder.from_store(st, with_loss=True, with_ifd=with_ifd, device=device, dtype=dtype,
-                                 batch_tokens=batch_tokens, allow_pickle=allow_pickle)
+    check_revision(st, load_model(st.config.model.name, with_lm_head=True, weights=False))  # before any write
     writer = StoreWriter(path, st.manifest)
     writer.begin_scoring()
     bar = progress_bar(sum(st.shards[i].rows_stored for i in todo), "score", enabled=progress)
-    for i in todo:
+    live = [0]
+
+    def follow(rows: int, tokens: int) -> None:
+        live[0] += rows
+        bar.update(rows)
+
+    if not executor.distributed:
+        task.on_progress = follow
+    for i, part in executor.imap_shards(task, st, todo):
         shard = st.shards[i]
+        bar.update(shard.rows_stored - live[0])
+        live[0] = 0
         table = st.table(i)
-        identities = Identities.of_table(table, f"the store {path}")
-        msgs = [row_messages(f) for f in records(pool, table.column("row").to_numpy(), identities)]
-        cols = encoder(msgs, lambda rows, tokens: bar.update(rows))
         columns = {name: table.column(name).combine_chunks() for name in table.column_names if name not in want}
-        columns.update({name: cols[name] for name in want})
+        columns.update(part[i])
         del table
         writer.replace_shard(shard, columns, want)
     bar.close()

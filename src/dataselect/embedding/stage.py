@@ -10,6 +10,7 @@ chunks and produces the same files as an uninterrupted run (batches depend only 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from dataselect.checks import check_fields
 from dataselect.embedding.compute import Encoder, resolve_batching
 from dataselect.embedding.model import describe, load_model, model_name
 from dataselect.embedding.pooling import POOLINGS
+from dataselect.embedding.task import EmbedTask, PoolShards
 from dataselect.embedding.text import BOS_MODES, TEMPLATES, Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.outputs import check_inputs, made_by_dataselect, sweep_partial_builds
@@ -29,7 +31,6 @@ from dataselect.pool.identity import HASH_COLUMN
 from dataselect.pool.records import content_id
 from dataselect.progress import bar as progress_bar
 from dataselect.store.manifest import MANIFEST, Manifest, ModelRef, PoolRef, StoreConfig
-from dataselect.store.reader import Store
 from dataselect.store.writer import StoreWriter
 
 BATCHINGS = ("auto", "packed", "padded")
@@ -89,10 +90,14 @@ class EmbedOptions:
 class EmbedStage:
     """Embed ``pool`` into the store folder ``out`` (see module docstring). ``run()`` returns the manifest."""
 
-    def __init__(self, pool, out, options: EmbedOptions):
+    def __init__(self, pool, out, options: EmbedOptions, executor=None, gpus_per_worker: float = 0.0):
+        from dataselect.engines.executor import LocalExecutor
+
         options.validate()
         self.opts = options
         self.out = Path(out)
+        self.executor = executor or LocalExecutor()
+        self.gpus_per_worker = gpus_per_worker
         self.pool = pool_source(pool)  # a local path, or a HubPool (datasets)
         # the validation pass marks where every shard starts, so later reads seek instead of scanning
         self.reader = PoolReader(self.pool, require_response=not options.queries, task=options.task,
@@ -156,15 +161,10 @@ class EmbedStage:
             return old
         writer.manifest.complete = False  # a changed or missing shard is embedded again
         writer.save()
-        if done:
-            ids = Store(self.out, allow_incomplete=True)
-            for i in range(len(ids.shards)):
-                self.reader.remember_ids(ids.table(i, ["id"]).column("id").to_pylist())
-
         rows_done = sum(s.end_row - s.first_row for s in writer.manifest.shards)
         bar = progress_bar(total, "embed", enabled=o.progress, initial=rows_done)
         self._tokens, self._t_start = 0, time.perf_counter()
-        finished = self._embed_shards(done, bar)
+        finished = self._embed_shards(done, bar, self._task(model))
         bar.close()
         if not finished:
             return writer.manifest
@@ -172,38 +172,42 @@ class EmbedStage:
         return writer.finish(timings={"wall_s": round(wall, 3), "tokens_per_s_this_run": round(self._tokens / max(
             time.perf_counter() - self._t_start, 1e-9), 1)})
 
-    def _embed_shards(self, done: dict, bar) -> bool:
-        """Embed every shard not in ``done``; False when stopped early by --max-shards."""
-        o = self.opts
-        S = o.shard_rows
-        first_todo = next((k * S for k in range(len(done) + 1) if k * S not in done), 0)
-        pending: list[PoolRow] = []
-        written_now = 0
-        for prow in self.reader.rows(start_row=first_todo):
-            k = prow.row // S
-            if pending and pending[0].row // S != k:
-                written_now += self._shard_ready(pending, bar)
-                pending = []
-                if o.max_shards is not None and written_now >= o.max_shards:
-                    return False
-            if k * S in done:
-                bar.update(1)
-                continue
-            pending.append(prow)
-        if pending:
-            self._shard_ready(pending, bar)
-        return True
-
     def _load_model(self):
-        """Load the model and build the shard embedder (engines that compute elsewhere override this)."""
+        """The model's config and tokenizer (the workers load the weights): what the store's identity,
+        maximum length and batching depend on, resolved once here so that every worker embeds alike."""
         o = self.opts
-        model = load_model(o.model, device=o.device, dtype=o.dtype, with_lm_head=o.with_loss, revision=o.revision,
-                           allow_pickle=o.allow_pickle)
-        self.max_length = effective_max_length(model, o)
-        self.embedder = make_embedder(model, o, self.max_length)
-        self.batch_tokens = self.embedder.batch_tokens
-        self.batching = self.embedder.batching
-        return model
+        info = load_model(o.model, revision=o.revision, with_lm_head=o.with_loss, weights=False)
+        self.max_length = effective_max_length(info, o)
+        on_gpu = o.device.startswith("cuda") or (o.device == "auto" and self.executor.gpus() > 0)
+        self.gpus = (self.gpus_per_worker or 1.0) if on_gpu else 0.0
+        self.batching = resolve_batching(info, o.batching, gpu=on_gpu)
+        self.batch_tokens = o.batch_tokens or (65536 if on_gpu else 16384)  # as each worker's Encoder resolves it
+        return info
+
+    def _task(self, model) -> EmbedTask:
+        task = EmbedTask(dataclasses.replace(self.opts, batching=self.batching), self.max_length, self.gpus)
+        if not self.executor.distributed:  # in this process: keep every chunk, follow every batch
+            task.journal, task.on_progress = self.writer, self._progress
+        return task
+
+    def _embed_shards(self, done: dict, bar, task: EmbedTask) -> bool:
+        """Embed every shard not in ``done`` on the executor, writing each as it arrives; False when
+        stopped early by --max-shards."""
+        o = self.opts
+        plan = PoolShards(self.pool, o.shard_rows, self.n_pool, o.queries, o.task, self.invalid, self.id_overrides,
+                          self.reader.marks)
+        left = [k for k in range(plan.n_shards) if k * o.shard_rows not in done]
+        todo = left[: o.max_shards or None]
+        self._bar, self._live = bar, [0, 0]  # rows and tokens counted batch by batch (in this process)
+        for k, result in self.executor.imap_shards(task, plan, todo):
+            (shard,) = result
+            rows, tokens = plan.end(k) - k * o.shard_rows, shard.tokens
+            self._tokens += tokens - self._live[1]
+            bar.update(rows - self._live[0])
+            self._live = [0, 0]
+            self._show_rate(bar)
+            self.writer.commit_shard(k, shard.end, shard.skipped, shard.columns)
+        return len(todo) == len(left)
 
     def _validate(self) -> int:
         """Read the whole pool once before any output is made; return its row count.
@@ -234,48 +238,17 @@ class EmbedStage:
         self.n_pool = n
         return n
 
-    def _progress(self, bar):
-        def update(rows: int, tokens: int) -> None:
-            self._tokens += tokens
-            bar.update(rows)
-            rate = self._tokens / max(time.perf_counter() - self._t_start, 1e-9)
-            bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
-        return update
+    def _progress(self, rows: int, tokens: int) -> None:
+        self._live[0] += rows
+        self._live[1] += tokens
+        self._tokens += tokens
+        self._bar.update(rows)
+        self._show_rate(self._bar)
 
-    # -- one shard ---------------------------------------------------------------------------------
-    def _split(self, rows: list[PoolRow]) -> tuple[list[PoolRow], list[dict]]:
-        valid, skipped = [], []
-        for r in rows:
-            if r.error is None:
-                valid.append(r)
-            elif self.opts.skip_invalid:
-                skipped.append({"row": r.row, "where": r.where, "reason": r.error})
-            else:
-                raise InputError(r.where, r.error + " (pass --skip-invalid to skip and count such rows)")
-        return valid, skipped
+    def _show_rate(self, bar) -> None:
+        rate = self._tokens / max(time.perf_counter() - self._t_start, 1e-9)
+        bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
 
-    def _shard_ready(self, rows: list[PoolRow], bar) -> int:
-        """A shard's rows are read: compute it chunk by chunk, each chunk committed as a part file (a
-        kill loses at most the chunk in progress), then write the shard (returns shards written)."""
-        k = rows[0].row // self.opts.shard_rows
-        valid, skipped = self._split(rows)
-        bar.update(len(skipped))
-        parts = self.writer.parts(k)
-        progress = self._progress(bar)
-        tables = []
-        for key, lo, hi in chunk_spans([r.row for r in valid], self.opts.chunk_rows):
-            group = valid[lo:hi]
-            if key in parts:
-                tables.append(parts[key])
-                progress(len(group), 0)
-                continue
-            table = pa.table({**row_columns(group, self.opts.queries),
-                              **self.embedder([r.messages for r in group], progress)})
-            self.writer.commit_part(k, key, shard_columns([table]))
-            tables.append(table)
-        cols = shard_columns(tables) if tables else {**row_columns([], self.opts.queries), **self.embedder([])}
-        self.writer.commit_shard(k, rows[-1].row + 1, skipped, cols)
-        return 1
 
 def chunk_spans(rows: list[int], chunk_rows: int) -> list[tuple[int, int, int]]:
     """(chunk, lo, hi) for ascending pool ``rows``: rows[lo:hi] fall in chunk ``row // chunk_rows``, the
@@ -297,12 +270,6 @@ def shard_columns(tables: list[pa.Table]) -> dict[str, pa.Array]:
     """One shard's columns from its chunk tables (contiguous arrays: the same bytes however produced)."""
     table = pa.concat_tables(tables)
     return {c: table.column(c).combine_chunks() for c in table.column_names}
-
-
-def embed_chunked(embedder, rows: list[int], messages: list[list[dict]], chunk_rows: int) -> dict[str, pa.Array]:
-    """The embedder's columns for a shard's rows, computed chunk by chunk (:func:`chunk_spans`)."""
-    parts = [pa.table(embedder(messages[lo:hi])) for _, lo, hi in chunk_spans(rows, chunk_rows)]
-    return shard_columns(parts) if parts else embedder([])
 
 
 def row_columns(valid: list[PoolRow], queries: bool) -> dict[str, pa.Array]:
@@ -339,18 +306,12 @@ def embed_store(pool, out, opts: EmbedOptions, *, engine: str = "local", address
     """Embed ``pool`` into the store ``out`` holding its lock for the whole run, in this process
     (``engine="local"``) or on Ray (``"ray"``: a local Ray, or the cluster at ``address``); the same
     store bytes either way. ``cli embed`` and ``api.embed`` both call this."""
-    from dataselect.engines.executor import ENGINES
+    from dataselect.engines.executor import make_executor
     from dataselect.outputs import lock
 
-    if engine not in ENGINES:
-        raise DataselectError(f"--engine {engine!r}: choose {' or '.join(ENGINES)}")
+    executor = make_executor(engine, address=address, workers=workers)
     with lock(out):  # one writer per store, for the whole run
-        if engine == "ray":
-            from dataselect.engines.ray_engine import RayEmbedStage
-
-            return RayEmbedStage(pool, out, opts, address=address, workers=workers,
-                                 num_gpus_per_worker=num_gpus_per_worker).run()
-        return EmbedStage(pool, out, opts).run()
+        return EmbedStage(pool, out, opts, executor, gpus_per_worker=num_gpus_per_worker).run()
 
 
 def embed(pool, out, **kwargs) -> Manifest:

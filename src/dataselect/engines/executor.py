@@ -17,6 +17,7 @@ Which executor a run uses is :attr:`dataselect.resources.Resources.executor` (``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -58,6 +59,12 @@ class ShardTask(ABC, Generic[R]):
     def merge(self, parts: list[R]) -> R:
         """The results of disjoint shard groups, in shard order, as one result."""
 
+    def each(self, store, shards: list[int]) -> Iterator[tuple[int, R]]:
+        """(shard, result of that shard alone) for each of ``shards`` in order. Tasks whose shards are read
+        faster together (a sequential pass over a pool file) override this."""
+        for k in shards:
+            yield k, self.run(store, [k])
+
 
 class Executor(ABC):
     """Runs shard tasks over a store."""
@@ -68,6 +75,15 @@ class Executor(ABC):
     @abstractmethod
     def map_shards(self, task: ShardTask[R], store, shards: list[int] | None = None) -> R:
         """``task``'s merged result over ``shards`` of ``store`` (all of them by default)."""
+
+    @abstractmethod
+    def imap_shards(self, task: ShardTask[R], source, shards: list[int]) -> Iterator[tuple[int, R]]:
+        """(shard, result) for each of ``shards`` of ``source``, as each is ready (on a cluster, not in
+        shard order): for passes whose driver commits every shard as it comes (embedding, scoring)."""
+
+    @abstractmethod
+    def gpus(self) -> int:
+        """How many GPUs this executor's workers can use."""
 
     def describe(self) -> dict:
         return {"engine": self.name}
@@ -83,16 +99,26 @@ class LocalExecutor(Executor):
         task.setup()
         return task.merge([task.run(store, todo)])
 
+    def imap_shards(self, task, source, shards):
+        task.setup()
+        yield from task.each(source, list(shards))
+
+    def gpus(self) -> int:
+        import torch
+
+        return torch.cuda.device_count()
+
 
 def make_executor(engine: str = "local", address: str | None = None, workers: int = 0,
-                  progress: bool = False) -> Executor:
-    """The executor of ``--engine`` (``ray``: a local Ray by default, the cluster at ``address``)."""
+                  progress: bool = False, memory: int = 0) -> Executor:
+    """The executor of ``--engine`` (``ray``: a local Ray by default, the cluster at ``address``).
+    ``memory``: bytes each Ray worker reserves when its task declares none (the run's --max-memory)."""
     if engine == "local" or engine is None:
         return LocalExecutor()
     if engine == "ray":
         from dataselect.engines.ray_engine import RayExecutor
 
-        return RayExecutor(address=address, workers=workers, progress=progress)
+        return RayExecutor(address=address, workers=workers, progress=progress, memory=memory)
     from dataselect.errors import DataselectError
 
     raise DataselectError(f"--engine {engine!r}: choose {' or '.join(ENGINES)}")

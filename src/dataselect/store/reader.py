@@ -113,6 +113,7 @@ class Store:
 
     def __init__(self, path, allow_incomplete: bool = False):
         self.path = Path(path)
+        self.allow_incomplete = allow_incomplete
         self.manifest = Manifest.load(self.path)
         if not self.manifest.complete and not allow_incomplete:
             from dataselect.outputs import held_by
@@ -161,7 +162,7 @@ class Store:
         return self.n_rows
 
     def __reduce__(self):  # a Ray worker reopens the store by path, with every check of opening it
-        return (type(self), (str(self.path),))
+        return (type(self), (str(self.path), self.allow_incomplete))
 
     @property
     def base(self) -> Store:
