@@ -205,14 +205,19 @@ def main() -> None:
               f"({ours.shard_waste:.2%} on a 50k-row shard of the same length mix)")
         print(f"ours+loss   {tok_ours / t_loss:10,.0f} tok/s   wall {t_loss:7.2f}s   loss cost x{t_loss / t_ours:.2f}")
         if args.ray:
-            from dataselect.embedding.stage import EmbedOptions, embed_store
+            from dataselect import operations as ops
 
             gpus = 1.0 if args.device.startswith("cuda") else 0.0
-            o = EmbedOptions(model=model, device=args.device, dtype=dtype_name, progress=False, overwrite=True)
-            embed_store(pool, tmp / "ray_warm", o, engine="ray", workers=1, num_gpus_per_worker=gpus)  # start Ray, workers
+
+            def on_ray(out):
+                return ops.embed(ops.EmbedJob(pool=pool, out=out, model=model, device=args.device, dtype=dtype_name,
+                                              progress=False, overwrite=True, engine="ray", workers=1,
+                                              num_gpus_per_worker=gpus))
+
+            on_ray(tmp / "ray_warm")  # start Ray, workers
             sync()
             t0 = time.perf_counter()
-            man = embed_store(pool, tmp / "ray", o, engine="ray", workers=1, num_gpus_per_worker=gpus)
+            man = on_ray(tmp / "ray")
             t_ray = time.perf_counter() - t0
             print(f"ray engine  {man.counts['tokens'] / t_ray:10,.0f} tok/s   wall {t_ray:7.2f}s   "
                   f"(1 worker; x{t_ours / t_ray:.2f} of the local engine, model load per run included)")

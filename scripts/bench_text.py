@@ -106,7 +106,7 @@ def main() -> None:
     import pyarrow as pa
 
     from dataselect.exporter import export_table
-    from dataselect.run import compute_selection  # noqa: F401  (same modules as the CLI)
+    from dataselect.selection_run import compute_selection  # noqa: F401  (same modules as the CLI)
 
     rng = np.random.default_rng(0)
     rows = np.sort(rng.choice(args.rows, size=args.selected, replace=False))

@@ -110,7 +110,7 @@ def test_console_scripts_installed():
 def test_shipped_presets_are_valid():
     from pathlib import Path
 
-    from dataselect.run import load_config
+    from dataselect.selection_run import load_config
     from dataselect.selectors import build_selector
 
     presets = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))

@@ -266,7 +266,7 @@ def test_bundled_model_without_the_extra_is_one_clear_line(tmp_path):
 
 def test_demo_reruns_over_an_older_demo_folder(tmp_path):
     """`make demo` twice, or after an upgrade changed how stores are made, works (its own outputs)."""
-    from dataselect.demo import bundled_data
+    from dataselect.bundled_demo import bundled_data
 
     q = bundled_data("sample_queries.jsonl")
     run_cli("embed", q, "-o", tmp_path / "demo" / "query_store", "-q", "--tasks-from-records", "--bos", "always")

@@ -27,7 +27,7 @@ def test_only_the_store_package_opens_shards_or_writes_manifests():
 
 
 def test_nothing_outside_the_selectors_branches_on_a_method_name():
-    """Issue 26: report/build.py and explain.py branched on method names; they call selector hooks now."""
+    """Issue 26: reports/build.py and explain.py branched on method names; they call selector hooks now."""
     names = r"(?:random|loss|rds\+|kmeans-sensitivity|hierarchical-kmeans)"
     found = []
     for path in SRC.rglob("*.py"):

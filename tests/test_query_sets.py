@@ -65,7 +65,7 @@ U, A = "<|user|>\n", "\n<|assistant|>\n"
 
 
 def test_gsm8k_is_the_8_exemplars(tmp_path, tok):
-    from dataselect.demo import bundled_data
+    from dataselect.bundled_demo import bundled_data
 
     ex = [json.loads(x) for x in bundled_data("gsm8k_cot_exemplars.jsonl").read_text().splitlines()]
     assert len(ex) == 8 and ex[0]["question"].startswith("There are 15 trees in the grove.")

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from conftest import run_cli
-from dataselect.demo import bundled_data
+from dataselect.bundled_demo import bundled_data
 
 ROOT = Path(__file__).resolve().parents[1]
 

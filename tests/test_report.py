@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from dataselect.report import build_report, compare_selections, explain_row
-from dataselect.run import RunSpec, run_selection
+from dataselect.reports import build_report, compare_selections, explain_row
 from dataselect.selection import Selection, read_selection, write_selection
+from dataselect.selection_run import RunSpec, run_selection
 from dataselect.store import Store
 from dataselect.store.synthetic import store_from_array, unit_rows
 
@@ -147,8 +147,8 @@ def test_report_says_why_the_prompt_column_is_empty_and_tables_parameters(world)
 
 
 def test_score_histogram_counts_rows(world):
-    from dataselect.report.build import fig_scores
-    from dataselect.report.data import open_selection, sample_positions
+    from dataselect.reports.build import fig_scores
+    from dataselect.reports.data import open_selection, sample_positions
 
     tmp, sels = world
     op = open_selection(sels["rds+"])

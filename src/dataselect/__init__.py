@@ -2,14 +2,17 @@
 
 Data flows one way: pool -> embed -> store -> index -> select -> export.
 
-The Python API (``import dataselect as ds``): ``ds.embed``, ``ds.score``, ``ds.dedup``, ``ds.select``, ``ds.export``,
-``ds.open_store``, ``ds.load_selection``, ``ds.methods`` (see :mod:`dataselect.api`). They are
-imported on first use, so ``import dataselect`` (and the command line) stays fast.
+The Python API (``import dataselect as ds``): one function per command (``ds.embed``, ``ds.score``,
+``ds.dedup``, ``ds.run``, ``ds.export``, ``ds.report``, ...; see :mod:`dataselect.api`), plus
+``ds.select`` (a selection computed, not saved), ``ds.open_store`` and ``ds.load_selection``. They are imported on first use, so ``import dataselect`` (and the command
+line) stays fast.
 """
 
 __version__ = "0.1.0"
 
-_API = ("SelectionResult", "dedup", "embed", "export", "load_selection", "methods", "open_store", "score", "select")
+_API = ("SelectionResult", "compare", "dedup", "demo", "embed", "explain", "export", "index", "inspect",
+        "load_selection", "methods", "neighbors", "open_store", "queries", "report", "run", "score", "select",
+        "verify")
 __all__ = ["__version__", *_API]
 
 

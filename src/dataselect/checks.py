@@ -78,7 +78,8 @@ def typed(flag: str, value, target):
 
 def check_fields(obj) -> None:
     """Each field of the dataclass ``obj`` has the type its annotation names (:func:`typed`, whose value it
-    keeps; ``None`` where the annotation is Optional); one line naming the option otherwise."""
+    keeps; ``None`` where the annotation is Optional; a union of several kinds is left to the code that
+    reads it); one line naming the option otherwise."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         want = hints[f.name]
@@ -87,5 +88,8 @@ def check_fields(obj) -> None:
         value = getattr(obj, f.name)
         if value is None and optional:
             continue
-        target = next(a for a in args if a is not type(None)) if optional else want
+        kinds = [a for a in args if a is not type(None)]
+        if typing.get_origin(want) in (typing.Union, getattr(types, "UnionType", None)) and len(kinds) > 1:
+            continue  # several kinds accepted (str | Path, str | int): the operation resolves which
+        target = kinds[0] if optional else want
         setattr(obj, f.name, typed(f"--{f.name.replace('_', '-')}", value, target))

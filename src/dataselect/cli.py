@@ -1,5 +1,8 @@
 """The ``dataselect`` command line (also installed as ``select``; see the README about shells).
 
+A thin face of :mod:`dataselect.operations`: each command parses its arguments into the operation's
+options (every default read from the options class) and prints the operation's result.
+
 Every command reports a user error as one line on stderr with exit code 2; ``--debug`` shows the
 traceback. Ctrl-C or SIGTERM stops cleanly (exit 130); re-running the same command resumes.
 """
@@ -17,8 +20,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from dataselect import operations as ops
 from dataselect.errors import EXIT_INTERRUPTED, EXIT_USAGE, DataselectError
+from dataselect.selection_run import RunSpec
 from dataselect.textsafe import printable
+
+E, S, IX, NB = ops.EmbedJob, ops.ScoreOptions, ops.IndexOptions, ops.NeighborsOptions  # defaults: read, not retyped
+DD, Q, X, R, C, DM = (ops.DedupOptions, ops.QueriesOptions, ops.ExportOptions, ops.ReportOptions, ops.CompareOptions,
+                      ops.DemoOptions)
 
 
 class _Command(typer.core.TyperCommand):
@@ -56,59 +65,48 @@ GpusPerWorker = Annotated[float, typer.Option(metavar="GPUS", help="Ray engine: 
 def embed(
     pool: Annotated[str, typer.Argument(metavar="POOL", help="Pool or query file: .jsonl[.gz|.zst], .parquet, a "
                                         "folder of them, a datasets folder, or a hub dataset id (owner/name).")],
-    model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help="Hugging Face hub id or local folder.")] = "bundled",
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Store folder to write (resumed if it exists).")] = Path("store"),
-    pooling: Annotated[str, typer.Option(metavar="rds+|mean|last", help="rds+ (position-weighted mean), mean or last.")] = "rds+",
-    template: Annotated[str, typer.Option(metavar="tulu|chat", help="tulu (open-instruct format) or chat (tokenizer's template).")] = "tulu",
+    model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help="Hugging Face hub id or local folder.")] = E.model,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Store folder to write (resumed if it exists).")] = E.out,
+    pooling: Annotated[str, typer.Option(metavar="rds+|mean|last", help="rds+ (position-weighted mean), mean or last.")] = E.pooling,
+    template: Annotated[str, typer.Option(metavar="tulu|chat", help="tulu (open-instruct format) or chat (tokenizer's template).")] = E.template,
     bos: Annotated[str, typer.Option(metavar="auto|always", help="auto: the tokenizer's own special tokens, as the "
-                                     "paper's code (Llama: one BOS; Qwen: none); always: exactly one BOS.")] = "auto",
-    max_length: Annotated[int, typer.Option(metavar="TOKENS", help="Tokens kept per sample; longer ones are truncated and counted.")] = 2048,
-    batch_tokens: Annotated[int, typer.Option(metavar="TOKENS", help="Padded tokens per batch (0: 16384 on CPU, 65536 on GPU).")] = 0,
-    shard_rows: Annotated[int, typer.Option(metavar="ROWS", help="Pool rows per shard file.")] = 50_000,
+                                     "paper's code (Llama: one BOS; Qwen: none); always: exactly one BOS.")] = E.bos,
+    max_length: Annotated[int, typer.Option(metavar="TOKENS", help="Tokens kept per sample; longer ones are truncated and counted.")] = E.max_length,
+    batch_tokens: Annotated[int, typer.Option(metavar="TOKENS", help="Padded tokens per batch (0: 16384 on CPU, 65536 on GPU).")] = E.batch_tokens,
+    shard_rows: Annotated[int, typer.Option(metavar="ROWS", help="Pool rows per shard file.")] = E.shard_rows,
     chunk_rows: Annotated[int, typer.Option(metavar="ROWS", help="Rows embedded together and committed as one "
-                                            "part of a shard: the unit of resume (a kill loses at most one).")] = 2048,
-    with_loss: Annotated[bool, typer.Option("--with-loss", help="Also store response NLL (causal LMs).")] = False,
-    with_ifd: Annotated[bool, typer.Option("--with-ifd", help="Also store NLL of the response alone (IFD).")] = False,
-    task: Annotated[Optional[str], typer.Option(metavar="NAME", help="Make a query store; every record belongs to this task.")] = None,
+                                            "part of a shard: the unit of resume (a kill loses at most one).")] = E.chunk_rows,
+    with_loss: Annotated[bool, typer.Option("--with-loss", help="Also store response NLL (causal LMs).")] = E.with_loss,
+    with_ifd: Annotated[bool, typer.Option("--with-ifd", help="Also store NLL of the response alone (IFD).")] = E.with_ifd,
+    task: Annotated[Optional[str], typer.Option(metavar="NAME", help="Make a query store; every record belongs to this task.")] = E.task,
     tasks_from_records: Annotated[bool, typer.Option(
-        "--tasks-from-records", help="Make a query store; each record names its task in a 'task' field.")] = False,
-    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    dtype: Annotated[str, typer.Option(metavar="auto|float32|bfloat16|float16", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")] = "auto",
-    revision: Annotated[Optional[str], typer.Option(metavar="REV", help="Model revision on the hub.")] = None,
+        "--tasks-from-records", help="Make a query store; each record names its task in a 'task' field.")] = E.tasks_from_records,
+    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda, cuda:1 ...")] = E.device,
+    dtype: Annotated[str, typer.Option(metavar="auto|float32|bfloat16|float16", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")] = E.dtype,
+    revision: Annotated[Optional[str], typer.Option(metavar="REV", help="Model revision on the hub.")] = E.revision,
     batching: Annotated[str, typer.Option(metavar="auto|packed|padded", help="packed: several samples per row, "
                                           "attention confined to each (no padding); auto: packed when the model "
-                                          "can take it on a GPU, else padded.")] = "auto",
-    padding_side: Annotated[str, typer.Option(metavar="right|left", help="right or left; embeddings do not depend on it.")] = "right",
-    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad rows: every one listed in STORE/skipped.jsonl (row, file:line, reason), counted per reason in the manifest.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store in --out.")] = False,
+                                          "can take it on a GPU, else padded.")] = E.batching,
+    padding_side: Annotated[str, typer.Option(metavar="right|left", help="right or left; embeddings do not depend on it.")] = E.padding_side,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad rows: every one listed in STORE/skipped.jsonl (row, file:line, reason), counted per reason in the manifest.")] = E.skip_invalid,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store in --out.")] = E.overwrite,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights, which can run code; "
-                                               "only for checkpoints you trust.")] = False,
-    max_shards: Annotated[Optional[int], typer.Option(metavar="N", help="Stop after writing this many shards (resume later).")] = None,
-    engine: Engine = "local",
-    address: Address = None,
-    workers: Workers = 0,
-    num_gpus_per_worker: GpusPerWorker = 0.0,
+                                               "only for checkpoints you trust.")] = E.allow_pickle,
+    max_shards: Annotated[Optional[int], typer.Option(metavar="N", help="Stop after writing this many shards (resume later).")] = E.max_shards,
+    engine: Engine = E.engine,
+    address: Address = E.address,
+    workers: Workers = E.workers,
+    num_gpus_per_worker: GpusPerWorker = E.num_gpus_per_worker,
     split: Annotated[Optional[str], typer.Option(metavar="SPLIT", help="Read POOL with datasets.load_dataset and "
-                                                  "this split (default train for a hub id).")] = None,
+                                                  "this split (default train for a hub id).")] = E.split,
     subset: Annotated[Optional[str], typer.Option(metavar="NAME", help="The dataset's configuration (subset) "
-                                                  "for datasets.load_dataset.")] = None,
+                                                  "for datasets.load_dataset.")] = E.subset,
     streaming: Annotated[bool, typer.Option("--streaming", help="Stream the dataset instead of caching it on "
-                                            "disk (datasets).")] = False,
+                                            "disk (datasets).")] = E.streaming,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Embed a pool (or a query set) into a sharded Arrow store with RDS+ pooling."""
-    from dataselect.embedding.stage import EmbedOptions
-    opts = EmbedOptions(model=model, pooling=pooling, template=template, bos=bos, max_length=max_length,
-                        batch_tokens=batch_tokens, shard_rows=shard_rows, chunk_rows=chunk_rows, with_loss=with_loss,
-                        with_ifd=with_ifd, device=device, dtype=dtype, revision=revision,
-                        padding_side=padding_side, batching=batching, task=task, queries=tasks_from_records or task is not None,
-                        skip_invalid=skip_invalid, overwrite=overwrite, progress=not quiet, allow_pickle=allow_pickle,
-                        max_shards=max_shards)
-    from dataselect.embedding.stage import embed_store
-    from dataselect.pool import pool_source
-
-    man = embed_store(pool_source(pool, split, subset, streaming), out, opts, engine=engine, address=address,
-                      workers=workers, num_gpus_per_worker=num_gpus_per_worker)
+    man = ops.embed(E.pick(locals(), progress=not quiet))
     c = man.counts
     state = "complete" if man.complete else "partial (re-run to resume)"
     _echo(f"embedded {c.get('rows_stored', 0):,} rows ({c.get('rows_skipped', 0):,} skipped, "
@@ -123,25 +121,22 @@ def score(
     store: Annotated[Path, typer.Argument(metavar="STORE", help="Store folder (from `dataselect embed`).")],
     pool: Annotated[str, typer.Option("--pool", metavar="POOL", help="The pool the store was embedded from.")],
     split: Annotated[Optional[str], typer.Option(metavar="SPLIT", help="The pool's split, for a datasets or hub "
-                                                  "pool (default train).")] = None,
-    with_ifd: Annotated[bool, typer.Option("--with-ifd", help="Also the NLL of the response alone (IFD).")] = False,
-    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda, ...")] = "auto",
-    dtype: Annotated[str, typer.Option(metavar="auto|float32|bfloat16|float16", help="auto, float32, bfloat16, float16.")] = "auto",
-    batch_tokens: Annotated[int, typer.Option(metavar="TOKENS", help="Padded tokens per batch (0: by device).")] = 0,
-    engine: Engine = "local",
-    address: Address = None,
-    workers: Workers = 0,
-    num_gpus_per_worker: GpusPerWorker = 0.0,
+                                                  "pool (default train).")] = S.split,
+    with_ifd: Annotated[bool, typer.Option("--with-ifd", help="Also the NLL of the response alone (IFD).")] = S.with_ifd,
+    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda, ...")] = S.device,
+    dtype: Annotated[str, typer.Option(metavar="auto|float32|bfloat16|float16", help="auto, float32, bfloat16, float16.")] = S.dtype,
+    batch_tokens: Annotated[int, typer.Option(metavar="TOKENS", help="Padded tokens per batch (0: by device).")] = S.batch_tokens,
+    engine: Engine = S.engine,
+    address: Address = S.address,
+    workers: Workers = S.workers,
+    num_gpus_per_worker: GpusPerWorker = S.num_gpus_per_worker,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load pickle (.bin) weights, which can run "
-                                               "code; only for checkpoints you trust.")] = False,
+                                               "code; only for checkpoints you trust.")] = S.allow_pickle,
 ):
     """Add per-sample losses to a store embedded without --with-loss (resumable)."""
-    from dataselect.api import score as score_losses
-
-    man, scored = score_losses(store, pool=pool, split=split, with_ifd=with_ifd, device=device, dtype=dtype,
-                               batch_tokens=batch_tokens, engine=engine, address=address, workers=workers,
-                               num_gpus_per_worker=num_gpus_per_worker, progress=not quiet, allow_pickle=allow_pickle)
+    got = ops.score(S.pick(locals(), progress=not quiet))
+    man, scored = got.manifest, got.rows_scored
     if scored:
         _echo(f"scored {scored:,} rows of {store}")
     else:
@@ -151,83 +146,47 @@ def score(
 @app.command(cls=_Command)
 def index(
     store: Annotated[Path, typer.Argument(metavar="STORE", help="Store folder.")],
-    kind: Annotated[str, typer.Option(metavar="flat|ivf|ivfpq|hnsw", help="flat (exact), ivf, ivfpq or hnsw.")] = "flat",
-    nlist: Annotated[int, typer.Option(metavar="N", help="IVF lists (0: about 4 sqrt(n)).")] = 0,
-    m: Annotated[int, typer.Option(metavar="N", help="ivfpq: sub-quantisers (0: dim/16); hnsw: links per node (0: 32).")] = 0,
-    nprobe: Annotated[int, typer.Option(metavar="N", help="IVF lists probed at search time.")] = 16,
-    train_size: Annotated[int, typer.Option(metavar="ROWS", help="Rows sampled to train IVF kinds.")] = 200_000,
-    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the training sample.")] = 0,
+    kind: Annotated[str, typer.Option(metavar="flat|ivf|ivfpq|hnsw", help="flat (exact), ivf, ivfpq or hnsw.")] = IX.kind,
+    nlist: Annotated[int, typer.Option(metavar="N", help="IVF lists (0: about 4 sqrt(n)).")] = IX.nlist,
+    m: Annotated[int, typer.Option(metavar="N", help="ivfpq: sub-quantisers (0: dim/16); hnsw: links per node (0: 32).")] = IX.m,
+    nprobe: Annotated[int, typer.Option(metavar="N", help="IVF lists probed at search time.")] = IX.nprobe,
+    train_size: Annotated[int, typer.Option(metavar="ROWS", help="Rows sampled to train IVF kinds.")] = IX.train_size,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the training sample.")] = IX.seed,
 ):
     """Build a FAISS index over a store (kept beside it in STORE/artefacts/index-KEY)."""
-    from dataselect.pool_index import build_index
-    from dataselect.store import open_store
-
-    folder = build_index(open_store(store), kind, nlist=nlist, m=m, nprobe=nprobe, train_size=train_size, seed=seed)
-    _echo(f"built {kind} index -> {folder}")
+    _echo(f"built {kind} index -> {ops.index(IX.pick(locals()))}")
 
 
 @app.command(cls=_Command)
 def neighbors(
     store: Annotated[Path, typer.Argument(metavar="STORE", help="Pool store.")],
-    text: Annotated[Optional[str], typer.Option(metavar="TEXT", help="Find pool records near this text (embedded like a query).")] = None,
-    row: Annotated[Optional[int], typer.Option(metavar="ROW", help="Find pool records near this pool row.")] = None,
-    k: Annotated[int, typer.Option("--k", "-k", metavar="N", help="How many neighbours.")] = 10,
-    kind: Annotated[str, typer.Option(metavar="flat|ivf|ivfpq|hnsw", help="Index to use (flat is exact; built on first use).")] = "flat",
-    pool: Annotated[Optional[Path], typer.Option(metavar="POOL", help="The pool file, to print each record's first line.")] = None,
+    text: Annotated[Optional[str], typer.Option(metavar="TEXT", help="Find pool records near this text (embedded like a query).")] = NB.text,
+    row: Annotated[Optional[int], typer.Option(metavar="ROW", help="Find pool records near this pool row.")] = NB.row,
+    k: Annotated[int, typer.Option("--k", "-k", metavar="N", help="How many neighbours.")] = NB.k,
+    kind: Annotated[str, typer.Option(metavar="flat|ivf|ivfpq|hnsw", help="Index to use (flat is exact; built on first use).")] = NB.kind,
+    pool: Annotated[Optional[Path], typer.Option(metavar="POOL", help="The pool file, to print each record's first line.")] = NB.pool,
 ):
     """Show the nearest pool records to a text or a row: the everyday way to look into a pool."""
-    from dataselect.neighbors import neighbors as find
-
-    typer.echo(printable(find(store, text=text, row=row, k=k, kind=kind, pool=pool)))
+    typer.echo(printable(ops.neighbors(NB.pick(locals())).text()))
 
 
 @app.command(cls=_Command)
 def inspect(store: Annotated[Path, typer.Argument(help="Store folder.")],
             as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False):
     """Print a store's manifest summary and counts."""
-    from dataselect.store import Manifest
-
-    man = Manifest.load(store)
-    if as_json:
-        typer.echo(json.dumps(man.to_json(), indent=2))
-        return
-    cfg, c = man.config, man.counts
-    lines = [
-        f"store      {store}  ({man.kind}, {'complete' if man.complete else 'INCOMPLETE'})",
-        f"model      {cfg.model.name}  @ {cfg.model.revision}",
-        f"pooling    {cfg.pooling}  template {cfg.template}  bos {cfg.bos}  batching {cfg.batching}  "
-        f"max_length {cfg.max_length}",
-        f"vectors    {c.get('rows_stored', 0):,} x {cfg.dim} {cfg.dtype}",
-        f"rows       read {c.get('rows_read', 0):,}  stored {c.get('rows_stored', 0):,}  "
-        f"skipped {c.get('rows_skipped', 0):,}  truncated {c.get('truncated', 0):,}",
-        f"tokens     {c.get('tokens', 0):,}",
-        f"loss       {'yes' if cfg.with_loss else 'no'}{' (+IFD)' if cfg.with_ifd else ''}",
-        f"shards     {len(man.shards)}",
-        f"pool       {cfg.pool.name} ({cfg.pool.format}, fingerprint {cfg.pool.fingerprint[:12]})",
-    ]
-    if cfg.task:
-        lines.append(f"task       {cfg.task}")
-    for kind, n in man.skipped_per_reason.items():
-        lines.append(f"skipped    {n:,} x {kind}")
-    if man.skipped_file:
-        lines.append(f"skipped    every row in {store / man.skipped_file}")
-    for ex in man.skipped_examples[:5]:
-        lines.append(f"skipped    {ex['where']}: {ex['reason']}")
-    typer.echo("\n".join(lines))
+    summary = ops.inspect(ops.StoreOptions(store=store))
+    typer.echo(json.dumps(summary.manifest.to_json(), indent=2) if as_json else "\n".join(summary.lines()))
 
 
 @app.command(cls=_Command)
 def verify(store: Annotated[Path, typer.Argument(help="Store folder.")]):
     """Check every shard of a store (names, sizes, sha256, xxh3, schema, row counts) and its hash."""
-    from dataselect.store.verify import verify_store
-
-    problems, summary = verify_store(store)
-    for line in problems:
+    got = ops.verify(ops.StoreOptions(store=store))
+    for line in got.problems:
         _echo(f"dataselect: {line}")
-    if problems:
-        raise DataselectError(f"{store}: {len(problems)} problem(s) found in {summary['shards']} shards")
-    typer.echo(f"{store}: ok ({summary['shards']} shards, {summary['rows']:,} rows; sizes, sha256, xxh3, schemas and "
-               f"row counts checked{', store hash matches' if summary['complete'] else ', store incomplete'})")
+    if not got.ok:
+        raise DataselectError(got.message())
+    typer.echo(got.message())
 
 
 @app.command(cls=_Command, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -235,11 +194,11 @@ def run(
     ctx: typer.Context,
     store: Annotated[Optional[Path], typer.Option("--store", "-s", metavar="STORE", help="Pool store (from `dataselect embed`).")] = None,
     method: Annotated[Optional[str], typer.Option("--method", metavar="METHOD", help="Selector: random, rds+, kmeans-sensitivity, hierarchical-kmeans or loss "
-                                                      "(see `dataselect methods`). Default: rds+.")] = None,
-    budget: Annotated[Optional[str], typer.Option(metavar="ROWS", help="Rows to select: 1000, 10k, 2.5M or 25%. Default: 10%.")] = None,
+                                                      f"(see `dataselect methods`). Default: {RunSpec.method}.")] = None,
+    budget: Annotated[Optional[str], typer.Option(metavar="ROWS", help=f"Rows to select: 1000, 10k, 2.5M or 25%. Default: {RunSpec.budget}.")] = None,
     queries: Annotated[Optional[list[Path]], typer.Option(metavar="STORE...", help="Query store(s) for target-aware methods: --queries Q1 Q2 or --queries Q1 --queries Q2.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FOLDER", help="Selection folder to write. Default: selection.")] = None,
-    seed: Annotated[Optional[int], typer.Option(metavar="N", help="Random seed (default 0).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FOLDER", help=f"Selection folder to write. Default: {RunSpec.out}.")] = None,
+    seed: Annotated[Optional[int], typer.Option(metavar="N", help=f"Random seed (default {RunSpec.seed}).")] = None,
     config: Annotated[Optional[Path], typer.Option(metavar="YAML", help="YAML preset; flags given here override it.")] = None,
     allow_all: Annotated[bool, typer.Option("--allow-all", help="Allow a budget as large as the pool.")] = False,
     engine: Annotated[Optional[str], typer.Option(metavar="local|ray", help="local, or ray: every pass over the pool runs as shard tasks on Ray workers.")] = None,
@@ -255,7 +214,7 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Select rows from a pool store. Method parameters go as --name value (see `dataselect methods`)."""
-    from dataselect.run import load_config, merge_spec, run_selection
+    from dataselect.selection_run import load_config, merge_spec
     from dataselect.selectors.base import parse_extra_args
 
     cfg = load_config(config) if config else {}
@@ -263,9 +222,10 @@ def run(
            "queries": [str(q) for q in queries or []], "out": str(out) if out else None,
            "allow_all": allow_all or None, "engine": engine, "address": address, "device": device,
            "max_memory": max_memory, "dedup": str(dedup) if dedup else None,
-           "params": parse_extra_args(list(ctx.args))}
-    spec = merge_spec(cfg, cli)
-    folder, meta = run_selection(spec, overwrite=overwrite, progress=not quiet)
+           "params": parse_extra_args(list(ctx.args)), "overwrite": overwrite, "progress": not quiet}
+    spec = merge_spec(cfg, cli)  # None: not given here; defaults < config < command line
+    result = ops.run(spec)
+    folder, meta = result.path, result.meta
     per_task = ", ".join(f"{t}: {n:,}" for t, n in meta["counts_per_task"].items())
     _echo(f"selected {meta['selected']:,} of {meta['pool_store']['rows']:,} rows with {spec.method} in "
           f"{meta['wall_s']:.1f}s -> {folder}" + (f"  ({per_task})" if per_task else ""))
@@ -278,31 +238,28 @@ def run(
 def dedup(
     store: Annotated[Path, typer.Argument(metavar="STORE", help="Pool store (from `dataselect embed`).")],
     method: Annotated[str, typer.Option(metavar="exact|semantic", help="exact: identical embeddings (and records, "
-                                        "with --pool); semantic: SemDeDup on the embeddings.")] = "semantic",
-    eps: Annotated[float, typer.Option(metavar="EPS", help="semantic: pairs with cosine >= 1 - EPS are duplicates.")] = 0.01,
+                                        "with --pool); semantic: SemDeDup on the embeddings.")] = DD.method,
+    eps: Annotated[float, typer.Option(metavar="EPS", help="semantic: pairs with cosine >= 1 - EPS are duplicates.")] = DD.eps,
     keep: Annotated[Optional[str], typer.Option(metavar="hard|easy|random|first", help="Which row of a group stays: "
                                                 "hard (farthest from its cluster centroid, the paper's; semantic "
-                                                "default), easy, random, first (exact default).")] = None,
+                                                "default), easy, random, first (exact default).")] = DD.keep,
     rule: Annotated[str, typer.Option(metavar="groups|reference", help="groups: connected components of the pairs, "
-                                      "one row kept each (the paper); reference: the reference code's rule.")] = "groups",
+                                      "one row kept each (the paper); reference: the reference code's rule.")] = DD.rule,
     pool: Annotated[Optional[str], typer.Option(metavar="POOL", help="exact: the pool the store was embedded from, "
-                                                "to compare records' normalised text too.")] = None,
+                                                "to compare records' normalised text too.")] = DD.pool,
     eps_sweep: Annotated[Optional[str], typer.Option(metavar="E1,E2,...", help="semantic: print the rows removed at "
                                                      "each eps (one pass), e.g. 0.001,0.01,0.05,0.1.")] = None,
-    k: Annotated[int, typer.Option(metavar="N", help="semantic: clusters (0: one per 1,000 rows).")] = 0,
-    seed: Annotated[int, typer.Option(metavar="N", help="Seed of k-means and of --keep random.")] = 0,
-    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where the similarity blocks run.")] = "auto",
-    max_memory: Annotated[Optional[str], typer.Option(metavar="BYTES", help="Memory budget, e.g. 4GB.")] = None,
-    engine: Annotated[str, typer.Option(metavar="local|ray", help="Where the k-means assignment pass runs.")] = "local",
-    address: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Ray cluster address.")] = None,
+    k: Annotated[int, typer.Option(metavar="N", help="semantic: clusters (0: one per 1,000 rows).")] = DD.k,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of k-means and of --keep random.")] = DD.seed,
+    device: Annotated[str, typer.Option(metavar="auto|cpu|cuda[:N]", help="Where the similarity blocks run.")] = DD.device,
+    max_memory: Annotated[Optional[str], typer.Option(metavar="BYTES", help="Memory budget, e.g. 4GB.")] = DD.max_memory,
+    engine: Annotated[str, typer.Option(metavar="local|ray", help="Where the k-means assignment pass runs.")] = DD.engine,
+    address: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Ray cluster address.")] = DD.address,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Find duplicates before selecting: writes a dedup result beside the store, for `run --dedup`."""
-    from dataselect.api import dedup as run_dedup
-
-    sweep = [e for e in eps_sweep.split(",") if e.strip()] if eps_sweep else []  # each checked as an --eps
-    d = run_dedup(store, method=method, eps=eps, keep=keep, rule=rule, pool=pool, eps_sweep=sweep, k=k, seed=seed,
-                  device=device, max_memory=max_memory, engine=engine, address=address, progress=not quiet)
+    sweep = tuple(e for e in eps_sweep.split(",") if e.strip()) if eps_sweep else DD.eps_sweep  # each checked as --eps
+    d = ops.dedup(DD.pick(locals(), eps_sweep=sweep, progress=not quiet))
     info = d.info
     what = f"eps {info['eps']}, rule {info['rule']}" if method == "semantic" else f"compared {info['compared']}"
     _echo(f"{d.removed:,} of {info['rows']:,} rows are duplicates ({info['groups']:,} groups; {what}; "
@@ -318,19 +275,14 @@ def dedup(
 @app.command(cls=_Command)
 def methods():
     """List the selectors: their rule, its source, and every parameter's values, default and meaning."""
-    import inspect as _inspect
-
-    from dataselect.selectors import REGISTRY
-
-    for name, cls in sorted(REGISTRY.items()):
-        doc = (_inspect.getdoc(cls) or "").replace("``", "")
-        typer.echo(f"{name}{'  (needs --queries)' if cls.needs_queries else ''}")
-        typer.echo(f"    {doc.splitlines()[0] if doc else ''}")
-        if cls.rule:
-            typer.echo(f"    rule:   {cls.rule}")
-        if cls.source:
-            typer.echo(f"    source: {cls.source}")
-        for p in cls.describe_parameters():
+    for name, m in ops.methods().items():
+        typer.echo(f"{name}{'  (needs --queries)' if m['needs_queries'] else ''}")
+        typer.echo(f"    {m['summary'].replace('``', '')}")
+        if m["rule"]:
+            typer.echo(f"    rule:   {m['rule']}")
+        if m["source"]:
+            typer.echo(f"    source: {m['source']}")
+        for p in m["parameters"]:
             typer.echo(f"    {p['name']} {p['values']}  (default: {p['default']})")
             if p["meaning"]:
                 typer.echo(f"        {p['meaning'].replace('``', '')}")
@@ -346,17 +298,15 @@ def queries(
         "dev/ and test/; tydiqa: the folder with tydiqa-goldp-v1.1-{dev,train}.json; humaneval: the codex_humaneval "
         "folder (HumanEval_dev.jsonl.gz, humanevalpack.jsonl); alpacaeval: alpaca_eval_dev.json; squad: SQuAD "
         "train (datasets folder, parquet or json; none: the hub's squad, as the paper); gsm8k: none needed (Wei et al.'s 8 exemplars ship with "
-        "dataselect).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Query file to write (JSONL).")] = Path(
-        "queries.jsonl"),
+        "dataselect).")] = Q.src,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Query file to write (JSONL).")] = Q.out,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed where the paper's code draws at random (42 as "
-                                      "the paper; TyDiQA's draw is unseeded there).")] = 42,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a query file dataselect wrote.")] = False,
+                                      "the paper; TyDiQA's draw is unseeded there).")] = Q.seed,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a query file dataselect wrote.")] = Q.overwrite,
 ):
     """Build one of the RDS+ paper's seven query sets, as its code builds them; then embed it."""
-    from dataselect.query_sets import write_queries
-
-    path, n = write_queries(task, out, src, seed=seed, overwrite=overwrite)
+    got = ops.queries(Q.pick(locals()))
+    path, n = got.path, got.rows
     _echo(f"wrote {n:,} {task} queries to {path}; embed them with `dataselect embed {path} --model MODEL "
           f"--tasks-from-records --out STORE`")
 
@@ -366,71 +316,60 @@ def export(
     selection: Annotated[Path, typer.Argument(metavar="SELECTION", help="Selection folder (from `dataselect run`).")],
     pool: Annotated[str, typer.Option("--pool", metavar="POOL", help="The pool the store was embedded from.")],
     split: Annotated[Optional[str], typer.Option(metavar="SPLIT", help="The pool's split, for a datasets or hub "
-                                                  "pool (default train).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Output .jsonl or .jsonl.gz.")] = Path("selected.jsonl"),
-    order: Annotated[str, typer.Option(metavar="selection|pool", help="selection (rank order) or pool (pool order).")] = "selection",
-    fmt: Annotated[str, typer.Option("--format", metavar="original|messages", help="original records, or normalised messages.")] = "original",
-    bare: Annotated[bool, typer.Option("--bare", help="No 'dataselect' provenance field.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+                                                  "pool (default train).")] = X.split,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Output .jsonl or .jsonl.gz.")] = X.out,
+    order: Annotated[str, typer.Option(metavar="selection|pool", help="selection (rank order) or pool (pool order).")] = X.order,
+    fmt: Annotated[str, typer.Option("--format", metavar="original|messages", help="original records, or normalised messages.")] = X.format,
+    bare: Annotated[bool, typer.Option("--bare", help="No 'dataselect' provenance field.")] = X.bare,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = X.overwrite,
 ):
     """Write the selected pool records as JSONL, ready for fine-tuning."""
-    from dataselect.exporter import export_selection
-    from dataselect.pool import pool_source
-
-    n = export_selection(selection, pool_source(pool, split), out, order=order, fmt=fmt, bare=bare, overwrite=overwrite)
-    _echo(f"exported {n:,} records to {out}")
+    got = ops.export(X.pick(locals(), format=fmt))
+    _echo(f"exported {got.records:,} records to {got.path}")
 
 
 @app.command(cls=_Command)
 def report(
     selection: Annotated[Path, typer.Argument(metavar="SELECTION", help="Selection folder.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="HTML file (default SELECTION/report.html).")] = None,
-    png: Annotated[Optional[Path], typer.Option("--png", metavar="FOLDER", help="Also write the figures as PNG files here.")] = None,
-    pool: Annotated[Optional[Path], typer.Option(metavar="POOL", help="The pool file, to show example prompts.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report or figures.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="HTML file (default SELECTION/report.html).")] = R.out,
+    png: Annotated[Optional[Path], typer.Option("--png", metavar="FOLDER", help="Also write the figures as PNG files here.")] = R.png,
+    pool: Annotated[Optional[Path], typer.Option(metavar="POOL", help="The pool file, to show example prompts.")] = R.pool,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report or figures.")] = R.overwrite,
 ):
     """Write a self-contained HTML report (figures embedded) about a selection."""
-    from dataselect.report import build_report
-
-    _echo(f"report -> {build_report(selection, out, png, pool, overwrite=overwrite)}")
+    _echo(f"report -> {ops.report(R.pick(locals()))}")
 
 
 @app.command(cls=_Command)
 def compare(
     a: Annotated[Path, typer.Argument(metavar="SELECTION_A", help="First selection folder.")],
     b: Annotated[Path, typer.Argument(metavar="SELECTION_B", help="Second selection folder.")],
-    png: Annotated[Optional[Path], typer.Option("--png", metavar="FILE", help="Write a per-source figure to this PNG file.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --png figure.")] = False,
+    png: Annotated[Optional[Path], typer.Option("--png", metavar="FILE", help="Write a per-source figure to this PNG file.")] = C.png,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --png figure.")] = C.overwrite,
 ):
     """Overlap, Jaccard and per-task / per-source differences of two selections."""
-    from dataselect.report import compare_selections
-
-    typer.echo(printable(compare_selections(a, b, png, overwrite=overwrite)["text"]))
+    typer.echo(printable(ops.compare(C.pick(locals())).text))
 
 
 @app.command(cls=_Command)
 def explain(
     selection: Annotated[Path, typer.Argument(metavar="SELECTION", help="Selection folder.")],
-    row: Annotated[Optional[int], typer.Option(metavar="ROW", help="Pool row number.")] = None,
-    id: Annotated[Optional[str], typer.Option("--id", metavar="ID", help="Record id.")] = None,
+    row: Annotated[Optional[int], typer.Option(metavar="ROW", help="Pool row number.")] = ops.ExplainOptions.row,
+    id: Annotated[Optional[str], typer.Option("--id", metavar="ID", help="Record id.")] = ops.ExplainOptions.id,
 ):
     """Why a row was (or was not) picked: its scores, ranks, the cut-offs, the nearest queries."""
-    from dataselect.report import explain_row
-
-    typer.echo(printable(explain_row(selection, row=row, id=id)["text"]))
+    typer.echo(printable(ops.explain(ops.ExplainOptions.pick(locals())).text))
 
 
 @app.command(cls=_Command)
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Folder for the demo's stores and outputs.")] = Path("demo-out"),
-    budget: Annotated[str, typer.Option(metavar="ROWS", help="Rows to select.")] = "200",
-    model: Annotated[str, typer.Option(metavar="MODEL", help="Model (default: the bundled MiniLM).")] = "bundled",
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Folder for the demo's stores and outputs.")] = DM.out,
+    budget: Annotated[str, typer.Option(metavar="ROWS", help="Rows to select.")] = DM.budget,
+    model: Annotated[str, typer.Option(metavar="MODEL", help="Model (default: the bundled MiniLM).")] = DM.model,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Embed the bundled pool and query sets, select with RDS+, export, and summarise."""
-    from dataselect.demo import run_demo
-
-    typer.echo(run_demo(out, budget=budget, model=model, progress=not quiet))
+    typer.echo(ops.demo(DM.pick(locals(), progress=not quiet)).text)
 
 
 # ---------------------------------------------------------------------------------------------------

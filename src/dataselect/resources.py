@@ -133,12 +133,14 @@ class Resources:
 
     @classmethod
     def make(cls, device: str | None = "auto", max_memory: str | int | None = None,
-             progress: bool = True, engine: str = "local", address: str | None = None) -> Resources:
+             progress: bool = True, engine: str = "local", address: str | None = None,
+             workers: int = 0) -> Resources:
         device = device or "auto"
         if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
             raise DataselectError(f"--device {device!r}: choose auto, cpu, cuda or cuda:N")
         memory = MemoryBudget.resolve(max_memory)
-        return cls(device, memory, progress, make_executor(engine, address, progress=progress, memory=memory.limit))
+        return cls(device, memory, progress, make_executor(engine, address, workers, progress=progress,
+                                                                memory=memory.limit))
 
     def torch_device(self):
         """The torch device this run computes on (CUDA only when asked or auto and available)."""

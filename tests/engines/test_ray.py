@@ -14,8 +14,8 @@ import pytest
 
 from conftest import make_records, write_jsonl
 from dataselect.embedding.stage import EmbedOptions, EmbedStage
-from dataselect.run import RunSpec, run_selection
 from dataselect.selection import read_selection
+from dataselect.selection_run import RunSpec, run_selection
 from dataselect.store import Store
 
 ray = pytest.importorskip("ray")

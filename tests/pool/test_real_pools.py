@@ -292,7 +292,7 @@ def test_python_api_reads_hub_pools_too(hub_folder, tmp_path, tiny_llama):
     sel = ds.select(store, method="random", budget=6, progress=False)
     ds.export(sel, pool=folder, split="train", out=tmp_path / "x.jsonl")
     assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 6
-    from dataselect.neighbors import first_lines
+    from dataselect.nearest import first_lines
 
     lines = first_lines(pool_source(folder, "train"), store, sel.rows.tolist())
     assert len(lines) == 6 and all(lines.values())

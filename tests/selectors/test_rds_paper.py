@@ -9,8 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from dataselect.run import RunSpec, run_selection
 from dataselect.selection import read_selection
+from dataselect.selection_run import RunSpec, run_selection
 from dataselect.selectors import build_selector
 from dataselect.store import Store
 from dataselect.store.synthetic import store_from_array, unit_rows

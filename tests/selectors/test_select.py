@@ -12,8 +12,8 @@ import pytest
 
 from dataselect.budget import parse_budget
 from dataselect.errors import DataselectError
-from dataselect.run import RunSpec, run_selection
 from dataselect.selection import read_selection
+from dataselect.selection_run import RunSpec, run_selection
 from dataselect.selectors import REGISTRY, build_selector
 from dataselect.selectors.base import parse_extra_args
 from dataselect.selectors.uniform import largest_remainder

@@ -115,8 +115,8 @@ def test_report_reads_the_selections_clustering_and_never_reclusters(tmp_path, m
     store = _store(tmp_path / "s", n=3000)
     run_cli("run", "--store", tmp_path / "s", "--method", method, "--budget", "200", "--max-memory", "3GB",
             "--out", tmp_path / "sel", "-q", *params)
-    from dataselect.report.build import cluster_balance
-    from dataselect.report.data import open_selection
+    from dataselect.reports.build import cluster_balance
+    from dataselect.reports.data import open_selection
     from dataselect.selection import read_selection
 
     table, meta = read_selection(tmp_path / "sel")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-POOLINGS = ("rds+", "mean", "last")
+from dataselect.embedding.options import POOLINGS
 
 
 def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, method: str = "rds+") -> torch.Tensor:

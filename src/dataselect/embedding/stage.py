@@ -13,17 +13,15 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
-from dataselect.checks import check_fields
 from dataselect.embedding.compute import Encoder, resolve_batching
 from dataselect.embedding.model import describe, load_model, model_name
-from dataselect.embedding.pooling import POOLINGS
+from dataselect.embedding.options import EmbedOptions
 from dataselect.embedding.task import EmbedTask, PoolShards
-from dataselect.embedding.text import BOS_MODES, TEMPLATES, Formatter
+from dataselect.embedding.text import Formatter
 from dataselect.errors import DataselectError, InputError
 from dataselect.outputs import check_inputs, made_by_dataselect, sweep_partial_builds
 from dataselect.pool import HubPool, PoolReader, PoolRow, pool_fingerprint, pool_source
@@ -32,59 +30,6 @@ from dataselect.pool.records import content_id
 from dataselect.progress import bar as progress_bar
 from dataselect.store.manifest import MANIFEST, Manifest, ModelRef, PoolRef, StoreConfig
 from dataselect.store.writer import StoreWriter
-
-BATCHINGS = ("auto", "packed", "padded")
-
-
-@dataclass
-class EmbedOptions:
-    """Options of one embedding run; the fields marked identity go into the manifest's ``config``."""
-
-    model: str
-    pooling: str = "rds+"
-    template: str = "tulu"
-    bos: str = "auto"  # auto: the tokenizer's own special tokens (as the paper); always: exactly one BOS
-    max_length: int = 2048
-    batch_tokens: int = 0  # 0: 16384 on CPU, 65536 on GPU
-    shard_rows: int = 50_000
-    chunk_rows: int = 2048  # rows embedded together and committed as one part of a shard (the unit of resume)
-    with_loss: bool = False
-    with_ifd: bool = False
-    device: str = "auto"
-    dtype: str = "auto"
-    revision: str | None = None
-    padding_side: str = "right"
-    batching: str = "auto"  # auto: packed when the model can take it, else padded
-    task: str | None = None  # query stores: task of every record
-    queries: bool = False  # a query store (records need a task; prompts alone are fine)
-    skip_invalid: bool = False
-    overwrite: bool = False
-    allow_pickle: bool = False
-    progress: bool = True
-    max_shards: int | None = None  # stop cleanly after writing this many shards (time-boxed runs)
-
-    def validate(self) -> None:
-        check_fields(self)
-        if self.pooling not in POOLINGS:
-            raise DataselectError(f"--pooling {self.pooling!r}: choose from {', '.join(POOLINGS)}")
-        if self.bos not in BOS_MODES:
-            raise DataselectError(f"--bos {self.bos!r}: choose from {', '.join(BOS_MODES)}")
-        if self.template not in TEMPLATES:
-            raise DataselectError(f"--template {self.template!r}: choose from {', '.join(TEMPLATES)}")
-        if self.max_length < 2:
-            raise DataselectError("--max-length must be at least 2")
-        if self.shard_rows < 1:
-            raise DataselectError("--shard-rows must be positive")
-        if self.chunk_rows < 1:
-            raise DataselectError("--chunk-rows must be positive")
-        if self.batch_tokens < 0:
-            raise DataselectError("--batch-tokens must be positive")
-        if self.batching not in BATCHINGS:
-            raise DataselectError(f"--batching {self.batching!r}: choose from {', '.join(BATCHINGS)}")
-        if self.padding_side not in ("left", "right"):
-            raise DataselectError("--padding-side must be left or right")
-        if self.with_ifd and not self.with_loss:
-            self.with_loss = True
 
 
 class EmbedStage:
@@ -301,22 +246,9 @@ def _prompt(messages: list[dict], limit: int = 500) -> str:
     return next((m["content"] for m in messages if m["role"] == "user"), messages[0]["content"])[:limit]
 
 
-def embed_store(pool, out, opts: EmbedOptions, *, engine: str = "local", address: str | None = None,
-                workers: int = 0, num_gpus_per_worker: float = 0.0) -> Manifest:
-    """Embed ``pool`` into the store ``out`` holding its lock for the whole run, in this process
-    (``engine="local"``) or on Ray (``"ray"``: a local Ray, or the cluster at ``address``); the same
-    store bytes either way. ``cli embed`` and ``api.embed`` both call this."""
-    from dataselect.engines.executor import make_executor
-    from dataselect.outputs import lock
-
-    executor = make_executor(engine, address=address, workers=workers)
-    with lock(out):  # one writer per store, for the whole run
-        return EmbedStage(pool, out, opts, executor, gpus_per_worker=num_gpus_per_worker).run()
-
-
 def embed(pool, out, **kwargs) -> Manifest:
     """Functional form: ``embed(pool, out, model=..., pooling=..., ...)`` -> the store's manifest."""
     return EmbedStage(pool, out, EmbedOptions(**kwargs)).run()
 
 
-__all__ = ["EmbedOptions", "EmbedStage", "embed", "embed_store"]
+__all__ = ["EmbedOptions", "EmbedStage", "embed"]

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from dataselect.outputs import claim, writing
-from dataselect.report.data import (
+from dataselect.reports.data import (
     Opened,
     data_uri,
     open_selection,
@@ -146,7 +146,7 @@ def top_examples(op: Opened, per_task: int = 5, pool=None) -> list[dict]:
             nearest[i] = (float(sims[j, best]), str(texts[best])[:120])
     text = {}
     if pool is not None:
-        from dataselect.neighbors import first_lines
+        from dataselect.nearest import first_lines
 
         text = first_lines(pool, op.pool, rows[[i for i, _ in picks]])
     ids = op.column("id")

@@ -53,6 +53,8 @@ class RunSpec:
     device: str = "auto"
     max_memory: str | None = None
     dedup: str | None = None  # a dedup result of the store (`dataselect dedup`): its kept rows are the pool
+    progress: bool = True  # the command line's and the API's, not a config setting
+    overwrite: bool = False  # replace an existing selection folder (one dataselect wrote)
 
     def validate(self) -> None:
         """Types and choices of every setting, once, before any work (checks.py)."""
@@ -172,7 +174,13 @@ def save_selection(table: pa.Table, meta: dict, out, overwrite: bool = False) ->
 
 
 def run_selection(spec: RunSpec, overwrite: bool = False, progress: bool = False) -> tuple[Path, dict]:
-    """Run ``spec``; write the selection folder ``spec.out``; return (folder, selection.json contents).
+    """Run ``spec``; write the selection folder ``spec.out``; return (folder, selection.json contents)."""
+    folder, table, meta = select_and_save(spec, overwrite, progress)
+    return folder, meta
+
+
+def select_and_save(spec: RunSpec, overwrite: bool = False, progress: bool = False) -> tuple[Path, pa.Table, dict]:
+    """Run ``spec`` and write the selection folder ``spec.out``: (folder, table, selection.json contents).
 
     The output's lock is held from the start, so a second run into the same folder is refused at
     once, naming the first, not after its own selection when saving."""
@@ -181,4 +189,4 @@ def run_selection(spec: RunSpec, overwrite: bool = False, progress: bool = False
     with lock(spec.out, reentrant=True):
         claim(Path(spec.out), overwrite=overwrite, what="selection")
         table, meta = compute_selection(spec, progress)
-        return save_selection(table, meta, spec.out, overwrite=overwrite), meta
+        return save_selection(table, meta, spec.out, overwrite=overwrite), table, meta

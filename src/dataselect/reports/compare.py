@@ -6,7 +6,7 @@ import numpy as np
 
 from dataselect.errors import DataselectError
 from dataselect.outputs import writing
-from dataselect.report.data import open_selection, png_bytes, source_counts, text_table
+from dataselect.reports.data import open_selection, png_bytes, source_counts, text_table
 from dataselect.textsafe import printable
 
 

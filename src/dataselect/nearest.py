@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from dataselect.errors import DataselectError
@@ -41,8 +43,31 @@ def first_lines(pool, store: Store, rows) -> dict[int, str]:
     return out
 
 
-def neighbors(store, *, text: str | None = None, row: int | None = None, k: int = 10, kind: str = "flat",
-              pool=None) -> str:
+@dataclass
+class Neighbors:
+    """The nearest pool records to a text or a row, best first: ``rows`` (pool rows), ``scores`` (inner
+    products of unit vectors), ``ids``, and ``first_lines`` (row -> the first line of its first user turn;
+    empty without a pool)."""
+
+    query: str
+    kind: str
+    rows: list[int]
+    scores: list[float]
+    ids: list[str]
+    first_lines: dict[int, str] = field(default_factory=dict)
+    with_pool: bool = False
+
+    def text(self) -> str:
+        out = [f"nearest to {self.query} ({self.kind} index):"]
+        for s, r, rid in zip(self.scores, self.rows, self.ids, strict=True):
+            out.append(f"  {s:7.4f}  row {r:<8d} {rid:<20s} {self.first_lines.get(int(r), '')}")
+        if not self.with_pool:
+            out.append("  (pass --pool POOL to see each record's first line)")
+        return "\n".join(out)
+
+
+def find_neighbors(store, *, text: str | None = None, row: int | None = None, k: int = 10, kind: str = "flat",
+                   pool=None) -> Neighbors:
     st = open_store(store, kind="pool")
     if (text is None) == (row is None):
         raise DataselectError("give exactly one of --text or --row")
@@ -54,13 +79,8 @@ def neighbors(store, *, text: str | None = None, row: int | None = None, k: int 
         build_index(st, "flat")  # exact: built on first use, found after
     index = PoolIndex.load(st, kind)
     scores, rows = index.search(query, k + (row is not None))
-    pairs = [(s, r) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0 and r != row][:k]
-    ids = st.take([r for _, r in pairs], ("id",))["id"] if pairs else []
+    pairs = [(float(s), int(r)) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0 and r != row][:k]
+    ids = list(st.take([r for _, r in pairs], ("id",))["id"]) if pairs else []
     lines_of = first_lines(pool, st, [r for _, r in pairs]) if pool is not None else {}
-    head = f"nearest to {'text ' + repr(text[:60]) if text is not None else f'row {row}'} ({kind} index):"
-    out = [head]
-    for (s, r), rid in zip(pairs, ids, strict=True):
-        out.append(f"  {s:7.4f}  row {r:<8d} {rid:<20s} {lines_of.get(int(r), '')}")
-    if pool is None:
-        out.append("  (pass --pool POOL to see each record's first line)")
-    return "\n".join(out)
+    return Neighbors("text " + repr(text[:60]) if text is not None else f"row {row}", kind, [r for _, r in pairs],
+                     [s for s, _ in pairs], ids, lines_of, pool is not None)

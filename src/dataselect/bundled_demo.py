@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dataselect.embedding.stage import EmbedOptions, EmbedStage
 from dataselect.exporter import export_selection
-from dataselect.run import RunSpec, run_selection
+from dataselect.selection_run import RunSpec, run_selection
 
 
 def bundled_data(name: str) -> Path:

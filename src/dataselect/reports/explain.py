@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dataselect.errors import DataselectError
-from dataselect.report.data import open_selection
+from dataselect.reports.data import open_selection
 
 
 def explain_row(selection, row: int | None = None, id: str | None = None, n_queries: int = 3) -> dict:
