@@ -177,22 +177,23 @@ def test_the_python_api_embeds_on_ray_byte_for_byte(tmp_path, tiny_llama, ray_cl
         assert (tmp_path / "local" / s.file).read_bytes() == (tmp_path / "ray" / s.file).read_bytes()
 
 
-@pytest.mark.parametrize("kind", ["assign", "score"])
+@pytest.mark.parametrize("kind", ["assign", "score", "lloyd"])
 def test_a_worker_killed_inside_a_shard_task_is_retried_with_the_same_result(tmp_path, ray_cluster, kind):
-    """Issue 26: a Ray worker SIGKILLed in the middle of a k-means assignment pass or an rds+ scoring
-    pass: Ray restarts the actor, the shard is run again, and the merged result equals an undisturbed
-    local pass."""
+    """Issue 26: a Ray worker SIGKILLed in the middle of a k-means assignment pass, an rds+ scoring pass
+    or a Lloyd update: Ray restarts the actor, the shard is run again, and the merged result equals an
+    undisturbed local pass. The workers are kept from one call to the next (keep_workers, as Lloyd
+    rounds keep them): a restarted actor fetches the task it is asked for, not the first one it ran."""
     import sys
     from dataclasses import dataclass
 
     from conftest import modes
     from dataselect.engines.executor import LocalExecutor
     from dataselect.engines.ray_engine import RayExecutor
-    from dataselect.pool_index.kmeans import AssignTask
+    from dataselect.pool_index.kmeans import AssignTask, LloydTask
     from dataselect.pool_index.similarity import ScoreTask
     from dataselect.store.synthetic import store_from_array
 
-    base = AssignTask if kind == "assign" else ScoreTask
+    base = {"assign": AssignTask, "score": ScoreTask, "lloyd": LloydTask}[kind]
 
     @dataclass
     class DiesOnce(base):
@@ -209,11 +210,19 @@ def test_a_worker_killed_inside_a_shard_task_is_retried_with_the_same_result(tmp
     store_from_array(tmp_path / "s", x, shard_rows=200)
     st = Store(tmp_path / "s")
     marker = str(tmp_path / "killed")
-    args = (x[:6].copy(), "flat") if kind == "assign" else (x[[0, 1, 700]].copy(), np.array([0, 2]))
-    want = LocalExecutor().map_shards(base(*args), st)
-    got = RayExecutor(workers=2).map_shards(DiesOnce(*args, marker=marker), st)
+    args = {"assign": (x[:6].copy(), "flat"), "score": (x[[0, 1, 700]].copy(), np.array([0, 2])),
+            "lloyd": (x[:6].copy(), np.arange(0, 1200, 3), "flat")}[kind]
+    before = (x[6:12].copy(),) + args[1:]  # another task first: a restarted actor must not fall back to it
+    want, want_before = LocalExecutor().map_shards(base(*args), st), LocalExecutor().map_shards(base(*before), st)
+    ex = RayExecutor(workers=2)
+    with ex.keep_workers():
+        first = ex.map_shards(base(*before), st)
+        got = ex.map_shards(DiesOnce(*args, marker=marker), st)
     assert Path(marker).exists(), "the worker was not killed"
-    assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
+    for expected, result in ((want_before, first), (want, got)):
+        for a, b in zip(expected, result, strict=True):
+            for u, v in zip(a if kind == "lloyd" else [a], b if kind == "lloyd" else [b], strict=True):
+                assert np.array_equal(np.asarray(u), np.asarray(v))
 
 
 def test_a_deduplicated_pool_selects_on_ray_what_it_selects_locally(tmp_path, ray_cluster):

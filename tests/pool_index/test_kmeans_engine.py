@@ -223,3 +223,38 @@ def test_the_plan_does_not_drift_with_the_process_size(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     limited, a, b = res.stdout.split()
     assert limited == "True" and a == b
+
+
+def test_lloyd_summed_on_workers_gives_the_in_process_centroids(tmp_path):
+    """Issue 26: Lloyd ran on the driver's sample only, so k-means could not leave the process. Its sums
+    are now LloydTask calls, one per shard, on a distributed executor's workers (each reading its own
+    shards' rows), and give exactly the centroids the in-process update gives."""
+    import pickle
+
+    from dataselect.engines.executor import LocalExecutor
+    from dataselect.pool_index.kmeans import fit_store_rows
+    from dataselect.pool_index.sample import load_rows
+
+    calls = []
+
+    class Workers(LocalExecutor):  # a distributed executor's contract, in this process
+        distributed = True
+
+        def map_shards(self, task, store, shards=None):
+            worker = pickle.loads(pickle.dumps(task))
+            worker.setup()
+            calls.append(list(shards))
+            return worker.merge([worker.run(pickle.loads(pickle.dumps(store)), [i]) for i in reversed(shards)][::-1])
+
+    x = blobs(3000, 16, 12, seed=4)
+    store_from_array(tmp_path / "s", x, shard_rows=700)
+    st = Store(tmp_path / "s")
+    positions = np.sort(np.random.default_rng(2).choice(3000, 1800, replace=False))
+    rows = load_rows(st, positions, torch.device("cpu"))
+    here = fit_store_rows(st, positions, rows, 12, executor=LocalExecutor(), niter=6, seed=3)
+    there = fit_store_rows(st, positions, rows, 12, executor=Workers(), niter=6, seed=3)
+    assert len(calls) == 6 and calls[0] == [0, 1, 2, 3, 4]
+    assert np.array_equal(here.centroids, there.centroids) and here.inertia == there.inertia
+    assert np.array_equal(here.seeds, there.seeds)
+    plain = fit_kmeans(rows, 12, niter=6, seed=3)  # one group: the same clustering, rounding aside
+    assert abs(plain.inertia / here.inertia - 1) < 1e-5

@@ -16,6 +16,7 @@ Which executor a run uses is :attr:`dataselect.resources.Resources.executor` (``
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,6 +85,11 @@ class Executor(ABC):
     @abstractmethod
     def gpus(self) -> int:
         """How many GPUs this executor's workers can use."""
+
+    def keep_workers(self):
+        """A context in which workers outlive one call: a pass repeated with new state (Lloyd rounds) sets
+        its workers up once, not once per round. A no-op in this process."""
+        return contextlib.nullcontext(self)
 
     def describe(self) -> dict:
         return {"engine": self.name}

@@ -14,6 +14,7 @@ This is the only module that imports Ray.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -54,18 +55,26 @@ def _check_memory(ray, memory: int) -> None:
 
 
 class _ShardWorker:
-    """A Ray actor holding one shard task: set up once, then one shard per call."""
+    """A Ray actor of shard tasks: each task is set up once per actor (fetched on its first call here, so an
+    actor that Ray restarts fetches the task it is asked for again), then one shard per call."""
 
-    def __init__(self, task, store):
+    def __init__(self, store):
         cpus = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         if cpus > 0:
             import torch
 
             torch.set_num_threads(cpus)
-        self.task, self.store = task, store  # unpickled here: reopened by path (a view keeps its rows)
-        task.setup()
+        self.store = store  # unpickled here: reopened by path (a view keeps its rows)
+        self.task, self.task_key = None, None
 
-    def run(self, shard: int):
+    def run(self, task_box: list, key: int, shard: int):
+        if key != self.task_key:  # a new task (the next Lloyd round): its state replaces the last one's
+            import ray
+
+            self.task = None
+            self.task = ray.get(task_box[0])  # boxed: Ray would fetch a bare reference for every call
+            self.task.setup()
+            self.task_key = key
         return shard, self.task.run(self.store, [shard])
 
 
@@ -79,6 +88,20 @@ class RayExecutor(Executor):
 
     def __init__(self, address: str | None = None, workers: int = 0, progress: bool = False, memory: int = 0):
         self.address, self.workers, self.progress, self.memory = address, workers, progress, memory
+        self._kept: dict | None = None  # inside keep_workers(): (source, needs) -> (source, actors)
+        self._tasks = 0
+
+    @contextlib.contextmanager
+    def keep_workers(self):
+        kept, self._kept = self._kept, {} if self._kept is None else self._kept
+        try:
+            yield self
+        finally:
+            if kept is None:
+                for _, actors in self._kept.values():
+                    for a in actors:
+                        init_ray(self.address).kill(a)
+                self._kept = None
 
     def describe(self) -> dict:
         return {"engine": "ray", "address": self.address or "local", "workers": self.workers or "auto",
@@ -91,7 +114,8 @@ class RayExecutor(Executor):
         from dataselect.progress import bar
 
         parts = {}
-        with bar(len(todo), f"{type(task).__name__} on ray", unit="shard", enabled=self.progress) as pbar:
+        shown = self.progress and self._kept is None  # repeated passes (Lloyd rounds) show their own progress
+        with bar(len(todo), f"{type(task).__name__} on ray", unit="shard", enabled=shown) as pbar:
             for k, part in self.imap_shards(task, store, todo):
                 parts[k] = part
                 pbar.update(1)
@@ -106,32 +130,44 @@ class RayExecutor(Executor):
 
         if dataclasses.is_dataclass(task) and "progress" in {f.name for f in dataclasses.fields(task)}:
             task = dataclasses.replace(task, progress=False)  # the driver shows progress over shards
-        needs = task.needs
+        actors = self._actors(ray, task.needs, source, len(todo))
+        self._tasks += 1
+        box, key = [ray.put(task)], self._tasks
+        try:
+            seen = set()
+            for k, part in ActorPool(actors).map_unordered(lambda a, i: a.run.remote(box, key, i), todo):
+                if k in seen:
+                    raise RuntimeError(f"shard {k} came back twice from Ray")
+                seen.add(k)
+                yield k, part
+        finally:
+            if self._kept is None:
+                for a in actors:
+                    ray.kill(a)
+
+    def _actors(self, ray, needs, source, n_shards: int) -> list:
+        """Actors for tasks of ``needs`` over ``source``: started now, or the ones kept from the last call
+        (inside :meth:`keep_workers`)."""
+        key = (id(source), needs)
+        if self._kept is not None and key in self._kept:
+            return self._kept[key][1]
         memory = needs.memory or self.memory  # the task's own need, else the run's budget (--max-memory), per worker
         res = ray.cluster_resources()
         fit = int(res.get("GPU", 0) // needs.gpus) if needs.gpus else int(res.get("CPU", 1) // max(needs.cpus, 0.01))
         if memory:
             _check_memory(ray, memory)
             fit = min(fit, int(res.get("memory", 0) // memory))
-        n = max(1, min(len(todo), self.workers or fit or 1))
+        n = max(1, min(n_shards, self.workers or fit or 1))
         options = {"num_cpus": needs.cpus, "max_restarts": -1, "max_task_retries": -1}
         if needs.gpus:
             options["num_gpus"] = needs.gpus
         if memory:
             options["memory"] = memory
         worker = ray.remote(_ShardWorker).options(**options)
-        task_ref = ray.put(task)
-        actors = [worker.remote(task_ref, source) for _ in range(n)]
-        try:
-            seen = set()
-            for k, part in ActorPool(actors).map_unordered(lambda a, i: a.run.remote(i), todo):
-                if k in seen:
-                    raise RuntimeError(f"shard {k} came back twice from Ray")
-                seen.add(k)
-                yield k, part
-        finally:
-            for a in actors:
-                ray.kill(a)
+        actors = [worker.remote(source) for _ in range(n)]
+        if self._kept is not None:
+            self._kept[key] = (source, actors)  # the source is held too, so its id stays its own
+        return actors
 
     def gpus(self) -> int:
         return int(init_ray(self.address).cluster_resources().get("GPU", 0))

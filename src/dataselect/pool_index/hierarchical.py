@@ -38,6 +38,7 @@ from dataselect.pool_index.kmeans import (
     assign_store,
     default_trials,
     fit_kmeans,
+    fit_store_rows,
     max_k,
     plan_memory,
     resolve_search,
@@ -198,9 +199,9 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
             notes.append(sample_note(f"hierarchical k-means level 1 (k={ks[0]:,})", plan, ks[0]))
             note(notes[-1])
 
-        def fit(x: torch.Tensor, k: int, run_seed: int):
-            return fit_kmeans(x, k, niter=niter, seed=run_seed, init_sample=init_sample, search=search,
-                              progress=progress)
+        def fit(positions: np.ndarray, x: torch.Tensor, k: int, run_seed: int):  # level 1: rows of the store
+            return fit_store_rows(store, positions, x, k, executor=resources.executor, niter=niter, seed=run_seed,
+                                  init_sample=init_sample, search=search, progress=progress)
 
         # Level 1: the pool, through a budgeted sample and streamed assignment.
         t0 = time.perf_counter()
@@ -208,8 +209,9 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
         steps = 1 + (resamples if s1 > 1 else 0)
         rng = np.random.default_rng(seed)
         with bar(steps, "level 1 runs", unit="run", enabled=progress) as pbar:
-            x = load_rows(store, sample_positions(n, plan.sample_rows, seed), device, progress)
-            centroids = fit(x, ks[0], seed).centroids
+            positions = sample_positions(n, plan.sample_rows, seed)
+            x = load_rows(store, positions, device, progress)
+            centroids = fit(positions, x, ks[0], seed).centroids
             del x
             labels0, dist2 = assign_store(store, centroids, search=search, device=device, block_rows=plan.block_rows,
                                           progress=progress, desc="assign pool", executor=resources.executor)
@@ -225,7 +227,7 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
                 pos = (closest_per_cluster(labels0, dist2, s) if strategy == "closest"
                        else random_per_cluster(labels0, s, rng))
                 x = load_rows(store, pos, device)
-                centroids = fit(x, ks[0], seed + 1 + r).centroids
+                centroids = fit(pos, x, ks[0], seed + 1 + r).centroids
                 del x, pos
                 labels0, dist2 = assign_store(store, centroids, search=search, device=device,
                                               block_rows=plan.block_rows, progress=progress, desc="assign pool", executor=resources.executor)

@@ -11,7 +11,9 @@ Steps, each under the run's memory budget (:mod:`dataselect.resources`) and with
    potential most is kept. Exact triangle-inequality pruning skips rows no candidate can move, so
    seeding 20,000 centres costs minutes, not hours.
 3. **Lloyd** (:func:`lloyd`): exactly ``niter`` updates, centroids as means (``index_add``); an
-   empty cluster keeps its centroid, as in ssl-data-curation.
+   empty cluster keeps its centroid, as in ssl-data-curation. Each update sums the training rows
+   store shard by store shard and adds the shards in order (:func:`fit_store_rows`), so on a
+   distributed executor the sums are :class:`LloydTask` calls on its workers with the same result.
 4. **Assignment** of every pool row, streamed shard by shard (:func:`assign_store`); only per-row
    label and squared distance are kept (8 bytes a row).
 
@@ -150,36 +152,131 @@ def kmeans_plusplus(x: torch.Tensor, k: int, rng: np.random.Generator, n_local_t
     return chosen
 
 
+def lloyd_rows(x: torch.Tensor) -> int:
+    """Rows per distance block of a Lloyd update on ``x``'s device (the same on every worker)."""
+    return _STEP_ROWS * 4 if x.device.type == "cpu" else 1 << 18
+
+
+def lloyd_partial(x: torch.Tensor, find: CentroidSearch, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One group of rows (a shard's training rows) against the centroids ``find`` searches: (float32
+    sums (k, d), counts (k,), inertia as float64). Blocks are counted from the group's first row, so the
+    result depends on the group alone, wherever it is computed."""
+    sums = torch.zeros((k, x.shape[1]), dtype=torch.float32, device=x.device)
+    counts = torch.zeros(k, dtype=torch.int64, device=x.device)
+    total = 0.0
+    for lo, hi in _rows_in_chunks(len(x), lloyd_rows(x)):
+        xb = x[lo:hi]
+        lab, d2 = find(xb)
+        sums.index_add_(0, lab, xb.float())
+        counts += torch.bincount(lab, minlength=k)
+        total += float(d2.sum(dtype=torch.float64))
+    return sums, counts, total
+
+
 def lloyd(x: torch.Tensor, centroids: torch.Tensor, niter: int, search: str = "flat", spherical: bool = False,
-          progress: bool = False, chunk_bytes: int = 64 << 20) -> tuple[torch.Tensor, float]:
+          progress: bool = False, chunk_bytes: int = 64 << 20, groups: list[tuple[int, int]] | None = None,
+          step=None) -> tuple[torch.Tensor, float]:
     """``niter`` Lloyd updates from ``centroids`` (k, d) float32 on ``x``'s device.
+
+    Each update sums the rows of each group (``groups``: (lo, hi) row ranges of ``x``, the training rows
+    of one store shard each; default one group) on its own (:func:`lloyd_partial`), then the groups in
+    order. ``step(centroids) -> (sums, counts, inertia)`` computes the same sums elsewhere (a
+    :class:`LloydTask` per shard on the executor's workers) with the same result.
 
     Returns (centroids, inertia of the last assignment). Empty clusters keep their centroid.
     """
     k = len(centroids)
     c = centroids.clone()
+    groups = groups if groups is not None else [(0, len(x))]
     inertia = float("nan")
-    rows = _STEP_ROWS * 4 if x.device.type == "cpu" else 1 << 18
     with bar(niter, "k-means", unit="iter", enabled=progress) as pbar:
         for _ in range(niter):
-            find = CentroidSearch(c, search, chunk_bytes=chunk_bytes)
-            sums = torch.zeros_like(c)
-            counts = torch.zeros(k, dtype=torch.int64, device=c.device)
-            total = torch.zeros((), dtype=torch.float64, device=c.device)
-            for lo, hi in _rows_in_chunks(len(x), rows):
-                xb = x[lo:hi]
-                lab, d2 = find(xb)
-                sums.index_add_(0, lab, xb.float())
-                counts += torch.bincount(lab, minlength=k)
-                total += d2.sum(dtype=torch.float64)
+            if step is not None:
+                sums, counts, inertia = step(c)
+                sums, counts = sums.to(c.device), counts.to(c.device)
+            else:
+                find = CentroidSearch(c, search, chunk_bytes=chunk_bytes)
+                sums, counts, inertia = add_partials(lloyd_partial(x[lo:hi], find, k) for lo, hi in groups if hi > lo)
             full = counts > 0
-            c[full] = sums[full] / counts[full, None]
+            if sums is not None:
+                c[full] = sums[full] / counts[full, None]
             if spherical:
                 c /= torch.linalg.vector_norm(c, dim=1, keepdim=True).clamp_min_(1e-12)
-            inertia = float(total)
             pbar.update(1)
             pbar.set_postfix(inertia=f"{inertia:.4g}")
     return c, inertia
+
+
+def add_partials(parts) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+    """The groups' (sums, counts, inertia), added in group order."""
+    sums = counts = None
+    total = 0.0
+    for s, n, t in parts:
+        sums = s if sums is None else sums.add_(s.to(sums.device))
+        counts = n if counts is None else counts.add_(n.to(counts.device))
+        total += t
+    return sums, counts, total
+
+
+def shard_groups(store: Store, positions: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]:
+    """The store shards holding some of the sorted ``positions``, and each one's (lo, hi) range of them."""
+    starts = np.concatenate([[0], np.cumsum([s.rows_stored for s in store.shards])]).astype(np.int64)
+    cuts = np.searchsorted(positions, starts)
+    found = [(i, int(cuts[i]), int(cuts[i + 1])) for i in range(len(store.shards)) if cuts[i + 1] > cuts[i]]
+    return [i for i, _, _ in found], [(lo, hi) for _, lo, hi in found]
+
+
+@dataclass
+class LloydTask(ShardTask):
+    """The Lloyd sums of the training rows (sorted store ``positions``) in some shards, against
+    ``centroids``: one :func:`lloyd_partial` per shard, in shard order. A worker reads only its
+    shards' rows."""
+
+    centroids: np.ndarray
+    positions: np.ndarray
+    search: str
+    device: str = "cpu"
+
+    def setup(self) -> None:
+        self._device = torch.device(self.device)
+        self._find = CentroidSearch(torch.as_tensor(self.centroids, device=self._device), self.search)
+
+    def run(self, store: Store, shards: list[int]) -> list:
+        starts = np.concatenate([[0], np.cumsum([s.rows_stored for s in store.shards])]).astype(np.int64)
+        out = []
+        for i in shards:
+            lo, hi = np.searchsorted(self.positions, starts[i:i + 2])
+            x = load_rows(store, self.positions[lo:hi] - starts[i], self._device, shards=[i])
+            s, n, t = lloyd_partial(x, self._find, len(self.centroids))
+            out.append((s.cpu(), n.cpu(), t))
+        return out
+
+    def merge(self, parts):
+        return [p for part in parts for p in part]
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_find", "_device")}
+
+
+def fit_store_rows(store: Store, positions: np.ndarray, x: torch.Tensor, k: int, *, executor: Executor,
+                   projected: bool = False, **kwargs) -> KMeansFit:
+    """:func:`fit_kmeans` of ``x``, the store's rows at sorted ``positions``, with each Lloyd update summed
+    shard by shard: in this process from ``x``, or -- on a distributed executor, and unless ``x`` was
+    projected (the projection is the driver's) -- as :class:`LloydTask` calls on its workers, which
+    read their shards' rows themselves and are kept for every update. The same centroids either way."""
+    shards, groups = shard_groups(store, positions)
+    step = None
+    if executor.distributed and not projected:
+        device, search = str(x.device), kwargs.get("search", "flat")
+
+        def step(c: torch.Tensor):
+            task = LloydTask(c.detach().cpu().numpy().astype(np.float32), positions, search, device)
+            return add_partials(executor.map_shards(task, store, shards))
+
+    with executor.keep_workers():
+        fit = fit_kmeans(x, k, groups=groups, step=step, **kwargs)
+    fit.lloyd_on = "workers" if step is not None else "driver"
+    return fit
 
 
 @dataclass
@@ -190,16 +287,18 @@ class KMeansFit:
     seeds: np.ndarray
     inertia: float
     seconds: dict = field(default_factory=dict)
+    lloyd_on: str = "driver"  # or "workers": the updates' sums were LloydTask calls on the executor
 
 
 def fit_kmeans(x: torch.Tensor, k: int, *, niter: int = 20, seed: int = 0, n_local_trials: int | None = None,
                init_sample: int = 0, search: str = "flat", spherical: bool = False,
-               progress: bool = False) -> KMeansFit:
+               progress: bool = False, groups: list[tuple[int, int]] | None = None, step=None) -> KMeansFit:
     """k-means++ seeding then ``niter`` Lloyd updates on ``x`` (n, d); k is capped at n.
 
     ``init_sample``: seed on a uniform subsample of ``init_sample * k`` rows of ``x`` (0: on all of
     ``x``, as ssl-data-curation does). Seeding reads its input once per centre, so on a CPU at large
-    k a subsample is many times faster; Lloyd always runs on all of ``x``.
+    k a subsample is many times faster; Lloyd always runs on all of ``x``. ``groups``, ``step``: see
+    :func:`lloyd` (rows of a store: :func:`fit_store_rows`).
     """
     k = int(min(k, len(x)))
     t0 = time.perf_counter()
@@ -215,10 +314,10 @@ def fit_kmeans(x: torch.Tensor, k: int, *, niter: int = 20, seed: int = 0, n_loc
     if spherical:
         init /= torch.linalg.vector_norm(init, dim=1, keepdim=True).clamp_min_(1e-12)
     if search == "torch":
-        cent, inertia = lloyd(x, init, niter, search, spherical, progress)
+        cent, inertia = lloyd(x, init, niter, search, spherical, progress, groups=groups, step=step)
     else:
         with single_torch_thread():  # FAISS's OpenMP threads need the cores
-            cent, inertia = lloyd(x, init, niter, search, spherical, progress)
+            cent, inertia = lloyd(x, init, niter, search, spherical, progress, groups=groups, step=step)
     return KMeansFit(cent.cpu().numpy(), seeds, inertia,
                      {"kmeans++": round(t1 - t0, 3), "lloyd": round(time.perf_counter() - t1, 3)})
 
@@ -332,7 +431,8 @@ def plan_memory(store: Store, k: int, d_cluster: int, wanted: int, device: torch
     """Size the training sample and streaming blocks from the memory budget (see module docstring).
 
     Host memory: per-row state (labels, distances, row numbers: 16 B/row, plus ``keep_rows`` more
-    int64 positions), centroid state (3 k d float32), the k-means++ state (13 B per sample row), a
+    int64 positions), centroid state (4 k d float32: centroids, their start, the Lloyd sums and one
+    shard's partial sums), the k-means++ state (13 B per sample row), a
     streaming block (float32 copy plus k distances a row), one mapped shard of float16, and -- on
     the CPU -- the float32 sample itself. On CUDA the sample lives in GPU memory as float16.
     """
@@ -342,7 +442,7 @@ def plan_memory(store: Store, k: int, d_cluster: int, wanted: int, device: torch
     budget = resources.memory
     free = budget.free()
     block_rows = int(max(256, min(32768, min(64 * MiB, free // 8) // (4 * (d + k)))))  # <= 1/8 of what is free
-    fixed = (extra + 16 * n + 8 * keep_rows + 3 * 4 * k * max(d, d_cluster) + block_rows * 4 * (d + k) + shard_rows * d * 2)
+    fixed = (extra + 16 * n + 8 * keep_rows + 4 * 4 * k * max(d, d_cluster) + block_rows * 4 * (d + k) + shard_rows * d * 2)
     per_row = 13 + (4 * max(d, d_cluster) if device.type == "cpu" else 0)
     minimum = fixed + per_row * k
     budget.require(minimum, f"clustering {n:,} rows into k={k:,} clusters ({d}-dim)", free)
@@ -519,14 +619,16 @@ def _cluster(store: Store, k: int, params: dict, plan, *, proj_dim: int, niter: 
     if plan.limited_by_budget:
         note(sample_note(f"k-means with k={k:,}", plan, k))
     t0 = time.perf_counter()
-    x = load_rows(store, sample_positions(n, plan.sample_rows, seed), device, progress=resources.progress)
+    positions = sample_positions(n, plan.sample_rows, seed)
+    x = load_rows(store, positions, device, progress=resources.progress)
     proj = None
     if pca_dim:
         proj = Projection.fit(x, pca_dim)
         x = proj(x).to(x.dtype)
     t_sample = time.perf_counter() - t0
-    fit = fit_kmeans(x, k, niter=niter, seed=seed, n_local_trials=n_local_trials, init_sample=init_sample,
-                     search=search, spherical=spherical, progress=resources.progress)
+    fit = fit_store_rows(store, positions, x, k, executor=resources.executor, projected=proj is not None,
+                         niter=niter, seed=seed, n_local_trials=n_local_trials, init_sample=init_sample,
+                         search=search, spherical=spherical, progress=resources.progress)
     del x
     t1 = time.perf_counter()
     labels, dist2 = assign_store(store, fit.centroids, search=search, device=device, projection=proj,
@@ -535,6 +637,7 @@ def _cluster(store: Store, k: int, params: dict, plan, *, proj_dim: int, niter: 
             "sample_rows_wanted": plan.wanted_rows, "sample_limited_by_memory": plan.limited_by_budget,
             "planned_host_bytes": plan.host_bytes, "planned_host": fmt_bytes(plan.host_bytes),
             "device": plan.device, "backend": "faiss" if search in ("flat", "hnsw") else "torch",
+            "lloyd_on": fit.lloyd_on,
             "sample_inertia": fit.inertia, "pool_inertia": float(dist2.astype(np.float64).sum()),
             "seconds": {"sample": round(t_sample, 3), **fit.seconds, "assign": round(time.perf_counter() - t1, 3)}}
     return Clustering(fit.centroids, labels, dist2, store.rows(), meta, proj)

@@ -28,8 +28,10 @@ def read_positions(store: Store, positions: np.ndarray) -> np.ndarray:
     return load_rows(store, positions, torch.device("cpu")).numpy()
 
 
-def load_rows(store: Store, positions: np.ndarray, device: torch.device, progress: bool = False) -> torch.Tensor:
-    """Embeddings at sorted store ``positions`` as a (len, dim) tensor on ``device``.
+def load_rows(store: Store, positions: np.ndarray, device: torch.device, progress: bool = False,
+              shards: list[int] | None = None) -> torch.Tensor:
+    """Embeddings at sorted store ``positions`` as a (len, dim) tensor on ``device`` (with ``shards``:
+    positions counted from the first row of those shards, and only they are read).
 
     float32 on the CPU, float16 on CUDA (copied there block by block: the host never holds them all).
     """
@@ -38,7 +40,7 @@ def load_rows(store: Store, positions: np.ndarray, device: torch.device, progres
     out = torch.empty((len(positions), store.dim), dtype=torch.float32 if cpu else torch.float16, device=device)
     at = start = 0
     with bar(len(positions), "read sample", enabled=progress and len(positions) > 0) as pbar, single_torch_thread():
-        for block in store.iter_blocks(("embedding",)):
+        for block in store.iter_blocks(("embedding",), shards=shards):
             b = len(block["embedding"])
             lo, hi = np.searchsorted(positions, [start, start + b])
             if hi > lo:
