@@ -239,7 +239,7 @@ def dedup(
     store: Annotated[Path, typer.Argument(metavar="STORE", help="Pool store (from `dataselect embed`).")],
     method: Annotated[str, typer.Option(metavar="exact|semantic", help="exact: identical embeddings (and records, "
                                         "with --pool); semantic: SemDeDup on the embeddings.")] = DD.method,
-    eps: Annotated[float, typer.Option(metavar="EPS", help="semantic: pairs with cosine >= 1 - EPS are duplicates.")] = DD.eps,
+    eps: Annotated[float, typer.Option(metavar="EPS", help="semantic: pairs with cosine > 1 - EPS are duplicates.")] = DD.eps,
     keep: Annotated[Optional[str], typer.Option(metavar="hard|easy|random|first", help="Which row of a group stays: "
                                                 "hard (farthest from its cluster centroid, the paper's; semantic "
                                                 "default), easy, random, first (exact default).")] = DD.keep,

@@ -47,10 +47,10 @@ def pool_store(tmp_path_factory):
 
 
 def brute_groups(x: np.ndarray, eps: float, labels: np.ndarray | None = None) -> np.ndarray:
-    """Connected components of all pairs with cosine >= 1 - eps (within equal ``labels``)."""
+    """Connected components of all pairs with cosine > 1 - eps (within equal ``labels``)."""
     xf = x.astype(np.float32)
     sims = xf @ xf.T
-    pair = np.triu(sims >= 1 - eps, 1)
+    pair = np.triu(sims > 1 - eps, 1)
     if labels is not None:
         pair &= labels[:, None] == labels[None, :]
     i, j = np.nonzero(pair)
@@ -143,6 +143,49 @@ def test_reference_rule_is_available_and_differs_as_documented(tmp_path):
     ref = dedup_store(store, method="semantic", eps=eps, k=1, keep="first", rule="reference")
     assert groups.kept.tolist() == [True, False, False, True]  # one kept of the component {a, b, c}
     assert ref.kept.tolist() == [True, True, False, True]  # c is kept: its only earlier-ranked neighbour is b
+
+
+def reference_transcription():
+    """scripts/fidelity_semdedup.py's transcription of the reference code's rule (one copy, there)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fidelity_semdedup.py"
+    spec = importlib.util.spec_from_file_location("fidelity_semdedup", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.transcription
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reference_rule_removes_what_the_reference_code_removes(tmp_path, seed):
+    """Fidelity (docs/fidelity.md): on the same clusters and recorded centroid distances, --rule reference
+    --keep hard removes exactly the rows a transcription of the reference code removes, for several eps."""
+    from dataselect.pool_index.kmeans import cluster_store
+
+    x = near_duplicates(seed)
+    store = Store(store_from_array(tmp_path / "s", x, shard_rows=128))
+    for eps in (0.001, 0.01, 0.05, 0.1):
+        d = dedup_store(store, method="semantic", eps=eps, k=5, seed=seed, keep="hard", rule="reference")
+        cl = cluster_store(store, 5, niter=20, seed=seed, spherical=True)  # the clustering the pass used (cached)
+        want = reference_transcription()(x, cl.labels, cl.dist2, eps)
+        assert np.array_equal(np.flatnonzero(~d.kept), want), eps
+        assert len(want) > 0
+
+
+def test_a_similarity_of_exactly_1_minus_eps_is_not_a_duplicate(pool_store):
+    """The reference code removes where M > 1 - eps, strictly (issue 29 left > or >= open; >= was built):
+    a row whose best similarity to an earlier row equals float32(1 - eps) is kept, under both rules."""
+    store, _ = pool_store
+    p = semantic_pass(store, k=4, keep="hard")
+    i = int(np.flatnonzero((p.prev_sim < 0.999) & (p.prev_sim > 0.95))[0])
+    s = float(p.prev_sim[i])
+    eps = 1 - s  # exact in float64, so float32(1 - eps) == prev_sim[i]
+    assert np.float32(1 - eps) == p.prev_sim[i]
+    for rule in ("reference", "groups"):
+        at, _ = p.decide(eps, rule)
+        above, _ = p.decide(eps * (1 + 1e-4), rule)
+        assert at[i] == -1 and above[i] >= 0, rule
 
 
 def test_eps_sweep_comes_from_one_pass(pool_store):

@@ -24,7 +24,7 @@ METHODS = ("exact", "semantic")
 ROWS_PER_CLUSTER = 1000  # the default k: one cluster per this many rows
 PARAMS = {p.name: p for p in (  # declared once: the checks, and their one-line refusals, come from Param
     Param("method", "semantic", "exact or semantic (SemDeDup).", choices=METHODS),
-    Param("eps", 0.01, "pairs with cosine >= 1 - eps are duplicates.", low=0, high=1, low_open=True, high_open=True),
+    Param("eps", 0.01, "pairs with cosine > 1 - eps are duplicates.", low=0, high=1, low_open=True, high_open=True),
     Param("keep", "hard", "which row of a group stays.", choices=KEEPS),
     Param("rule", "groups", "connected components, or the reference code's rule.", choices=RULES),
     Param("k", 0, f"clusters (0: one per {ROWS_PER_CLUSTER:,} rows).", low=0),
@@ -38,7 +38,7 @@ def dedup_store(store, *, method: str = "semantic", eps: float = 0.01, keep: str
     """Find the duplicates of ``store`` (an open pool store) and keep the result as a ``dedup`` artefact.
 
     method : ``exact`` (identical embeddings; and identical records when ``pool`` is given) or
-        ``semantic`` (SemDeDup at ``eps``: pairs with cosine >= 1 - eps are duplicates).
+        ``semantic`` (SemDeDup at ``eps``: pairs with cosine > 1 - eps are duplicates).
     keep : which row of a group stays (``hard``, ``easy``: semantic only; ``random``, ``first``); default
         ``hard`` (the paper's) for semantic, ``first`` for exact.
     rule : ``groups`` (connected components, one kept each) or ``reference`` (the reference code's).

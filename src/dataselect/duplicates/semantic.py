@@ -10,15 +10,17 @@
    cluster (``prev_sim``, and which row), and every pair at or above ``1 - floor_eps``, reduced as it goes
    to a maximum spanning forest (SciPy's minimum spanning tree on ``2 - sim``). A forest keeps exactly
    the connectivity of every threshold above its floor, so the groups at any ``eps <= floor_eps`` are its
-   connected components over edges ``>= 1 - eps``: a later ``--eps`` or a whole ``--eps-sweep`` needs no
+   connected components over edges ``> 1 - eps``: a later ``--eps`` or a whole ``--eps-sweep`` needs no
    new pass.
 
-Two rules decide what is a duplicate at ``eps``:
+A pair is a duplicate at ``eps`` when its cosine is strictly above ``1 - eps`` (compared in float32, as the
+reference code compares), and two rules decide what is removed:
 
-* ``groups`` (default, as the paper describes): connected components of the pairs ``>= 1 - eps``;
+* ``groups`` (default, as the paper describes): connected components of the pairs ``> 1 - eps``;
   exactly one row per component is kept, the best-ranked.
 * ``reference`` (the reference code's and NeMo Curator's): a row is removed when its maximum similarity
-  to an earlier-ranked row is ``>= 1 - eps``, whether or not that row is kept. A component can then keep
+  to an earlier-ranked row is ``> 1 - eps``, whether or not that row is kept (facebookresearch/SemDeDup,
+  ``semdedup.py``: ``M > 1 - eps`` over the column maxima of the upper triangle, rows in rank order). A component can then keep
   several rows (a ~ b ~ c with a and c not similar, ranked a, c, b: a and c are kept), and a row can be
   removed for a row that was itself removed (ranked a, b, c: c goes because of b). ``groups`` keeps
   exactly one row of a component, a, in either order.
@@ -79,11 +81,11 @@ class SemanticPass:
         """(duplicate_of, group) at ``eps`` under ``rule`` (pool rows; -1 = kept)."""
         n = len(self.rows)
         if rule == "groups":
-            on = self.edge_sim >= 1 - eps
+            on = self.edge_sim > 1 - eps  # float32 against float32(1 - eps), as torch compares in the reference
             graph = coo_matrix((np.ones(int(on.sum()), dtype=np.int8), (self.edge_a[on], self.edge_b[on])), shape=(n, n))
             comp = connected_components(graph, directed=False)[1]
             return groups_from_roots(self.rows, comp, self.rank)
-        removed = self.prev_sim >= 1 - eps
+        removed = self.prev_sim > 1 - eps
         root = np.where(removed, self.prev, np.arange(n))
         while True:  # follow each chain of removals to the kept row it starts from
             nxt = root[root]
