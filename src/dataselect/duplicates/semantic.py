@@ -44,6 +44,7 @@ from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
 from dataselect.duplicates.result import groups_from_roots
 from dataselect.engines.executor import ShardTask
+from dataselect.pool_index.sample import gather_rows
 from dataselect.progress import bar, note
 from dataselect.store.artefacts import Artefact, Artefacts
 
@@ -256,22 +257,6 @@ def _bucket(store, order: np.ndarray, batches: list, folder: Path, progress: boo
             f.close()
 
 
-def _gather(store, positions: np.ndarray) -> np.ndarray:
-    """Rows at store ``positions`` as (m, d) float16, in the order given: one streamed pass."""
-    where = np.full(store.n_rows, -1, dtype=np.int64)
-    where[positions] = np.arange(len(positions))
-    out = np.empty((len(positions), store.dim), dtype=np.float16)
-    at = 0
-    for block in store.iter_blocks(("embedding",)):
-        m = len(block["embedding"])
-        dest = where[at:at + m]
-        hit = dest >= 0
-        if hit.any():
-            out[dest[hit]] = block["embedding"][hit]
-        at += m
-    return out
-
-
 @dataclass
 class PairsTask(ShardTask):
     """The similarity blocks of some cluster batches, on the run's executor (local, or Ray workers).
@@ -294,7 +279,7 @@ class PairsTask(ShardTask):
         lo, hi = self.batches[u][0][0], self.batches[u][-1][1]
         want = self.order[lo:hi]
         if self.scratch is None:
-            return _gather(store, want)
+            return gather_rows(store, want)
         by_position = np.fromfile(Path(self.scratch) / f"batch-{u:05d}.f16", dtype=np.float16).reshape(-1, store.dim)
         return by_position[np.searchsorted(np.sort(want), want)]
 

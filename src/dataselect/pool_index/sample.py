@@ -28,30 +28,48 @@ def read_positions(store: Store, positions: np.ndarray) -> np.ndarray:
     return load_rows(store, positions, torch.device("cpu")).numpy()
 
 
+def rows_at(store: Store, positions: np.ndarray, shards: list[int] | None = None):
+    """Yield (offset into ``positions``, (m, dim) float16 view of the mapped file) for sorted store
+    ``positions`` (with ``shards``: counted from the first row of those shards, only they read), in one
+    streamed pass: the one read of stored rows at given positions."""
+    positions = np.asarray(positions, dtype=np.int64)
+    at = start = 0
+    for block in store.iter_blocks(("embedding",), shards=shards):
+        b = len(block["embedding"])
+        lo, hi = np.searchsorted(positions, [start, start + b])
+        if hi > lo:
+            yield at, block["embedding"][positions[lo:hi] - start]
+            at += hi - lo
+        start += b
+
+
 def load_rows(store: Store, positions: np.ndarray, device: torch.device, progress: bool = False,
               shards: list[int] | None = None) -> torch.Tensor:
-    """Embeddings at sorted store ``positions`` as a (len, dim) tensor on ``device`` (with ``shards``:
-    positions counted from the first row of those shards, and only they are read).
+    """Embeddings at sorted store ``positions`` as a (len, dim) tensor on ``device`` (``shards``: see
+    :func:`rows_at`).
 
     float32 on the CPU, float16 on CUDA (copied there block by block: the host never holds them all).
     """
-    positions = np.asarray(positions, dtype=np.int64)
     cpu = device.type == "cpu"
     out = torch.empty((len(positions), store.dim), dtype=torch.float32 if cpu else torch.float16, device=device)
-    at = start = 0
     with bar(len(positions), "read sample", enabled=progress and len(positions) > 0) as pbar, single_torch_thread():
-        for block in store.iter_blocks(("embedding",), shards=shards):
-            b = len(block["embedding"])
-            lo, hi = np.searchsorted(positions, [start, start + b])
-            if hi > lo:
-                rows = block["embedding"][positions[lo:hi] - start]
-                if cpu:
-                    half_to_float(rows, out[at:at + hi - lo].numpy())
-                else:
-                    out[at:at + hi - lo] = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float16)).to(device)
-                at += hi - lo
-                pbar.update(hi - lo)
-            start += b
+        for at, rows in rows_at(store, positions, shards):
+            if cpu:
+                half_to_float(rows, out[at:at + len(rows)].numpy())
+            else:
+                out[at:at + len(rows)] = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float16)).to(device)
+            pbar.update(len(rows))
+    return out
+
+
+def gather_rows(store: Store, positions: np.ndarray) -> np.ndarray:
+    """Rows at store ``positions`` in the order given (any order, no repeats) as (m, dim) float16 on the
+    host, in one streamed pass."""
+    positions = np.asarray(positions, dtype=np.int64)
+    order = np.argsort(positions, kind="stable")
+    out = np.empty((len(positions), store.dim), dtype=np.float16)
+    for at, rows in rows_at(store, positions[order]):
+        out[order[at:at + len(rows)]] = rows
     return out
 
 
