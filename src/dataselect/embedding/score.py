@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from dataselect.embedding.compute import Encoder, check_revision
 from dataselect.embedding.model import load_model
-from dataselect.engines.executor import Executor, LocalExecutor, Needs, ShardTask
+from dataselect.engines.executor import Executor, LocalExecutor, Needs, ShardTask, model_gpus, worker_device
 from dataselect.errors import DataselectError, InputError
 from dataselect.pool import normalize_record
 from dataselect.pool.fetch import check_pool, records
@@ -35,7 +35,9 @@ def row_messages(fetched) -> list[dict]:
         raise InputError(fetched.where, f"pool row {fetched.row} is not a valid record now ({exc})") from None
 
 
-LOSS_COLUMNS = ("loss_response", "n_response_tokens")
+def loss_columns(with_ifd: bool) -> list[str]:
+    """The columns ``score`` adds: the response NLL and its token count, and the response alone's NLL (IFD)."""
+    return ["loss_response", "n_response_tokens"] + (["loss_response_alone"] if with_ifd else [])
 
 
 class LossTask(ShardTask):
@@ -52,7 +54,7 @@ class LossTask(ShardTask):
 
     @property
     def columns(self) -> list[str]:
-        return list(LOSS_COLUMNS) + (["loss_response_alone"] if self.with_ifd else [])
+        return loss_columns(self.with_ifd)
 
     @property
     def needs(self) -> Needs:
@@ -63,8 +65,8 @@ class LossTask(ShardTask):
 
     def run(self, store, shards: list[int]) -> dict[int, dict[str, pa.Array]]:
         if self._encoder is None:
-            device = "cuda" if self.gpus and self.device == "auto" else self.device
-            self._encoder = Encoder.from_store(store, with_loss=True, with_ifd=self.with_ifd, device=device,
+            self._encoder = Encoder.from_store(store, with_loss=True, with_ifd=self.with_ifd,
+                                               device=worker_device(self.device, self.gpus),
                                                dtype=self.dtype, batch_tokens=self.batch_tokens,
                                                allow_pickle=self.allow_pickle)
         out = {}
@@ -93,13 +95,12 @@ def score_store(store, pool, *, with_ifd: bool = False, device: str = "auto", dt
         raise DataselectError(f"{path}: store is incomplete; finish `dataselect embed` first")
     st = Store(path, allow_incomplete=True)
     check_pool(st, pool)
-    on_gpu = device.startswith("cuda") or (device == "auto" and executor.gpus() > 0)
-    task = LossTask(pool, with_ifd=with_ifd, device=device, dtype=dtype, batch_tokens=batch_tokens,
-                    allow_pickle=allow_pickle, gpus=(gpus_per_worker or 1.0) if on_gpu else 0.0)
-    want = task.columns
+    want = loss_columns(with_ifd)
     todo = [i for i, s in enumerate(st.shards) if not set(want) <= set(s.loss_columns)]
     if not todo:
-        return man, 0
+        return man, 0  # nothing loaded, no worker started
+    task = LossTask(pool, with_ifd=with_ifd, device=device, dtype=dtype, batch_tokens=batch_tokens,
+                    allow_pickle=allow_pickle, gpus=model_gpus(device, executor, gpus_per_worker))
     check_revision(st, load_model(st.config.model.name, with_lm_head=True, weights=False))  # before any write
     writer = StoreWriter(path, st.manifest)
     writer.begin_scoring()

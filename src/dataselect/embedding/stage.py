@@ -22,6 +22,7 @@ from dataselect.embedding.model import describe, load_model, model_name
 from dataselect.embedding.options import EmbedOptions
 from dataselect.embedding.task import EmbedTask, PoolShards
 from dataselect.embedding.text import Formatter
+from dataselect.engines.executor import model_gpus
 from dataselect.errors import DataselectError, InputError
 from dataselect.outputs import check_inputs, made_by_dataselect, sweep_partial_builds
 from dataselect.pool import HubPool, PoolReader, PoolRow, pool_fingerprint, pool_source
@@ -109,7 +110,7 @@ class EmbedStage:
         rows_done = sum(s.end_row - s.first_row for s in writer.manifest.shards)
         bar = progress_bar(total, "embed", enabled=o.progress, initial=rows_done)
         self._tokens, self._t_start = 0, time.perf_counter()
-        finished = self._embed_shards(done, bar, self._task(model))
+        finished = self._embed_shards(done, bar, self._task())
         bar.close()
         if not finished:
             return writer.manifest
@@ -123,13 +124,13 @@ class EmbedStage:
         o = self.opts
         info = load_model(o.model, revision=o.revision, with_lm_head=o.with_loss, weights=False)
         self.max_length = effective_max_length(info, o)
-        on_gpu = o.device.startswith("cuda") or (o.device == "auto" and self.executor.gpus() > 0)
-        self.gpus = (self.gpus_per_worker or 1.0) if on_gpu else 0.0
+        self.gpus = model_gpus(o.device, self.executor, self.gpus_per_worker)
+        on_gpu = self.gpus > 0
         self.batching = resolve_batching(info, o.batching, gpu=on_gpu)
         self.batch_tokens = o.batch_tokens or (65536 if on_gpu else 16384)  # as each worker's Encoder resolves it
         return info
 
-    def _task(self, model) -> EmbedTask:
+    def _task(self) -> EmbedTask:
         task = EmbedTask(dataclasses.replace(self.opts, batching=self.batching), self.max_length, self.gpus)
         if not self.executor.distributed:  # in this process: keep every chunk, follow every batch
             task.journal, task.on_progress = self.writer, self._progress

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from dataselect.engines.executor import Needs, ShardTask
+from dataselect.engines.executor import Needs, ShardTask, worker_device
 from dataselect.pool import HubPool, PoolReader, PoolRow
 
 
@@ -97,8 +97,7 @@ class EmbedTask(ShardTask):
         from dataselect.embedding.stage import make_embedder
 
         o = self.opts
-        device = "cuda" if self.gpus and o.device == "auto" else o.device
-        model = load_model(o.model, device=device, dtype=o.dtype, with_lm_head=o.with_loss, revision=o.revision,
+        model = load_model(o.model, device=worker_device(o.device, self.gpus), dtype=o.dtype, with_lm_head=o.with_loss, revision=o.revision,
                            allow_pickle=o.allow_pickle)
         self._embedder = make_embedder(model, o, self.max_length)
 

@@ -40,6 +40,18 @@ class Needs:
         return cls(cpus=1.0, gpus=1.0 if str(device or "").startswith("cuda") else 0.0)
 
 
+def model_gpus(device: str, executor: Executor, per_worker: float = 0.0) -> float:
+    """GPUs each model worker takes: ``per_worker`` (default one) when ``device`` is CUDA, or ``auto``
+    and the executor's workers can see a GPU; none otherwise."""
+    on_gpu = str(device).startswith("cuda") or (device == "auto" and executor.gpus() > 0)
+    return (per_worker or 1.0) if on_gpu else 0.0
+
+
+def worker_device(device: str, gpus: float) -> str:
+    """The device a worker loads its model on: CUDA for ``auto`` when it was given a GPU."""
+    return "cuda" if gpus and device == "auto" else device
+
+
 class ShardTask(ABC, Generic[R]):
     """One pass over some shards of a store (module docstring). Instances are pickled to workers: keep
     their state small (a query matrix, centroids), and build heavy things in :meth:`setup`."""

@@ -218,9 +218,14 @@ def add_partials(parts) -> tuple[torch.Tensor | None, torch.Tensor | None, float
     return sums, counts, total
 
 
+def shard_starts(store: Store) -> np.ndarray:
+    """(shards + 1,) int64: the store position each shard starts at, and the store's row count last."""
+    return np.concatenate([[0], np.cumsum([s.rows_stored for s in store.shards])]).astype(np.int64)
+
+
 def shard_groups(store: Store, positions: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]:
     """The store shards holding some of the sorted ``positions``, and each one's (lo, hi) range of them."""
-    starts = np.concatenate([[0], np.cumsum([s.rows_stored for s in store.shards])]).astype(np.int64)
+    starts = shard_starts(store)
     cuts = np.searchsorted(positions, starts)
     found = [(i, int(cuts[i]), int(cuts[i + 1])) for i in range(len(store.shards)) if cuts[i + 1] > cuts[i]]
     return [i for i, _, _ in found], [(lo, hi) for _, lo, hi in found]
@@ -242,7 +247,7 @@ class LloydTask(ShardTask):
         self._find = CentroidSearch(torch.as_tensor(self.centroids, device=self._device), self.search)
 
     def run(self, store: Store, shards: list[int]) -> list:
-        starts = np.concatenate([[0], np.cumsum([s.rows_stored for s in store.shards])]).astype(np.int64)
+        starts = shard_starts(store)
         out = []
         for i in shards:
             lo, hi = np.searchsorted(self.positions, starts[i:i + 2])
