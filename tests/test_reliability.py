@@ -123,7 +123,7 @@ def test_refusals(tmp_path, tiny_llama):
     _, err = run_cli("run", "--store", tmp_path / "s", "--method", "rds+", "--queries", tmp_path / "q_mean",
                      "--budget", "5", "--out", tmp_path / "sel", expect=2)
     assert "was embedded with pooling 'mean' but the pool store" in err
-    run_cli("embed", q, "-m", "bundled", "-o", tmp_path / "q_other", "-q", "--tasks-from-records")
+    run_cli("embed", q, "-m", "bundled-minilm", "-o", tmp_path / "q_other", "-q", "--tasks-from-records")
     _, err = run_cli("run", "--store", tmp_path / "s", "--method", "rds+", "--queries", tmp_path / "q_other",
                      "--budget", "5", "--out", tmp_path / "sel", expect=2)
     assert "was embedded with model" in err

@@ -139,11 +139,12 @@ _HELD: set[Path] = set()  # locks taken with reentrant=True: taking one of them 
 
 
 @contextlib.contextmanager
-def lock(out, reentrant: bool = False) -> Iterator[None]:
+def lock(out, reentrant: bool = False, wait: bool = False) -> Iterator[None]:
     """Hold the exclusive lock of output ``out`` (module docstring); the lock file is removed on release.
 
     ``reentrant``: the command holds its output's lock from its first step to its write, and the
-    write's own ``lock(out)`` inside it then passes (``run`` does this)."""
+    write's own ``lock(out)`` inside it then passes (``run`` does this). ``wait``: block until the
+    holder releases it instead of refusing (a shared cache another process is filling)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     path = _lock_path(out)
@@ -153,7 +154,7 @@ def lock(out, reentrant: bool = False) -> Iterator[None]:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 1024, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)

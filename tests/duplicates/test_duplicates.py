@@ -114,12 +114,12 @@ def test_exact_finds_identical_embeddings_as_brute_force(pool_store):
     assert np.array_equal(d.kept, d.group == store.rows())  # keep first: the lowest row of each group
 
 
-def test_exact_with_the_pool_compares_normalised_text(tmp_path, bundled_model):
+def test_exact_with_the_pool_compares_normalised_text(tmp_path, minilm):
     recs = make_records(30, seed=3)
     dup = [dict(recs[i], id=f"copy{i}") for i in (0, 1, 2)]  # same content, another id, more whitespace
     dup[1]["instruction"] = "  " + dup[1]["instruction"].replace(" ", "   ") + " \n"
     pool = write_jsonl(tmp_path / "pool.jsonl", recs + dup)
-    run_cli("embed", pool, "--model", bundled_model, "--out", tmp_path / "store", "--quiet")
+    run_cli("embed", pool, "--model", minilm, "--out", tmp_path / "store", "--quiet")
     store = ds.open_store(tmp_path / "store")
     only_emb = ds.dedup(store, method="exact", progress=False)
     both = ds.dedup(store, method="exact", pool=pool, progress=False)

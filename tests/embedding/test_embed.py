@@ -176,12 +176,12 @@ def test_query_stores(tmp_path, tiny_llama):
         embed(tagged, tmp_path / "ts", tiny_llama, queries=True)
 
 
-def test_encoder_model_embeds_but_refuses_loss(tmp_path, bundled_model):
+def test_encoder_model_embeds_but_refuses_loss(tmp_path, minilm):
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(5))
-    man = embed(pool, tmp_path / "s", "bundled")
+    man = embed(pool, tmp_path / "s", "bundled-minilm")
     assert man.config.dim == 384 and man.config.max_length == 512
     with pytest.raises(DataselectError, match="losses need a causal language model"):
-        embed(pool, tmp_path / "s2", bundled_model, with_loss=True)
+        embed(pool, tmp_path / "s2", minilm, with_loss=True)
 
 
 def test_cli_embed_and_inspect(tmp_path, tiny_llama, capsys):

@@ -69,5 +69,5 @@ def test_batching_is_recorded_and_refused_where_impossible(tmp_path, tiny_llama)
     assert Store(tmp_path / "auto").config.batching == "padded"  # auto on a CPU
     a, b = Store(tmp_path / "packed").embeddings(), Store(tmp_path / "auto").embeddings()
     assert np.abs(a - b).max() <= 1e-3
-    _, err = run_cli("embed", pool, "-m", "bundled", "-o", tmp_path / "enc", "-q", "--batching", "packed", expect=2)
+    _, err = run_cli("embed", pool, "-m", "bundled-minilm", "-o", tmp_path / "enc", "-q", "--batching", "packed", expect=2)
     assert "--batching packed" in err and not (tmp_path / "enc" / "manifest.json").exists()

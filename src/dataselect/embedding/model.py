@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -67,34 +65,9 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 def model_name(name: str) -> str:
     """The name a store records: a local folder by its resolved path (``tiny`` and ``../x/tiny`` are one
     model), the bundled model and hub ids as given."""
-    from dataselect.models import BUNDLED
+    from dataselect.models import NAMES
 
-    return str(Path(name).resolve()) if name != BUNDLED and Path(name).is_dir() else name
-
-
-def _weights_digest(path: Path) -> str:
-    """xxh3-64 of a weight file's contents, cached by (resolved path, size, mtime): one read per checkpoint."""
-    import xxhash
-
-    from dataselect.outputs import write_json
-
-    st = path.stat()
-    key = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
-    cache_file = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dataselect" / "weights.json"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
-        h = xxhash.xxh3_64()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 24), b""):
-                h.update(chunk)
-        cache[key] = h.hexdigest()
-        with contextlib.suppress(OSError):
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            write_json(cache_file, cache)
-    return cache[key]
+    return str(Path(name).resolve()) if name not in NAMES and Path(name).is_dir() else name
 
 
 def model_revision(name: str, config) -> str:
@@ -107,6 +80,8 @@ def model_revision(name: str, config) -> str:
     commit = getattr(config, "_commit_hash", None)
     if commit:
         return str(commit)
+    from dataselect.models import file_digest
+
     path = Path(name)
     if not path.is_dir():
         return "unknown"
@@ -117,7 +92,7 @@ def model_revision(name: str, config) -> str:
         if p.suffix in (".json", ".txt", ".model", ".jinja"):
             h.update(p.name.encode() + b"\0" + p.read_bytes())
         else:
-            h.update(f"{p.name}\0{p.stat().st_size}\0{_weights_digest(p)}".encode())
+            h.update(f"{p.name}\0{p.stat().st_size}\0{file_digest(p)}".encode())
     return "local-" + h.hexdigest()[:16]
 
 
