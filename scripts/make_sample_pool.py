@@ -1,4 +1,7 @@
-"""Generate the bundled sample pool and query sets (src/dataselect/data/*.jsonl).
+"""Generate the bundled sample pool, the demo pool and query sets (src/dataselect/data/*.jsonl).
+
+``demo_pool.jsonl`` is the sample pool's first 400 rows (it is shuffled, so every kind is there): what
+``dataselect demo`` embeds with the bundled causal LM, sized for the demo's 3 minutes on 2 cores.
 
 Written for this project from templates: math word problems (answers computed), small Python coding
 tasks (working code), factual QA (capitals, chemistry, planets), writing requests and everyday
@@ -212,15 +215,18 @@ QUERIES = {
 }
 
 
+DEMO_ROWS = 400
+
+
 def main() -> None:
     rng = random.Random(20261122)
     rows = [*math_rows(rng, 420), *code_rows(rng, 360), *fact_rows(rng, 380), *writing_rows(rng, 300),
             *advice_rows(rng, 140)]
     rng.shuffle(rows)
     OUT.mkdir(parents=True, exist_ok=True)
-    with open(OUT / "sample_pool.jsonl", "w") as fh:
-        for i, (kind, q, a) in enumerate(rows):
-            fh.write(json.dumps(as_record(i, kind, q, a, rng), ensure_ascii=False) + "\n")
+    lines = [json.dumps(as_record(i, kind, q, a, rng), ensure_ascii=False) + "\n" for i, (kind, q, a) in enumerate(rows)]
+    (OUT / "sample_pool.jsonl").write_text("".join(lines))
+    (OUT / "demo_pool.jsonl").write_text("".join(lines[:DEMO_ROWS]))
     with open(OUT / "sample_queries.jsonl", "w") as fh:
         for task, pairs in QUERIES.items():
             for j, (q, a) in enumerate(pairs):

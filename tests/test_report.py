@@ -68,9 +68,9 @@ def test_compare_against_hand_computed(world):
 
     make("A", list(range(0, 10)), ["x"] * 10)
     make("B", list(range(5, 15)), ["x"] * 4 + ["y"] * 6)
-    res = compare_selections(tmp / "A", tmp / "B", png=tmp / "cmp.png")
+    res = compare_selections([tmp / "A", tmp / "B"], png=tmp / "cmp.png")
     assert (res["overlap"], res["only_a"], res["only_b"]) == (5, 5, 5)
-    assert res["jaccard"] == pytest.approx(5 / 15)
+    assert res["jaccard"][0][1] == res["jaccard"][1][0] == pytest.approx(5 / 15)
     assert res["tasks"] == {"x": (10, 4), "y": (0, 6)}
     # row i has source [web, code, math][i % 3]: rows 0..9 -> 4 web, 3 code, 3 math; rows 5..14 -> 3, 3, 4
     assert res["sources"] == {"web": (4, 3), "code": (3, 3), "math": (3, 4)}
@@ -184,14 +184,14 @@ def test_explain_keeps_each_multiline_query_on_one_line(tmp_path):
 
 def test_compare_columns_line_up(world):
     tmp, sels = world
-    text = compare_selections(sels["rds+"], sels["random"])["text"]
+    text = compare_selections([sels["rds+"], sels["random"]])["text"]
     table = text.split("\n")[3:]
     for block in ("task", "source"):
         rows = [ln for ln in table if ln.strip()]
         header = next(ln for ln in rows if ln.strip().startswith(block))
         body = rows[rows.index(header) + 1:]
-        body = body[:next((i for i, ln in enumerate(body) if not ln.strip()[0:1].isalnum() or
-                           ln.strip().startswith(("task", "source"))), len(body))]
+        body = body[:next((i for i, ln in enumerate(body) if not ln.startswith("  ") or
+                           ln.strip().startswith(("task", "source", "figure"))), len(body))]
         for ln in body:
             assert len(ln) == len(header), (header, ln)  # right-aligned numbers end under their header
             assert ln.rstrip()[-1].isdigit()

@@ -17,6 +17,7 @@ result is the operation's. The same checks, locks and atomic writes as the comma
 from __future__ import annotations
 
 import dataclasses
+from inspect import Parameter as _Parameter  # `inspect` is ds.inspect here
 
 from dataselect import operations as ops
 from dataselect.errors import DataselectError
@@ -54,9 +55,25 @@ def _face(name: str, op, options: type[ops.Options], positional: tuple[str, ...]
 
 embed = _face("embed", *ops.COMMANDS["embed"], result=lambda man, o: open_store(o.out))
 embed.__doc__ += " Returns the store (a :class:`~dataselect.store.Store`)."
-score, inspect, verify, index, neighbors, dedup, queries, export, report, compare, explain, demo = (
+score, inspect, verify, index, neighbors, dedup, queries, export, report, explain, demo = (
     _face(name, *ops.COMMANDS[name]) for name in ("score", "inspect", "verify", "index", "neighbors", "dedup",
-                                                   "queries", "export", "report", "compare", "explain", "demo"))
+                                                   "queries", "export", "report", "explain", "demo"))
+
+
+def compare(*selections, **options) -> ops.Findings:
+    """``dataselect compare``: two or more selection folders of one pool, then the options of
+    :class:`~dataselect.operations.outputs.CompareOptions` by name (``queries``, ``png``, ``overwrite``,
+    ``progress``). Returns :class:`~dataselect.operations.outputs.Findings`: overlap, per-task and
+    per-source counts and each selection's quality figures."""
+    if selections and "selections" in options:
+        raise DataselectError("compare() got selections twice")
+    values = {"selections": list(selections), **options} if selections else options
+    return ops.compare(ops.CompareOptions.of("compare()", values))
+
+
+compare.__signature__ = ops.CompareOptions.signature(("selections",)).replace(parameters=[
+    p.replace(kind=_Parameter.VAR_POSITIONAL, default=_Parameter.empty)
+    if p.name == "selections" else p for p in ops.CompareOptions.signature(("selections",)).parameters.values()])
 
 _SPEC = [f.name for f in dataclasses.fields(RunSpec) if f.name not in ("params", "store", "method")]
 

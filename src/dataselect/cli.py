@@ -31,10 +31,16 @@ DD, Q, X, R, C, DM = (ops.DedupOptions, ops.QueriesOptions, ops.ExportOptions, o
 
 
 class _Command(typer.core.TyperCommand):
-    """Usage lines name arguments as ``POOL`` (some typer versions print ``{POOL}``)."""
+    """Usage lines name arguments as ``POOL`` (some typer versions print ``{POOL}``, and ``{X...}...`` for a
+    list argument)."""
 
     def collect_usage_pieces(self, ctx) -> list[str]:
-        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+        pieces = []
+        for p in super().collect_usage_pieces(ctx):
+            if p.startswith("{") and p.endswith("}..."):
+                p = p[1:-4]
+            pieces.append(p[1:-1] if p.startswith("{") and p.endswith("}") else p)
+        return pieces
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -65,7 +71,7 @@ GpusPerWorker = Annotated[float, typer.Option(metavar="GPUS", help="Ray engine: 
 def embed(
     pool: Annotated[str, typer.Argument(metavar="POOL", help="Pool or query file: .jsonl[.gz|.zst], .parquet, a "
                                         "folder of them, a datasets folder, or a hub dataset id (owner/name).")],
-    model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help="Hugging Face hub id or local folder.")] = E.model,
+    model: Annotated[str, typer.Option("--model", "-m", metavar="MODEL", help="Hugging Face hub id or local folder; bundled (the default: SmolLM2-135M-Instruct, a causal LM) or bundled-minilm (an encoder, no losses).")] = E.model,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Store folder to write (resumed if it exists).")] = E.out,
     pooling: Annotated[str, typer.Option(metavar="rds+|mean|last", help="rds+ (position-weighted mean), mean or last.")] = E.pooling,
     template: Annotated[str, typer.Option(metavar="tulu|chat", help="tulu (open-instruct format) or chat (tokenizer's template).")] = E.template,
@@ -334,21 +340,24 @@ def report(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="HTML file (default SELECTION/report.html).")] = R.out,
     png: Annotated[Optional[Path], typer.Option("--png", metavar="FOLDER", help="Also write the figures as PNG files here.")] = R.png,
     pool: Annotated[Optional[Path], typer.Option(metavar="POOL", help="The pool file, to show example prompts.")] = R.pool,
+    queries: Annotated[Optional[list[Path]], typer.Option("--queries", metavar="STORE", help="Query stores for the coverage figures (default: those the selection was made with).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report or figures.")] = R.overwrite,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
-    """Write a self-contained HTML report (figures embedded) about a selection."""
-    _echo(f"report -> {ops.report(R.pick(locals()))}")
+    """Write a self-contained HTML report (figures embedded) about a selection: what it picked, quality figures."""
+    _echo(f"report -> {ops.report(R.pick(locals(), queries=queries or [], progress=not quiet))}")
 
 
 @app.command(cls=_Command)
 def compare(
-    a: Annotated[Path, typer.Argument(metavar="SELECTION_A", help="First selection folder.")],
-    b: Annotated[Path, typer.Argument(metavar="SELECTION_B", help="Second selection folder.")],
+    selections: Annotated[list[Path], typer.Argument(metavar="SELECTION...", help="Two or more selection folders of one pool.")],
+    queries: Annotated[Optional[list[Path]], typer.Option("--queries", metavar="STORE", help="Query stores for the coverage figures (default: those the selections were made with).")] = None,
     png: Annotated[Optional[Path], typer.Option("--png", metavar="FILE", help="Write a per-source figure to this PNG file.")] = C.png,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --png figure.")] = C.overwrite,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
-    """Overlap, Jaccard and per-task / per-source differences of two selections."""
-    typer.echo(printable(ops.compare(C.pick(locals())).text))
+    """Overlap, per-task and per-source counts, and quality figures (coverage, diversity) of selections."""
+    typer.echo(printable(ops.compare(C.pick(locals(), queries=queries or [], progress=not quiet)).text))
 
 
 @app.command(cls=_Command)
@@ -365,10 +374,11 @@ def explain(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Folder for the demo's stores and outputs.")] = DM.out,
     budget: Annotated[str, typer.Option(metavar="ROWS", help="Rows to select.")] = DM.budget,
-    model: Annotated[str, typer.Option(metavar="MODEL", help="Model (default: the bundled MiniLM).")] = DM.model,
+    model: Annotated[str, typer.Option(metavar="MODEL", help="Model (default: the bundled causal LM, SmolLM2-135M-Instruct).")] = DM.model,
+    pool: Annotated[Optional[Path], typer.Option(metavar="POOL", help="Another pool file (default: the bundled 400-row demo pool).")] = DM.pool,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
-    """Embed the bundled pool and query sets, select with RDS+, export, and summarise."""
+    """Embed the bundled pool with losses, select with each of the five methods, compare them, export."""
     typer.echo(ops.demo(DM.pick(locals(), progress=not quiet)).text)
 
 

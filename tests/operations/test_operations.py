@@ -58,9 +58,11 @@ def test_python_signatures_are_made_from_the_options(name):
     assert [p for p in sig.parameters][: len(positional)] == list(positional)
     for f in dataclasses.fields(options):
         p = sig.parameters[f.name]
-        assert (p.default is inspect.Parameter.empty) == (f.default is dataclasses.MISSING), f.name
-        if f.default is not dataclasses.MISSING:
-            assert p.default == f.default
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else inspect.Parameter.empty)
+        assert (p.default is inspect.Parameter.empty) == (default is inspect.Parameter.empty), f.name
+        if default is not inspect.Parameter.empty:
+            assert p.default == default
 
 
 def test_run_help_states_the_run_spec_defaults():
@@ -73,8 +75,10 @@ def test_an_unknown_or_missing_option_is_one_line(tmp_path):
         ds.score(tmp_path, pool="p.jsonl", bogus=1)
     with pytest.raises(DataselectError, match=r"score\(\) needs pool$"):
         ds.score(tmp_path)
-    with pytest.raises(DataselectError, match=r"compare\(\) takes 2 positional argument"):
-        ds.compare("a", "b", "c")
+    with pytest.raises(DataselectError, match=r"explain\(\) takes 1 positional argument"):
+        ds.explain("a", "b")
+    with pytest.raises(DataselectError, match=r"compare needs at least two selection folders"):
+        ds.compare("a")
     with pytest.raises(DataselectError, match="--k 'x': expected int"):
         ds.neighbors(tmp_path, row=0, k="x")
 

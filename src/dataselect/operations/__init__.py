@@ -84,7 +84,7 @@ COMMANDS = {
     "queries": (queries, QueriesOptions, ("task",)),
     "export": (export, ExportOptions, ("selection",)),
     "report": (report, ReportOptions, ("selection",)),
-    "compare": (compare, CompareOptions, ("a", "b")),
+    "compare": (compare, CompareOptions, ("selections",)),
     "explain": (explain, ExplainOptions, ("selection",)),
     "demo": (demo, DemoOptions, ()),
 }  # run (select): RunSpec, whose other names are the method's parameters; methods: no options

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dataselect.operations.options import Options, PoolOptions
@@ -52,31 +52,38 @@ def export(o: ExportOptions) -> Exported:
 @dataclass(kw_only=True)
 class ReportOptions(Options):
     """``dataselect report``: a self-contained HTML report of a selection (``out``: default
-    SELECTION/report.html), ``png``: a folder for its figures too, ``pool``: to show example prompts."""
+    SELECTION/report.html), ``png``: a folder for its figures too, ``pool``: to show example prompts,
+    ``queries``: query stores for the coverage figures (default: those the selection was made with)."""
 
     selection: str | Path
     out: str | Path | None = None
     png: str | Path | None = None
     pool: str | Path | None = None
+    queries: list[str | Path] = field(default_factory=list)
     overwrite: bool = False
+    progress: bool = False
 
 
 def report(o: ReportOptions) -> Path:
     """Write the report; returns its path."""
+    from dataselect.checks import as_paths
     from dataselect.reports import build_report
 
     o.validate()
-    return build_report(o.selection, o.out, o.png, o.pool, overwrite=o.overwrite)
+    return build_report(o.selection, o.out, o.png, o.pool, overwrite=o.overwrite,
+                        queries=as_paths(o.queries, "--queries"), progress=o.progress)
 
 
 @dataclass(kw_only=True)
 class CompareOptions(Options):
-    """``dataselect compare``: two selection folders; ``png``: a per-source figure."""
+    """``dataselect compare``: two or more selection folders of one pool; ``queries``: query stores for the
+    coverage figures (default: those the selections were made with); ``png``: a per-source figure."""
 
-    a: str | Path
-    b: str | Path
+    selections: list[str | Path]
+    queries: list[str | Path] = field(default_factory=list)
     png: str | Path | None = None
     overwrite: bool = False
+    progress: bool = False
 
 
 @dataclass
@@ -93,10 +100,13 @@ class Findings:
 
 
 def compare(o: CompareOptions) -> Findings:
+    """Overlap, per-task and per-source counts, and the quality figures of each selection."""
+    from dataselect.checks import as_paths
     from dataselect.reports import compare_selections
 
     o.validate()
-    return Findings.of(compare_selections(o.a, o.b, o.png, overwrite=o.overwrite))
+    return Findings.of(compare_selections(as_paths(o.selections, "selections"), o.png, overwrite=o.overwrite,
+                                          queries=as_paths(o.queries, "--queries"), progress=o.progress))
 
 
 @dataclass(kw_only=True)
@@ -118,12 +128,14 @@ def explain(o: ExplainOptions) -> Findings:
 
 @dataclass(kw_only=True)
 class DemoOptions(Options):
-    """``dataselect demo``: the bundled pool and query sets, embedded with ``model``, selected, exported
-    and summarised under ``out``."""
+    """``dataselect demo``: the bundled demo pool (or ``pool``) and query sets, embedded with ``model`` (the
+    bundled causal LM, with losses), selected by each of the five methods, compared, exported and
+    summarised under ``out``."""
 
     out: str | Path = Path("demo-out")
-    budget: str = "200"
+    budget: str = "80"
     model: str = "bundled"
+    pool: str | Path | None = None
     progress: bool = True
 
 
@@ -139,4 +151,5 @@ def demo(o: DemoOptions) -> DemoSummary:
     from dataselect.bundled_demo import run_demo
 
     o.validate()
-    return DemoSummary(Path(o.out), run_demo(o.out, budget=o.budget, model=o.model, progress=o.progress))
+    return DemoSummary(Path(o.out), run_demo(o.out, budget=o.budget, model=o.model, progress=o.progress,
+                                             pool=o.pool))

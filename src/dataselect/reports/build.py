@@ -2,8 +2,10 @@
 
 Sections: rows per task; per source against the pool's mix; score distributions of selected vs a
 pool sample; a 2-D PCA projection of a pool sample with the selected rows; for clustering selectors,
-cluster-size balance before and after; the top examples per task with their nearest query; the run's
-parameters and timings. Plots use samples (20k rows), so selections of millions stay cheap.
+cluster-size balance before and after; quality figures (coverage, diversity, lengths, losses, near
+duplicates: :mod:`dataselect.reports.quality`) beside the pool's, with their glossary; the top
+examples per task with their nearest query; the run's parameters and timings. Plots use samples
+(20k rows), so selections of millions stay cheap.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dataselect.textsafe import printable
 
 matplotlib.rcParams["text.parse_math"] = False  # a '$' in a source or task name is text, not math
 
-SECTIONS = ("tasks", "sources", "scores", "projection", "clusters", "examples", "run")
+SECTIONS = ("tasks", "sources", "scores", "projection", "clusters", "quality", "examples", "run")
 
 
 def fig_tasks(op: Opened):
@@ -193,9 +195,26 @@ def dedup_section(op: Opened) -> str:
     return "".join(html_parts)
 
 
-def build_report(selection, out=None, png_dir=None, pool=None, overwrite: bool = False) -> Path:
+def quality_section(op: Opened, queries=(), progress: bool = False) -> str:
+    """The selection's quality figures beside the whole pool's, and the glossary defining each."""
+    from dataselect.reports.quality import GLOSSARY, measure, quality_rows
+    from dataselect.store import open_store
+
+    qstores = [open_store(q) for q in queries] if queries else op.queries
+    selected, whole = measure(op.pool, [op.column("row")], qstores, progress=progress)
+    note = (f"Coverage of the queries in {', '.join(str(q.path) for q in qstores)}." if qstores else
+            "No coverage: the selection used no query store; give one with --queries.")
+    glossary = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in GLOSSARY.items())
+    return (f"<h2 id='quality'>Quality</h2><p class='note'>Measured on the store's embeddings, without fine-tuning. "
+            f"{html.escape(note)}</p>" + _table(["figure", "selected", "pool"], quality_rows([selected, whole])) +
+            f"<details><summary>Glossary</summary><dl class='note'>{glossary}</dl></details>")
+
+
+def build_report(selection, out=None, png_dir=None, pool=None, overwrite: bool = False, queries=(),
+                 progress: bool = False) -> Path:
     """Write the report of ``selection`` to ``out`` (default SELECTION/report.html); returns the path.
 
+    ``queries``: query stores for the coverage figures (default: those the selection was made with).
     An existing report or figure is replaced only with ``overwrite`` (and only one dataselect made).
     """
     t0 = time.perf_counter()
@@ -235,6 +254,7 @@ def build_report(selection, out=None, png_dir=None, pool=None, overwrite: bool =
                              "picked per cluster (min / median / max)"],
                             [[len(sizes), f"{sizes.min()} / {int(np.median(sizes))} / {sizes.max()}",
                               f"{picked.min()} / {int(np.median(picked))} / {picked.max()}"]]))
+    parts.append(quality_section(op, queries, progress))
     parts.append("<h2 id='examples'>Top examples per task</h2>")
     if pool is None:
         parts.append("<p class='note'>The prompt column is empty: the report was built without --pool. "

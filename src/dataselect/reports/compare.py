@@ -1,6 +1,13 @@
-"""``dataselect compare A B``: how different are two selections of the same pool?"""
+"""``dataselect compare A B [C ...]``: how different are selections of the same pool, and how good?
+
+Overlap (Jaccard, each pair), rows per task and per source side by side, and the quality figures of
+:mod:`dataselect.reports.quality` for each selection, measured in one pass over the pool store.
+"""
 
 from __future__ import annotations
+
+import string
+from pathlib import Path
 
 import numpy as np
 
@@ -10,50 +17,108 @@ from dataselect.reports.data import open_selection, png_bytes, source_counts, te
 from dataselect.textsafe import printable
 
 
-def compare_selections(a, b, png=None, overwrite: bool = False) -> dict:
-    """Overlap, Jaccard, and per-task / per-source counts of selections ``a`` and ``b``.
+def _labels(n: int) -> list[str]:
+    return list(string.ascii_uppercase[:n]) if n <= 26 else [f"S{i + 1}" for i in range(n)]
 
-    Returns a dict with ``size_a``, ``size_b``, ``overlap``, ``jaccard``, ``only_a``, ``only_b``,
-    ``tasks`` ({task: (count in a, count in b)}), ``sources`` ({source: (a, b)}) and ``text``.
+
+def compare_selections(selections, png=None, overwrite: bool = False, queries=(), progress: bool = False) -> dict:
+    """Compare two or more selection folders of one pool.
+
+    Returns a dict with ``labels`` (A, B, ...), ``sizes``, ``jaccard`` (pairwise matrix, list of lists),
+    ``tasks`` ({task: counts per selection}), ``sources`` ({source: counts}), ``quality`` (one
+    :meth:`~dataselect.reports.quality.Quality.as_dict` per selection), ``queries`` (the query stores the
+    coverage used: ``queries`` given, else every store the selections were made with) and ``text``; for
+    exactly two selections also ``size_a``, ``size_b``, ``overlap``, ``only_a``, ``only_b``.
     """
-    A, B = open_selection(a), open_selection(b)
-    fa, fb = A.meta["pool_store"]["pool_fingerprint"], B.meta["pool_store"]["pool_fingerprint"]
-    if fa != fb:
-        raise DataselectError(f"{a} and {b} were made from different pools; nothing to compare")
-    ra, rb = A.column("row"), B.column("row")
-    overlap = int(len(np.intersect1d(ra, rb)))
-    union = len(ra) + len(rb) - overlap
-    tasks = {}
-    for name, op in (("a", A), ("b", B)):
-        for t, n in (op.meta.get("counts_per_task") or {}).items():
-            tasks.setdefault(t, [0, 0])[0 if name == "a" else 1] = n
-    sa, sb = source_counts(A.pool, ra), source_counts(B.pool, rb)
-    sources = {s: (sa.get(s, 0), sb.get(s, 0)) for s in sorted(set(sa) | set(sb), key=lambda s: -(sa.get(s, 0) + sb.get(s, 0)))}
-    res = {"size_a": len(ra), "size_b": len(rb), "overlap": overlap, "jaccard": overlap / union if union else 1.0,
-           "only_a": len(ra) - overlap, "only_b": len(rb) - overlap,
-           "tasks": {t: tuple(v) for t, v in tasks.items()}, "sources": sources}
-    lines = [f"A: {a} ({A.meta['method']}, {len(ra):,} rows)", f"B: {b} ({B.meta['method']}, {len(rb):,} rows)",
-             f"overlap {overlap:,}  only A {res['only_a']:,}  only B {res['only_b']:,}  Jaccard {res['jaccard']:.4f}"]
+    from dataselect.reports.quality import measure, quality_rows
+    from dataselect.store import open_store
+
+    selections = list(selections)
+    if len(selections) < 2:
+        raise DataselectError("compare needs at least two selection folders")
+    opened = [open_selection(s) for s in selections]
+    prints = {o.meta["pool_store"]["pool_fingerprint"] for o in opened}
+    if len(prints) > 1:
+        raise DataselectError(f"{', '.join(map(str, selections))} were made from different pools; nothing to compare")
+    labels = _labels(len(opened))
+    rows = [o.column("row") for o in opened]
+    n = len(rows)
+    jac = [[1.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            inter = len(np.intersect1d(rows[i], rows[j]))
+            union = len(rows[i]) + len(rows[j]) - inter
+            jac[i][j] = jac[j][i] = inter / union if union else 1.0
+    tasks: dict[str, list[int]] = {}
+    for i, o in enumerate(opened):
+        for t, c in (o.meta.get("counts_per_task") or {}).items():
+            tasks.setdefault(t, [0] * n)[i] = c
+    counts = [source_counts(o.pool, r) for o, r in zip(opened, rows, strict=True)]
+    names = sorted({s for c in counts for s in c}, key=lambda s: -sum(c.get(s, 0) for c in counts))
+    sources = {s: tuple(c.get(s, 0) for c in counts) for s in names}
+    # coverage: the query stores given, else every one the selections were made with (each once)
+    if queries:
+        qstores = [open_store(q) for q in queries]
+    else:
+        seen, qstores = set(), []
+        for o in opened:
+            for q in o.queries:
+                if Path(q.path).resolve() not in seen:
+                    seen.add(Path(q.path).resolve())
+                    qstores.append(q)
+    pool = opened[0].pool
+    same_pool = all(o.pool.hash == pool.hash for o in opened)
+    if same_pool:
+        quality = measure(pool, rows, qstores, progress=progress)
+    else:  # made from different dedup views of one pool: the whole pool is the baseline
+        pool = pool.base
+        quality = measure(pool, rows, qstores, progress=progress)
+    res = {"labels": labels, "sizes": [len(r) for r in rows], "jaccard": jac,
+           "tasks": {t: tuple(v) for t, v in tasks.items()}, "sources": sources,
+           "quality": [q.as_dict() for q in quality[:-1]],
+           "pool_quality": quality[-1].as_dict(), "queries": [str(q.path) for q in qstores]}
+    lines = [f"{lab}: {s} ({o.meta['method']}, {len(r):,} rows)"
+             for lab, s, o, r in zip(labels, selections, opened, rows, strict=True)]
+    if n == 2:
+        overlap = len(np.intersect1d(rows[0], rows[1]))
+        res.update(size_a=len(rows[0]), size_b=len(rows[1]), overlap=overlap, only_a=len(rows[0]) - overlap,
+                   only_b=len(rows[1]) - overlap)
+        lines.append(f"overlap {overlap:,}  only A {res['only_a']:,}  only B {res['only_b']:,}  "
+                     f"Jaccard {jac[0][1]:.4f}")
+    else:
+        lines.append("Jaccard overlap of each pair:")
+        lines += text_table(["", *labels], [[lab, *(f"{v:.3f}" for v in jac[i])] for i, lab in enumerate(labels)])
     if tasks:
-        lines += text_table(["task", "A", "B"], [[printable(t), x, y] for t, (x, y) in res["tasks"].items()])
-    lines += text_table(["source", "A", "B"], [[printable(s) or "(none)", x, y] for s, (x, y) in sources.items()])
+        lines += text_table(["task", *labels], [[printable(t), *v] for t, v in res["tasks"].items()])
+    lines += text_table(["source", *labels], [[printable(s) or "(none)", *v] for s, v in sources.items()])
+    lines.append("quality (measured on the store's embeddings" +
+                 (f"; coverage of the queries in {', '.join(str(q.path) for q in qstores)})" if qstores else
+                  "; no query store, so no coverage)"))
+    lines += text_table(["figure", *labels, "pool"], quality_rows(quality))
+    lines.append("  (each figure defined with its formula in docs/quality.md and in every report's glossary)")
     res["text"] = "\n".join(lines)
     if png:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        matplotlib.rcParams["text.parse_math"] = False  # a '$' in a source or task name is text, not math
-        import matplotlib.pyplot as plt
-
-        names = list(sources)[:20]
-        x = np.arange(len(names))
-        fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(names)), 3.5))
-        ax.bar(x - 0.2, [sources[s][0] for s in names], 0.4, label=f"A ({A.meta['method']})")
-        ax.bar(x + 0.2, [sources[s][1] for s in names], 0.4, label=f"B ({B.meta['method']})")
-        ax.set_xticks(x, [printable(s, False) or "(none)" for s in names], rotation=30, ha="right")
-        ax.set_title(f"Rows per source; overlap {overlap:,}, Jaccard {res['jaccard']:.3f}")
-        ax.legend()
-        with writing(png, overwrite=overwrite, inputs=[a, b, A.pool.path, B.pool.path, *(q.path for q in A.queries + B.queries)],
-                     what="figure") as tmp:
-            tmp.write_bytes(png_bytes(fig))
+        _figure(png, labels, opened, sources, jac, overwrite, selections)
     return res
+
+
+def _figure(png, labels, opened, sources, jac, overwrite, selections) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # a '$' in a source or task name is text, not math
+    import matplotlib.pyplot as plt
+
+    names = list(sources)[:20]
+    x = np.arange(len(names))
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(names) * len(labels) + 2), 3.5))
+    for i, (lab, o) in enumerate(zip(labels, opened, strict=True)):
+        ax.bar(x - 0.4 + width * (i + 0.5), [sources[s][i] for s in names], width, label=f"{lab} ({o.meta['method']})")
+    ax.set_xticks(x, [printable(s, False) or "(none)" for s in names], rotation=30, ha="right")
+    title = f"Rows per source; Jaccard {jac[0][1]:.3f}" if len(labels) == 2 else "Rows per source"
+    ax.set_title(title)
+    ax.legend()
+    inputs = [*selections, *(o.pool.path for o in opened), *(q.path for o in opened for q in o.queries)]
+    with writing(png, overwrite=overwrite, inputs=inputs, what="figure") as tmp:
+        tmp.write_bytes(png_bytes(fig))

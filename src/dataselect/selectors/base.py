@@ -97,6 +97,7 @@ class Selector(ABC):
     params: ClassVar[tuple[Param, ...]] = ()  # the parameters, declared once (selectors/params.py)
     needs_queries: ClassVar[bool] = False
     uses_queries: ClassVar[bool] = False  # takes --queries without needing them (target-aware mode)
+    needs_losses: ClassVar[bool] = False  # with its default parameters, needs a store with loss columns
     rule: ClassVar[str] = ""  # one or two sentences: how rows are picked
     source: ClassVar[str] = ""  # where the rule comes from (paper section, reference file)
 

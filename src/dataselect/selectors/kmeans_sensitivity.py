@@ -212,6 +212,7 @@ class KMeansSensitivity(Selector):
     """Sensitivity sampling on k-means clusters with the model's loss, as Axiotis et al. 2024 (Algorithm 1, §5.1)."""
 
     name = "kmeans-sensitivity"
+    needs_losses = True  # --variant loss (the paper's); --variant coreset or --loss-model do without
     uses_queries = True
     rule = ("k'' = 0.2 x budget clusters; each centre replaced by its nearest row, whose loss is queried and which is "
             "selected; the rest drawn with p(e) ~ l(c_e) + Lambda_i |e - c_e|^z, Lambda_i Lemma 8's bound (--lam auto) or "

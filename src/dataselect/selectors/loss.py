@@ -47,6 +47,7 @@ class LossSelector(Selector):
     """Perplexity or IFD of the response (needs loss columns); pick top, middle or bottom."""
 
     name = "loss"
+    needs_losses = True
     rule = "rank by perplexity exp(L) or IFD exp(L - L0) of the response; take the top, middle or bottom rows."
     source = "Ivison et al. 2025 (perplexity baselines); Li et al. 2024, Cherry (IFD)"
 
