@@ -23,6 +23,7 @@ declares but we do not install): it is found with :func:`importlib.util.find_spe
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import time
@@ -166,8 +167,9 @@ def _convert(gguf: Path, folder: Path, ident: dict, progress: bool) -> None:
         note(f"converting the bundled model ({gguf.name}, 4-bit) once into {folder} (about a minute)")
     start = time.monotonic()
     with writing(folder, directory=True, what="model cache") as tmp:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with contextlib.redirect_stderr(io.StringIO()):  # transformers' own GGUF bar ignores its progress switch
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # a dequantised GGUF model still carries its quantiser, which refuses save_pretrained
         model.hf_quantizer = None
         model.config.__dict__.pop("quantization_config", None)
