@@ -186,7 +186,7 @@ def test_readme_selectors_section_names_every_parameter():
 
 
 # parameters described by `dataselect methods` and docs/python.md only (tuning knobs)
-METHODS_DOC_ONLY = {"--block-rows", "--cluster-seed", "--sample-size", "--backend", "--spherical", "--pca-dim",
+METHODS_DOC_ONLY = {"--block-rows", "--cluster-seed", "--sample-size", "--backend", "--spherical",
                     "--query-clusters", "--pool", "--niter"}
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from dataselect.pool_index.hierarchical import RESAMPLE_STRATEGIES, Hierarchy, build_hierarchy
+from dataselect.pool_index.reduce import REDUCE_HELP, parse_reduce, reduced_of, reduced_store
 from dataselect.selection import Selection
 from dataselect.selectors.base import Selector, register, used_artefact
 from dataselect.selectors.params import Param
@@ -119,7 +120,11 @@ class HierarchicalKMeans(Selector):
               choices=("auto", "faiss", "torch")),
         Param("assign", "exact", '"exact" or "hnsw" (FAISS HNSW over the centroids: approximate, faster at large k on '
               'CPU).', choices=("exact", "hnsw")),
+        Param("reduce", "none", REDUCE_HELP + ".", kind=str),
     )
+
+    def validate(self) -> None:
+        parse_reduce(self.reduce)
 
     def hierarchy(self, pool, resources=None) -> Hierarchy:
         return build_hierarchy(pool, self.k or None, resamples=self.resamples,
@@ -130,6 +135,7 @@ class HierarchicalKMeans(Selector):
     def cluster_balance(self, pool, table, meta: dict) -> tuple[np.ndarray, np.ndarray]:
         """(pool rows per top-level cluster, selected rows per top-level cluster), from the hierarchy the
         selection recorded."""
+        pool = reduced_of(pool, meta)
         h = Hierarchy.load(used_artefact(pool, meta, "hierarchy"), pool)
         top = h.labels[0]
         for lab in h.labels[1:]:
@@ -140,6 +146,7 @@ class HierarchicalKMeans(Selector):
 
     def select(self, pool, budget, rng, queries=(), resources=None):
         rng = rng if rng is not None else np.random.default_rng(0)
+        pool, reduced = reduced_store(pool, self.reduce, resources)
         h = self.hierarchy(pool, resources)
         targets = leaf_targets(h, budget, rng, self.remainder)
         key = h.dist2 if self.leaf == "closest" else rng.random(len(h.dist2))
@@ -149,4 +156,6 @@ class HierarchicalKMeans(Selector):
         picked = picked[rng.permutation(len(picked))]
         return Selection(rows=h.rows[picked], scores=(-h.dist2[picked]).astype(np.float32),
                          extra={"cluster_path": np.array(h.paths(picked), dtype=object)},
-                         info={"clustering": h.meta}, artefacts={"hierarchy": h.key} if h.key else {})
+                         info={"clustering": h.meta, **({"reduce": reduced} if reduced else {})},
+                         artefacts={**({"hierarchy": h.key} if h.key else {}),
+                                    **({"reduced": reduced["artefact"]} if reduced else {})})

@@ -63,6 +63,7 @@ import numpy as np
 from dataselect.errors import DataselectError
 from dataselect.pool_index.hierarchical import closest_per_cluster, random_per_cluster
 from dataselect.pool_index.kmeans import Clustering, cluster_store, max_k
+from dataselect.pool_index.reduce import REDUCE_HELP, parse_reduce, reduced_of, reduced_projection, reduced_store
 from dataselect.progress import note
 from dataselect.resources import Resources
 from dataselect.selection import Selection
@@ -241,7 +242,8 @@ class KMeansSensitivity(Selector):
         Param("pool", "", "the pool file the store was embedded from (needed with --loss-model)."),
         Param("niter", 20, "Lloyd updates.", low=1),
         Param("spherical", False, "normalise centroids (cosine k-means)."),
-        Param("pca_dim", 0, "reduce to this many dimensions with PCA before clustering.", low=0, auto="no PCA"),
+        Param("reduce", "none", REDUCE_HELP + "; the distances of the sensitivities are then the reduced space's.",
+              kind=str),
         Param("sample_size", 0, "k-means training rows.", low=0, auto="256 per centroid, within the memory budget"),
         Param("init_sample", 32, "k-means++ seeding on this many rows per centroid (0 seeds on the whole training "
               "sample).", low=0),
@@ -256,6 +258,7 @@ class KMeansSensitivity(Selector):
 
     def validate(self) -> None:
         self._lam = parse_lam(self.lam)
+        parse_reduce(self.reduce)
         if self.loss_model and not self.pool:
             raise DataselectError("--loss-model needs --pool POOL: the records of the representatives are read "
                                   "from it")
@@ -272,7 +275,7 @@ class KMeansSensitivity(Selector):
             return self.k, {"k": self.k, "k_rule": "--k"}
         wanted = min(rule_k(budget, self.k_fraction), pool.n_rows)
         info = {"k_rule": f"{self.k_fraction} x budget (§5.1)", "k_wanted": wanted}
-        fit = max_k(pool, self.pca_dim or pool.dim, resources.torch_device(), resources, wanted)
+        fit = max_k(pool, pool.dim, resources.torch_device(), resources, wanted)
         if fit < 1:
             raise DataselectError(f"kmeans-sensitivity: {resources.memory.source} cannot hold even one cluster "
                                   "with its training sample; raise --max-memory")
@@ -280,7 +283,7 @@ class KMeansSensitivity(Selector):
             reason = (f"{resources.memory.source} holds a k-means training sample of 39 rows per centroid for at most "
                       f"{fit:,} clusters")
             note(f"kmeans-sensitivity: k capped at {fit:,} (the rule asks {wanted:,}): {reason}; raise --max-memory "
-                 "or pass --pca-dim to cluster in fewer dimensions")
+                 "or pass --reduce pca:256 to cluster in fewer dimensions")
             info["k_capped"] = {"wanted": wanted, "effective": fit, "reason": reason}
         info["k"] = fit
         return fit, info
@@ -288,7 +291,7 @@ class KMeansSensitivity(Selector):
     def cluster(self, pool, k: int, resources=None) -> Clustering:
         """The k-means clustering (cached in the store) that the representatives round."""
         return cluster_store(pool, k, niter=self.niter, seed=self.cluster_seed, spherical=self.spherical,
-                             sample_size=self.sample_size, pca_dim=self.pca_dim, init_sample=self.init_sample,
+                             sample_size=self.sample_size, init_sample=self.init_sample,
                              backend=self.backend, assign=self.assign, resources=resources)
 
     def _rounded(self, pool, base: Clustering, eligible: np.ndarray, loss: np.ndarray | None, scorer, resources
@@ -345,8 +348,11 @@ class KMeansSensitivity(Selector):
                                     "mean": float(lam.mean()), "max": float(lam.max())}}
         return lam, info
 
-    def candidate_clusters(self, clustering, pool, queries, budget) -> np.ndarray:
+    def candidate_clusters(self, clustering, pool, queries, budget, project=None) -> np.ndarray:
+        """The clusters nearest each task's queries (``project``: into the reduced space of --reduce)."""
         Q, starts, _ = query_matrix(pool, queries)
+        if project is not None:
+            Q = project(Q)
         cent = clustering.centroids / np.maximum(np.linalg.norm(clustering.centroids, axis=1, keepdims=True), 1e-12)
         qs = clustering.transform(Q)
         qs /= np.maximum(np.linalg.norm(qs, axis=1, keepdims=True), 1e-12)
@@ -365,6 +371,7 @@ class KMeansSensitivity(Selector):
     def cluster_balance(self, pool, table, meta: dict) -> tuple[np.ndarray, np.ndarray]:
         """(pool rows per cluster, selected rows per cluster) of the clustering the selection drew from
         (the rounded one; the k-means one for the coreset variant), as the selection recorded it."""
+        pool = reduced_of(pool, meta)
         cl = Clustering.load(used_artefact(pool, meta, "clustering"), pool)
         labels = np.asarray(table.column("cluster").to_numpy())
         return cl.sizes(), np.bincount(labels, minlength=cl.k)
@@ -378,9 +385,13 @@ class KMeansSensitivity(Selector):
             raise DataselectError(f"kmeans-sensitivity needs the model's loss: {pool.path} has no loss column. Embed "
                                   "with --with-loss (or run `dataselect score`), pass --loss-model MODEL --pool POOL "
                                   "to score only the representatives, or use --variant coreset")
+        full = pool
+        pool, reduced = reduced_store(pool, self.reduce, resources)
         n = pool.n_rows
         n_warm = int(round(self.warm_start * budget))
         k, info = self.resolve_k(pool, budget, resources)
+        if reduced:
+            info["reduce"] = reduced
         if self.variant == "loss" and n_warm + k > budget:
             raise DataselectError(f"--warm-start {self.warm_start} takes {n_warm:,} rows and the k={k:,} representatives "
                                   f"are selected too: together more than --budget {budget:,}; lower one of them")
@@ -409,7 +420,7 @@ class KMeansSensitivity(Selector):
             info.update(lam_info, z=self.z)
             score = sensitivities(cl.labels, cl.dist2, rep_loss, lam, self.z)
         if queries:
-            keep = self.candidate_clusters(cl, pool, queries, budget)
+            keep = self.candidate_clusters(cl, full, queries, budget, reduced_projection(full, reduced))
             reps = reps[keep[cl.labels[reps]]]
             info["query_clusters_kept"] = int(keep.sum())
         taken[reps] = True
@@ -439,7 +450,8 @@ class KMeansSensitivity(Selector):
         kinds = np.array(["warm-start"] * n_warm + ["representative"] * len(reps) + ["drawn"] * len(drawn), dtype=object)
         p_col = np.concatenate([np.full(n_warm + len(reps), np.nan), p[drawn]])
         return Selection(rows=cl.rows[pos], scores=score[pos].astype(np.float32),
-                         artefacts={"clustering": cl.key} if cl.key else {},
+                         artefacts={**({"clustering": cl.key} if cl.key else {}),
+                                    **({"reduced": reduced["artefact"]} if reduced else {})},
                          weights=np.concatenate([np.ones(n_warm + len(reps)), weight]).astype(np.float32),
                          extra={"kind": kinds, "cluster": cl.labels[pos].astype(np.int32),
                                 "draws": np.concatenate([np.ones(n_warm + len(reps), dtype=np.int64), draws]).astype(np.int32),

@@ -29,7 +29,7 @@ from dataselect.outputs import atomic_dir
 FOLDER = "artefacts"
 META = "artefact.json"
 FORMAT = "dataselect-artefact/1"
-KINDS = ("clustering", "hierarchy", "index", "dedup", "semdedup")
+KINDS = ("clustering", "hierarchy", "index", "dedup", "semdedup", "reduced")
 _NAME = re.compile(r"([a-z]+)-([0-9a-f]{16})")
 
 T = TypeVar("T")

@@ -309,6 +309,11 @@ class StoreView(Store):
     def base(self) -> Store:
         return self._base
 
+    @property
+    def keep(self) -> np.ndarray:
+        """Which pool rows the view holds (bool, indexed by pool row number)."""
+        return self._keep
+
     def _batches(self, shard, columns=(), verified: bool = False) -> Iterator[pa.RecordBatch]:
         for batch in super()._batches(shard, columns, verified):
             keep = self._keep[batch.column("row").to_numpy()]
