@@ -171,6 +171,8 @@ def main() -> None:
     ap.add_argument("--ks-extra", default=None, help="run flags for kmeans-sensitivity only (default: --extra)")
     ap.add_argument("--hk-extra", default=None, help="run flags for hierarchical-kmeans only (default: --extra)")
     ap.add_argument("--engines", default="local", help="local, ray or local,ray (each method once per engine)")
+    ap.add_argument("--reduce-compare", default="", metavar="SPEC",
+                    help="also run each clustering method with --reduce SPEC (e.g. pca:128), the projection included")
     args = ap.parse_args()
     from dataselect.store.synthetic import store_from_array, unit_rows, write_store
 
@@ -196,38 +198,49 @@ def main() -> None:
     results = {}
     import shutil
 
-    for method in args.methods.split(","):
-        for engine in args.engines.split(","):
-            name = method if engine == "local" else f"{method} [ray]"
-            out = args.keep / f"sel_{method}_{engine}"
-            cmd = ["run", "--store", str(pool), "--method", method, "--budget", args.budget, "--out", str(out),
-                   "--overwrite", "--device", args.device, "--engine", engine]
-            if args.max_memory:
-                cmd += ["--max-memory", args.max_memory]
-            if method == "rds+":
-                cmd += ["--queries", str(queries)]
-            if method in ("kmeans-sensitivity", "hierarchical-kmeans"):
-                shutil.rmtree(pool / "artefacts", ignore_errors=True)  # every step clusters afresh
-                own = args.ks_extra if method == "kmeans-sensitivity" else args.hk_extra
-                cmd += (args.extra if own is None else own).split()
-            res = run_step(cmd, args.step_limit, args.keep / f"log_{method}_{engine}.txt")
-            if method == "rds+" and not res["timed_out"] and res["exit"] == 0:
-                meta = json.loads((out / "selection.json").read_text())
-                res["vs_gemm"] = round(base / meta["wall_s"], 2)
-            if engine == "ray" and f"{method}" in results and not res["exit"] and not results[method]["exit"]:
-                res["vs_local"] = round(results[method]["wall_s"] / res["wall_s"], 2)
-                a, b = (args.keep / f"sel_{method}_{e}" / "selection.arrow" for e in ("local", "ray"))
-                res["same_selection"] = a.read_bytes() == b.read_bytes()
-            results[name] = res
-            state = "TIME LIMIT" if res["timed_out"] else f"exit {res['exit']}"
-            extra = f"  x{res['vs_gemm']} of GEMM baseline" if "vs_gemm" in res else ""
-            if "vs_local" in res:
-                extra += (f"  x{res['vs_local']} of local, {res['ray_workers']} workers (peak RSS "
-                          f"{res['worker_peak_rss_gib']:.2f} GiB each at most), same selection: {res['same_selection']}")
-            print(f"{name:26s} {res['wall_s']:8.1f}s  peak RSS {res['peak_rss_gib']:.2f} GiB  [{state}]{extra}",
-                  flush=True)
-            if res["timed_out"] or res["exit"]:
-                print(f"{'':26s} reached: {res['last_progress'] or res['last_line']}", flush=True)
+    clustering = ("kmeans-sensitivity", "hierarchical-kmeans")
+    steps = [(m, e, "") for m in args.methods.split(",") for e in args.engines.split(",")]
+    if args.reduce_compare:
+        steps = [s for m in args.methods.split(",") for s in
+                 [t for t in steps if t[0] == m] + ([(m, "local", args.reduce_compare)] if m in clustering else [])]
+    for method, engine, reduce in steps:
+        name = (method if engine == "local" else f"{method} [ray]") + (f" --reduce {reduce}" if reduce else "")
+        out = args.keep / f"sel_{method}_{engine}{'_' + reduce.replace(':', '') if reduce else ''}"
+        cmd = ["run", "--store", str(pool), "--method", method, "--budget", args.budget, "--out", str(out),
+               "--overwrite", "--device", args.device, "--engine", engine]
+        if args.max_memory:
+            cmd += ["--max-memory", args.max_memory]
+        if method == "rds+":
+            cmd += ["--queries", str(queries)]
+        if method in ("kmeans-sensitivity", "hierarchical-kmeans"):
+            shutil.rmtree(pool / "artefacts", ignore_errors=True)  # every step clusters afresh
+            own = args.ks_extra if method == "kmeans-sensitivity" else args.hk_extra
+            cmd += (args.extra if own is None else own).split() + (["--reduce", reduce] if reduce else [])
+        res = run_step(cmd, args.step_limit, args.keep / f"log_{method}_{engine}.txt")
+        if method == "rds+" and not res["timed_out"] and res["exit"] == 0:
+            meta = json.loads((out / "selection.json").read_text())
+            res["vs_gemm"] = round(base / meta["wall_s"], 2)
+        if engine == "ray" and f"{method}" in results and not res["exit"] and not results[method]["exit"]:
+            res["vs_local"] = round(results[method]["wall_s"] / res["wall_s"], 2)
+            a, b = (args.keep / f"sel_{method}_{e}" / "selection.arrow" for e in ("local", "ray"))
+            res["same_selection"] = a.read_bytes() == b.read_bytes()
+        if reduce and method in results and not res["exit"] and not results[method]["exit"]:
+            res["vs_full"] = round(results[method]["wall_s"] / res["wall_s"], 2)
+            sel = json.loads((out / "selection.json").read_text())
+            res["reduce"] = sel["method_info"].get("reduce")
+        results[name] = res
+        state = "TIME LIMIT" if res["timed_out"] else f"exit {res['exit']}"
+        extra = f"  x{res['vs_gemm']} of GEMM baseline" if "vs_gemm" in res else ""
+        if "vs_full" in res:
+            extra += (f"  x{res['vs_full']} faster than the full dimension (variance kept "
+                      f"{res['reduce']['variance_kept']:.3f}, projection {res['reduce']['project_seconds']:.0f} s)")
+        if "vs_local" in res:
+            extra += (f"  x{res['vs_local']} of local, {res['ray_workers']} workers (peak RSS "
+                      f"{res['worker_peak_rss_gib']:.2f} GiB each at most), same selection: {res['same_selection']}")
+        print(f"{name:26s} {res['wall_s']:8.1f}s  peak RSS {res['peak_rss_gib']:.2f} GiB  [{state}]{extra}",
+              flush=True)
+        if res["timed_out"] or res["exit"]:
+            print(f"{'':26s} reached: {res['last_progress'] or res['last_line']}", flush=True)
     (args.keep / "bench_scale.json").write_text(json.dumps({"baseline_gemm_s": base, "results": results}, indent=2))
 
 

@@ -89,6 +89,18 @@ def reduced_projection(pool: Store, reduced: dict):
     return lambda x: (np.asarray(x, dtype=np.float32) - mean) @ comp.T
 
 
+def _variance_kept(x, proj, step: int = 8192) -> float:
+    """Share of the sample's variance the components hold, summed block by block (no float64 copy of x)."""
+    import torch
+
+    mean = torch.as_tensor(proj.mean)
+    total = kept = 0.0
+    for lo in range(0, len(x), step):
+        total += float(((x[lo:lo + step].float() - mean).double() ** 2).sum())
+        kept += float((proj(x[lo:lo + step]).double() ** 2).sum())
+    return kept / total if total > 0 else 1.0
+
+
 def _build(base: Store, d: int, params: dict, folder, resources) -> tuple[None, dict]:
     import torch
 
@@ -105,7 +117,7 @@ def _build(base: Store, d: int, params: dict, folder, resources) -> tuple[None, 
     positions = sample_positions(base.n_rows, params["fit_rows"], params["seed"])
     x = load_rows(base, positions, torch.device("cpu"), progress=resources.progress)
     proj = Projection.fit(x, d)
-    kept = float((proj(x).double() ** 2).sum() / ((x.double() - x.double().mean(0)) ** 2).sum())
+    kept = _variance_kept(x, proj)
     del x
     t_fit = time.perf_counter() - t0
     mean, comp = proj.mean.astype(np.float32), np.ascontiguousarray(proj.components.T, dtype=np.float32)
