@@ -102,6 +102,28 @@ def test_hnsw_assignment_is_nearly_exact():
     assert bool((d_approx >= d_exact - 1e-4).all())  # never nearer than the true nearest
 
 
+def test_ivf_assignment_is_nearly_exact_and_selectors_take_it(tmp_path):
+    """Issue 27: --assign ivf (FAISS IVF over the centroids) for large k; the distance is the exact one to
+    the centroid it finds, and the choice is recorded."""
+    # k-means centroids sit in the data: here 3,000 of its rows, around 200 modes (with centroids spread
+    # evenly over the space, as isotropic noise, 16 of 76 cells find the nearest for only 84% of rows)
+    data = torch.from_numpy(blobs(7000, 32, 200, seed=1))
+    cent, x = data[:3000].contiguous(), data[3000:].contiguous()
+    exact, d_exact = CentroidSearch(cent, "flat")(x)
+    search = CentroidSearch(cent, "ivf")
+    approx, d_approx = search(x)
+    assert search.index.nlist == 76 and search.index.nprobe == 16  # min(4 sqrt(k), k / 39) cells
+    assert (approx == exact).float().mean() > 0.95
+    assert bool((d_approx >= d_exact - 1e-4).all())
+    hit = approx == exact
+    assert torch.allclose(d_approx[hit], d_exact[hit], rtol=1e-4, atol=1e-4)
+    store_from_array(tmp_path / "s", blobs(3000, 16, 20).astype(np.float32), shard_rows=1000)
+    cl = cluster_store(Store(tmp_path / "s"), 40, niter=3, assign="ivf", cache=False)
+    assert cl.meta["search"] == "ivf" and cl.meta["backend"] == "faiss"
+    exact_cl = cluster_store(Store(tmp_path / "s"), 40, niter=3, cache=False)
+    assert (cl.labels == exact_cl.labels).mean() > 0.9  # same seeds: nearly the same clustering
+
+
 def test_budget_parsing_and_refusal():
     assert parse_bytes("1GB") == 10**9 and parse_bytes("512MiB") == 512 * 2**20 and parse_bytes("1.5g") == 1.5e9
     with pytest.raises(DataselectError, match="--max-memory"):

@@ -50,7 +50,7 @@ from dataselect.torchcpu import single_torch_thread
 
 POINTS_PER_CENTROID = 256  # k-means' rule of thumb for the training sample (FAISS's own cap)
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this
-ASSIGN_KINDS = ("exact", "hnsw")
+ASSIGN_KINDS = ("exact", "hnsw", "ivf")
 BACKENDS = ("auto", "faiss", "torch")
 _STEP_ROWS = 16384  # rows per distance block in seeding and Lloyd (CPU)
 _SUM_BLOCK = 4096  # rows per partial sum of the k-means++ potential
@@ -360,10 +360,10 @@ def resolve_search(backend: str, assign: str, device: torch.device) -> str:
     if backend == "faiss" and device.type != "cpu":
         raise DataselectError("--backend faiss runs on the CPU (faiss-cpu); use --backend torch with --device cuda")
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
-        if assign == "hnsw":
-            raise DataselectError("--assign hnsw is a FAISS CPU option; on the torch backend assignment is exact")
+        if assign != "exact":
+            raise DataselectError(f"--assign {assign} is a FAISS CPU option; on the torch backend assignment is exact")
         return "torch"
-    return "flat" if assign == "exact" else "hnsw"
+    return "flat" if assign == "exact" else assign
 
 
 @dataclass
@@ -536,7 +536,7 @@ class Clustering:
         centres = self.transform(store.take(self.rows[positions])["embedding"])
         device = resources.torch_device()
         search = resolve_search(self.meta.get("backend", "auto") if device.type == "cpu" else "torch",
-                                "hnsw" if self.meta.get("search") == "hnsw" else "exact", device)
+                                {"hnsw": "hnsw", "ivf": "ivf"}.get(self.meta.get("search"), "exact"), device)
         plan = plan_memory(store, len(centres), centres.shape[1], 0, device, resources)
         labels, dist2 = assign_store(store, centres, search=search, device=device, projection=self.projection,
                                      block_rows=plan.block_rows, progress=resources.progress,
@@ -641,7 +641,7 @@ def _cluster(store: Store, k: int, params: dict, plan, *, proj_dim: int, niter: 
     meta = {**params, "store_hash": store.hash, "n": n, "k_effective": len(fit.centroids),
             "sample_rows_wanted": plan.wanted_rows, "sample_limited_by_memory": plan.limited_by_budget,
             "planned_host_bytes": plan.host_bytes, "planned_host": fmt_bytes(plan.host_bytes),
-            "device": plan.device, "backend": "faiss" if search in ("flat", "hnsw") else "torch",
+            "device": plan.device, "backend": "torch" if search == "torch" else "faiss",
             "lloyd_on": fit.lloyd_on,
             "sample_inertia": fit.inertia, "pool_inertia": float(dist2.astype(np.float64).sum()),
             "seconds": {"sample": round(t_sample, 3), **fit.seconds, "assign": round(time.perf_counter() - t1, 3)}}

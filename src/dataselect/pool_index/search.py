@@ -5,6 +5,11 @@ Three ways behind one class, all giving (label, squared L2 distance) per row:
 * ``flat``  -- FAISS ``IndexFlatL2`` on the CPU: exact, BLAS distances with a fused argmin.
 * ``hnsw``  -- FAISS ``IndexHNSWFlat`` built over the centroids: approximate, for large k on the CPU
   (tens of thousands of centroids); the returned distance is the exact one to the centroid found.
+* ``ivf``   -- FAISS ``IndexIVFFlat`` over the centroids: the centroids grouped into ``nlist =
+  4 sqrt(k)`` cells by a small k-means of their own, a row compared with the centroids of its
+  ``nprobe`` nearest cells only. Approximate, for k of 10^4-10^6; cheap to rebuild for each Lloyd
+  update (the cell k-means runs on the k centroids, not the pool), and the distance returned is the
+  exact one to the centroid found.
 * ``torch`` -- chunked matrix multiplies on the tensor's device (CPU or CUDA):
   ``|x - c|^2 = |x|^2 - 2 x.c + |c|^2``. On CUDA the inputs stay float16 and products accumulate in
   float32 (``out_dtype``), on the CPU everything is float32.
@@ -17,8 +22,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-SEARCH_KINDS = ("flat", "hnsw", "torch")
+SEARCH_KINDS = ("flat", "hnsw", "ivf", "torch")
 HNSW_M = 32
+IVF_NPROBE = 16
 
 
 def _chunk_rows(k: int, chunk_bytes: int) -> int:
@@ -31,13 +37,14 @@ class CentroidSearch:
     Parameters
     ----------
     centroids : (k, d) float32 tensor, on the device the rows will be on.
-    kind : "flat", "hnsw" or "torch" (see module docstring).
+    kind : "flat", "hnsw", "ivf" or "torch" (see module docstring).
     chunk_bytes : the torch kind's distance block (rows x k float32) stays under this.
     ef_search : HNSW breadth of search (higher: more exact, slower).
+    nprobe : IVF cells searched per row (higher: more exact, slower).
     """
 
     def __init__(self, centroids: torch.Tensor, kind: str = "flat", chunk_bytes: int = 64 << 20,
-                 ef_search: int = 32):
+                 ef_search: int = 32, nprobe: int = IVF_NPROBE):
         if kind not in SEARCH_KINDS:
             raise ValueError(f"unknown centroid search {kind!r}")
         self.kind = kind
@@ -53,6 +60,13 @@ class CentroidSearch:
         c = np.ascontiguousarray(centroids.detach().cpu().numpy(), dtype=np.float32)
         if kind == "flat":
             self.index = faiss.IndexFlatL2(self.d)
+        elif kind == "ivf":
+            nlist = max(1, min(int(4 * np.sqrt(self.k)), self.k // 39))  # FAISS: >= 39 training points per cell
+            self.quantizer = faiss.IndexFlatL2(self.d)
+            self.index = faiss.IndexIVFFlat(self.quantizer, self.d, nlist)
+            self.index.cp.min_points_per_centroid = 1
+            self.index.train(c)
+            self.index.nprobe = min(nprobe, nlist)
         else:
             self.index = faiss.IndexHNSWFlat(self.d, HNSW_M)
             self.index.hnsw.efConstruction = 80

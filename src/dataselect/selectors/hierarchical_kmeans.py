@@ -118,8 +118,9 @@ class HierarchicalKMeans(Selector):
               low=0, high=2**32 - 1),
         Param("backend", "auto", '"auto" (torch on CUDA, FAISS on CPU), "faiss" or "torch".',
               choices=("auto", "faiss", "torch")),
-        Param("assign", "exact", '"exact" or "hnsw" (FAISS HNSW over the centroids: approximate, faster at large k on '
-              'CPU).', choices=("exact", "hnsw")),
+        Param("assign", "exact", '"exact", "hnsw" (FAISS HNSW over the centroids) or "ivf" (FAISS IVF over the '
+              'centroids, 16 of 4 sqrt(k) cells searched): approximate, faster at large k on CPU.',
+              choices=("exact", "hnsw", "ivf")),
         Param("reduce", "none", REDUCE_HELP + ".", kind=str),
     )
 

@@ -252,8 +252,9 @@ class KMeansSensitivity(Selector):
         Param("query_clusters", 0, "with --queries, clusters kept per task.", low=0, auto="k/10"),
         Param("backend", "auto", '"auto" (torch on CUDA, FAISS on CPU), "faiss" or "torch".',
               choices=("auto", "faiss", "torch")),
-        Param("assign", "exact", '"exact" or "hnsw" (FAISS HNSW over the centroids: approximate, faster at large k on '
-              'CPU).', choices=("exact", "hnsw")),
+        Param("assign", "exact", '"exact", "hnsw" (FAISS HNSW over the centroids) or "ivf" (FAISS IVF over the '
+              'centroids, 16 of 4 sqrt(k) cells searched): approximate, faster at large k on CPU.',
+              choices=("exact", "hnsw", "ivf")),
     )
 
     def validate(self) -> None:
