@@ -115,22 +115,22 @@ def test_identical_embeddings_get_identical_scores(tmp_path):
 def test_selection_does_not_depend_on_threads_or_block_size(dup_world, tmp_path, tasks):
     src, _ = dup_world
     store_from_array(tmp_path / "q", Store(src / "q").embeddings(), kind="queries", tasks=tasks)
+    # one process per thread count (BLAS reads it at start-up), every block size inside it
     code = textwrap.dedent(f"""
-        import sys
         from dataselect.selectors import build_selector
         from dataselect.store import Store
-        sel = build_selector("rds+", {{"block_rows": int(sys.argv[1])}}).select(
-            Store({str(src / 'pool')!r}), 300, None, [Store({str(tmp_path / 'q')!r})])
-        print(sel.rows.tolist(), sel.scores.tobytes().hex(), list(sel.tasks))
+        for block_rows in (3, 64, 0):
+            sel = build_selector("rds+", {{"block_rows": block_rows}}).select(
+                Store({str(src / 'pool')!r}), 300, None, [Store({str(tmp_path / 'q')!r})])
+            print(sel.rows.tolist(), sel.scores.tobytes().hex(), list(sel.tasks))
     """)
-    outs = set()
+    outs = []
     for threads in ("1", "2"):
-        for block_rows in ("3", "64", "0"):
-            env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                   "PATH": "/usr/bin:/bin"}
-            outs.add(subprocess.run([sys.executable, "-c", code, block_rows], env=env, capture_output=True,
-                                    text=True, check=True).stdout)
-    assert len(outs) == 1
+        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+               "PATH": "/usr/bin:/bin"}
+        outs += subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                               check=True).stdout.splitlines()
+    assert len(outs) == 6 and len(set(outs)) == 1
 
 
 # --- 3. BOS as the tokenizer does it (the paper calls tokenizer(text) with its defaults) ---------------
