@@ -144,6 +144,7 @@ def _twin_stores(tmp_path):
     ("rds+", {}, True),
     ("kmeans-sensitivity", {"k": "8"}, False),
     ("kmeans-sensitivity", {"k": "8", "variant": "coreset"}, True),
+    ("kmeans-sensitivity", {"k": "8", "reduce": "pca:8"}, True),  # issue 27: the reduced store on the workers
     ("hierarchical-kmeans", {"k": "16,4", "resamples": "1", "niter": "5"}, False),
 ])
 def test_every_method_on_ray_selects_what_it_selects_locally(tmp_path, ray_cluster, method, params, with_queries):
