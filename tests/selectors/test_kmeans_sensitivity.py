@@ -303,3 +303,31 @@ def test_loss_model_scores_only_representatives_and_probes(tmp_path, tiny_llama)
         assert a.info["representatives"] == 4 and "representatives scored with" in a.info["loss_source"]
         assert a.rows.tolist() == b.rows.tolist()
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-3)
+
+
+def test_a_costly_clustering_says_up_front_what_it_costs_and_what_makes_it_feasible(tmp_path, monkeypatch):
+    """Issue 27: at --budget 2.5M the rule's k = 500,000 would run for days without a word. The arithmetic
+    of the clustering is recorded for every run, and said in one line before it starts when it exceeds
+    COST_NOTE_S at this machine's GEMM rate."""
+    import json
+
+    from conftest import run_cli
+    from dataselect.pool_index import kmeans as engine
+    from dataselect.pool_index.kmeans import default_trials, kmeans_flops
+    from dataselect.store.synthetic import clustered_store
+
+    assert kmeans_flops(1000, 500, 10, 8, 20, 320, trials=3) == {
+        "kmeans++": 2.0 * 10 * 3 * 320 * 8, "lloyd": 2.0 * 20 * 500 * 10 * 8, "assign": 2.0 * 1000 * 10 * 8}
+    pool = clustered_store(tmp_path / "pool", 2000, 16, modes=8, seed=2, with_loss=True)
+    _, err = run_cli("run", "--store", pool, "--method", "kmeans-sensitivity", "--budget", "100", "--out", tmp_path / "a",
+                     "-q")
+    assert "FLOP" not in err  # a few seconds of work: nothing said
+    meta = json.loads((tmp_path / "a" / "selection.json").read_text())
+    k = meta["method_info"]["k"]
+    want = kmeans_flops(2000, min(2000, 256 * k), k, 16, 20, min(2000, 32 * k), default_trials(k))
+    assert meta["method_info"]["cost_estimate"]["flop"] == {s: pytest.approx(v, rel=1e-3) for s, v in want.items()}
+    monkeypatch.setattr(engine, "COST_NOTE_S", 0)
+    _, err = run_cli("run", "--store", pool, "--method", "kmeans-sensitivity", "--budget", "100", "--out", tmp_path / "b",
+                     "-q")
+    line = next(ln for ln in err.splitlines() if "FLOP" in ln)
+    assert f"k = {k:,} over 2,000 rows x 16 dims" in line and "a smaller --k" in line and "--assign ivf" in line

@@ -60,6 +60,31 @@ def default_trials(k: int) -> int:
     return 2 + int(math.log(k)) if k > 1 else 1
 
 
+COST_NOTE_S = 600  # a clustering estimated to take longer than this says so, with its cost, before it starts
+
+
+def kmeans_flops(n: int, sample_rows: int, k: int, d: int, niter: int, init_rows: int,
+                 trials: int | None = None) -> dict[str, float]:
+    """Floating-point operations of one clustering, by step: greedy k-means++ (each of the k centres
+    tries ``trials`` candidates against the ``init_rows`` seeding rows), ``niter`` Lloyd updates of the
+    ``sample_rows`` training rows, and the assignment of all ``n`` rows (2 per multiply-add)."""
+    trials = trials or default_trials(k)
+    return {"kmeans++": 2.0 * k * trials * init_rows * d, "lloyd": 2.0 * niter * sample_rows * k * d,
+            "assign": 2.0 * n * k * d}
+
+
+def gemm_rate(seconds: float = 0.05) -> float:
+    """This machine's float32 matrix-multiply rate now (FLOP/s), from a 512^3 product repeated for
+    ``seconds``: what the distance kernels run at."""
+    a = np.random.default_rng(0).standard_normal((512, 512), dtype=np.float32)
+    a @ a
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ a
+        reps += 1
+    return 2.0 * 512**3 * reps / (time.perf_counter() - t0)
+
+
 def _rows_in_chunks(n: int, rows: int):
     for lo in range(0, n, rows):
         yield lo, min(n, lo + rows)

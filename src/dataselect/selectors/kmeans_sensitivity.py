@@ -61,6 +61,7 @@ import math
 import numpy as np
 
 from dataselect.errors import DataselectError
+from dataselect.pool_index import kmeans as engine
 from dataselect.pool_index.hierarchical import closest_per_cluster, random_per_cluster
 from dataselect.pool_index.kmeans import Clustering, cluster_store, max_k
 from dataselect.pool_index.reduce import REDUCE_HELP, parse_reduce, reduced_of, reduced_projection, reduced_store
@@ -208,6 +209,13 @@ def iid_sample(p: np.ndarray, s: int, rng: np.random.Generator) -> tuple[np.ndar
     return uniq[order], counts[order]
 
 
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 @register
 class KMeansSensitivity(Selector):
     """Sensitivity sampling on k-means clusters with the model's loss, as Axiotis et al. 2024 (Algorithm 1, §5.1)."""
@@ -288,6 +296,27 @@ class KMeansSensitivity(Selector):
             info["k_capped"] = {"wanted": wanted, "effective": fit, "reason": reason}
         info["k"] = fit
         return fit, info
+
+    def cost(self, pool, k: int, reduced: dict) -> dict:
+        """The clustering's arithmetic and its time at this machine's GEMM rate; said up front in one line,
+        with what would make it feasible, when that is longer than ``COST_NOTE_S``."""
+        n, d = pool.n_rows, pool.dim
+        sample = min(n, self.sample_size or k * engine.POINTS_PER_CENTROID)
+        init = min(sample, self.init_sample * k) if self.init_sample else sample
+        flops = engine.kmeans_flops(n, sample, k, d, self.niter, init)
+        rate = engine.gemm_rate()
+        secs = sum(flops.values()) / rate
+        if secs > engine.COST_NOTE_S:
+            ways = [f"--reduce pca:256 divides it by {d / 256:.0f}"] if d > 512 and not reduced else []
+            ways += [f"a smaller --k (k-means++ grows as k^2: k = {max(1, k // 10):,} costs 1/100 of it)"]
+            if self.assign == "exact":
+                ways.append("--assign ivf speeds up every search at large k")
+            steps = ", ".join(f"{name} {v:.1e}" for name, v in flops.items())
+            note(f"kmeans-sensitivity: k = {k:,} over {n:,} rows x {d} dims is {sum(flops.values()):.1e} FLOP "
+                 f"({steps}): about {_duration(secs)} at this machine's {rate / 1e9:.0f} GFLOP/s; "
+                 + "; ".join(ways))
+        return {"flop": {name: float(f"{v:.3e}") for name, v in flops.items()}, "gflop_per_s": round(rate / 1e9, 1),
+                "seconds": round(secs, 1)}
 
     def cluster(self, pool, k: int, resources=None) -> Clustering:
         """The k-means clustering (cached in the store) that the representatives round."""
@@ -393,6 +422,7 @@ class KMeansSensitivity(Selector):
         k, info = self.resolve_k(pool, budget, resources)
         if reduced:
             info["reduce"] = reduced
+        info["cost_estimate"] = self.cost(pool, k, reduced)
         if self.variant == "loss" and n_warm + k > budget:
             raise DataselectError(f"--warm-start {self.warm_start} takes {n_warm:,} rows and the k={k:,} representatives "
                                   f"are selected too: together more than --budget {budget:,}; lower one of them")
