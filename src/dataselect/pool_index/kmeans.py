@@ -375,6 +375,19 @@ class Projection:
         comp = torch.as_tensor(self.components, device=x.device)
         return (x.float() - mean) @ comp.T
 
+    def save(self, path: Path) -> None:
+        np.savez(path, mean=self.mean, components=self.components)
+
+    @classmethod
+    def load(cls, path: Path) -> Projection:
+        """The projection :meth:`save` wrote; an unreadable file is one line naming it."""
+        try:
+            with np.load(path) as z:
+                return cls(z["mean"], z["components"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataselectError(f"{path}: PCA projection is unreadable ({exc}); delete its folder and run again") \
+                from None
+
 
 def resolve_search(backend: str, assign: str, device: torch.device) -> str:
     """The centroid search kind for a backend choice, assignment mode and device."""
@@ -578,7 +591,7 @@ class Clustering:
         np.save(folder / "labels.npy", self.labels)
         np.save(folder / "dist2.npy", self.dist2)
         if self.projection is not None:
-            np.savez(folder / "pca.npz", mean=self.projection.mean, components=self.projection.components)
+            self.projection.save(folder / "pca.npz")
         return self.meta
 
     @classmethod
@@ -587,10 +600,7 @@ class Clustering:
         try:
             labels, dist2 = np.load(folder / "labels.npy"), np.load(folder / "dist2.npy")
             centroids = np.load(folder / "centroids.npy")
-            proj = None
-            if (folder / "pca.npz").exists():
-                z = np.load(folder / "pca.npz")
-                proj = Projection(z["mean"], z["components"])
+            proj = Projection.load(folder / "pca.npz") if (folder / "pca.npz").exists() else None
         except (OSError, ValueError, KeyError) as exc:
             raise DataselectError(f"{folder}: cached clustering is unreadable ({exc}); delete it and run again") from None
         if len(labels) != store.n_rows or len(dist2) != store.n_rows or len(centroids) != meta.get("k_effective") \

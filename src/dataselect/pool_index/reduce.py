@@ -27,6 +27,8 @@ from dataselect.errors import DataselectError
 from dataselect.store import Store
 
 FIT_ROWS = 100_000
+PROJECT_ROWS = 8192  # rows projected at a time: the pass's float32 temporaries stay a few hundred MB at 4096 dims
+PCA_FILE = "pca.npz"
 REDUCE_HELP = ('"none", or "pca:D": cluster in the top D principal components, the pool projected once and kept '
                "beside the store (float16)")
 
@@ -58,11 +60,15 @@ def reduced_store(pool: Store, spec: str, resources=None) -> tuple[Store, dict]:
     params = {"method": "pca", "dim": d, "fit_rows": min(base.n_rows, FIT_ROWS), "seed": 0}
     _, art = Artefacts(base).get_or_build("reduced", params, lambda folder: _build(base, d, params, folder,
                                                                                     resources), lambda a: None)
-    store = Store(art.path / "store")  # opened where it now is (built under a temporary name)
-    info = {"reduce": f"pca:{d}", "artefact": art.key, **art.info}
-    if pool is not base:  # a deduplicated pool: the same rows of the reduced store
-        store = store.subset(pool.keep, pool.tag)
-    return store, info
+    # opened where it now is (it was built under a temporary name)
+    return _open(pool, art.path), {"reduce": f"pca:{d}", "artefact": art.key, **art.info}
+
+
+def _open(pool: Store, folder) -> Store:
+    """The reduced store in artefact ``folder``, as ``pool`` is: whole, or the same rows when ``pool`` is a
+    deduplicated view."""
+    store = Store(folder / "store")
+    return store.subset(pool.keep, pool.tag) if pool is not pool.base else store
 
 
 def reduced_of(pool: Store, meta: dict) -> Store:
@@ -71,10 +77,7 @@ def reduced_of(pool: Store, meta: dict) -> Store:
     from dataselect.store.artefacts import Artefacts
 
     key = (meta.get("artefacts") or {}).get("reduced")
-    if not key:
-        return pool
-    store = Store(Artefacts(pool.base).get("reduced", key).path / "store")
-    return store.subset(pool.keep, pool.tag) if pool is not pool.base else store
+    return _open(pool, Artefacts(pool.base).get("reduced", key).path) if key else pool
 
 
 def reduced_projection(pool: Store, reduced: dict):
@@ -82,11 +85,13 @@ def reduced_projection(pool: Store, reduced: dict):
     :func:`reduced_store` returned), or None when there is no reduction."""
     if not reduced:
         return None
+    import torch
+
+    from dataselect.pool_index.kmeans import Projection
     from dataselect.store.artefacts import Artefacts
 
-    with np.load(Artefacts(pool.base).get("reduced", reduced["artefact"]).path / "pca.npz") as z:
-        mean, comp = z["mean"].astype(np.float32), z["components"].astype(np.float32)
-    return lambda x: (np.asarray(x, dtype=np.float32) - mean) @ comp.T
+    proj = Projection.load(Artefacts(pool.base).get("reduced", reduced["artefact"]).path / PCA_FILE)
+    return lambda x: proj(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
 def _variance_kept(x, proj, step: int = 8192) -> float:
@@ -120,7 +125,6 @@ def _build(base: Store, d: int, params: dict, folder, resources) -> tuple[None, 
     kept = _variance_kept(x, proj)
     del x
     t_fit = time.perf_counter() - t0
-    mean, comp = proj.mean.astype(np.float32), np.ascontiguousarray(proj.components.T, dtype=np.float32)
     out = folder / "store"
     out.mkdir()
     config = dataclasses.replace(base.config, dim=d, raw={**base.config.raw, "dim": d} if base.config.raw else {})
@@ -130,15 +134,18 @@ def _build(base: Store, d: int, params: dict, folder, resources) -> tuple[None, 
         for i, shard in enumerate(base.shards):
             table = base.table(i)
             emb = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            emb = emb.reshape(-1, base.dim).astype(np.float32)
+            emb = emb.reshape(-1, base.dim)  # float16, the mapped file
+            low = np.empty((len(emb), d), dtype=np.float16)
+            for lo in range(0, len(emb), PROJECT_ROWS):
+                low[lo:lo + PROJECT_ROWS] = proj(torch.from_numpy(emb[lo:lo + PROJECT_ROWS].astype(np.float32))).numpy()
             cols = {name: table.column(name).combine_chunks() for name in table.column_names if name != "embedding"}
-            cols["embedding"] = embedding_array(((emb - mean) @ comp).astype(np.float16))
+            cols["embedding"] = embedding_array(low)
             cols = {name: cols[name] for name in table.column_names}  # the shard's own column order
             info = write_shard(out / shard.file, cols)
             writer.record_shard(dataclasses.replace(shard, **info))
             pbar.update(shard.rows_stored)
     writer.finish()
-    np.savez(folder / "pca.npz", mean=proj.mean, components=proj.components)
+    proj.save(folder / PCA_FILE)
     info = {"variance_kept": round(kept, 6), "fit_seconds": round(t_fit, 3),
             "project_seconds": round(time.perf_counter() - t0 - t_fit, 3), "fit_memory": fmt_bytes(need)}
     return None, info
