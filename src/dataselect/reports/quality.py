@@ -125,10 +125,15 @@ def _unit(emb: np.ndarray) -> np.ndarray:
 
 
 class _Tally:
-    """One selection's running sums over the pass."""
+    """One selection's running sums over the pass. ``member`` and ``sampled`` mark its rows and its sample's
+    by pool row number, so a block finds its share by indexing, not by a search of the whole selection."""
 
-    def __init__(self, rows: np.ndarray, sample: np.ndarray, n_queries: int, clusters: int):
+    def __init__(self, rows: np.ndarray, sample: np.ndarray, n_queries: int, clusters: int, end_row: int):
         self.rows, self.sample = rows, sample
+        self.member = np.zeros(end_row, dtype=bool)
+        self.member[rows] = True
+        self.sampled = np.zeros(end_row, dtype=bool)
+        self.sampled[sample] = True
         self.total = None
         self.sample_emb: dict[int, np.ndarray] = {}
         self.best = np.full(n_queries, -np.inf)
@@ -157,17 +162,18 @@ def measure(pool, selections: list[np.ndarray], queries: list = (), progress: bo
     bounds = list(starts) + [len(Q)]
     index = pool_clusters(pool)
     clusters = index.ntotal if index is not None else 0
+    end_row = max((s.end_row for s in pool.shards), default=0)
     tallies = []
     for rows in [*selections, pool.rows()] if with_pool else selections:
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         sample = rows if len(rows) <= SAMPLE else np.sort(np.random.default_rng(0).choice(rows, SAMPLE, replace=False))
-        tallies.append(_Tally(rows, sample, len(Q), clusters))
+        tallies.append(_Tally(rows, sample, len(Q), clusters, end_row))
     cols = ["row", "embedding"] + [c for c in ("source", "n_tokens", "loss_response") if c in pool.columns]
     with bar(pool.n_rows, "quality", enabled=progress) as pbar:
         for block in pool.iter_blocks(tuple(cols), block_rows=BLOCK):
             brows = block["row"].astype(np.int64)
             for t in tallies:
-                hit = np.isin(brows, t.rows, assume_unique=True)
+                hit = t.member[brows]
                 if not hit.any():
                     continue
                 emb = _unit(block["embedding"][hit])
@@ -187,7 +193,7 @@ def measure(pool, selections: list[np.ndarray], queries: list = (), progress: bo
                     t.tokens.append(block["n_tokens"][hit].astype(np.float64))
                 if "loss_response" in block:
                     t.loss.append(block["loss_response"][hit].astype(np.float64))
-                at = np.isin(brows[hit], t.sample, assume_unique=True)
+                at = t.sampled[brows[hit]]
                 for r, e in zip(brows[hit][at], emb[at], strict=True):
                     t.sample_emb[int(r)] = e
             pbar.update(len(brows))
@@ -197,7 +203,7 @@ def measure(pool, selections: list[np.ndarray], queries: list = (), progress: bo
         for block in pool.iter_blocks(("row", "embedding"), block_rows=BLOCK):
             brows = block["row"].astype(np.int64)
             for t in tallies:
-                hit = np.isin(brows, t.rows, assume_unique=True)
+                hit = t.member[brows]
                 if not hit.any() or not len(t.S):
                     continue
                 sims = t.S @ _unit(block["embedding"][hit]).T
