@@ -71,9 +71,9 @@ def compare(*selections, **options) -> ops.Findings:
     return ops.compare(ops.CompareOptions.of("compare()", values))
 
 
-compare.__signature__ = ops.CompareOptions.signature(("selections",)).replace(parameters=[
-    p.replace(kind=_Parameter.VAR_POSITIONAL, default=_Parameter.empty)
-    if p.name == "selections" else p for p in ops.CompareOptions.signature(("selections",)).parameters.values()])
+_sig = ops.CompareOptions.signature(("selections",))  # selections first, then taken as *selections
+compare.__signature__ = _sig.replace(parameters=[p.replace(kind=_Parameter.VAR_POSITIONAL) if p.name == "selections"
+                                                 else p for p in _sig.parameters.values()])
 
 _SPEC = [f.name for f in dataclasses.fields(RunSpec) if f.name not in ("params", "store", "method")]
 
