@@ -27,6 +27,10 @@ def test_a_damaged_conversion_is_refused_in_one_line(tmp_path, monkeypatch):
     _, err = run_cli("embed", tmp_path / "p.jsonl", "-m", "bundled", "-o", tmp_path / "s", "-q", expect=2)
     assert "damaged" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists() and (folder / "model.safetensors").read_bytes() == b"not the weights"
+    # a marker that lists no weights vouches for nothing
+    (folder / MARKER).write_text(json.dumps({**marker, "files": {}}))
+    with pytest.raises(DataselectError, match="damaged or from another GGUF"):
+        smollm2_path(progress=False)
 
 
 def test_the_gguf_identity_is_part_of_the_model_revision(tmp_path):

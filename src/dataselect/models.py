@@ -137,7 +137,7 @@ def _complete(folder: Path, ident: dict) -> bool:
     try:
         marker = json.loads((folder / MARKER).read_text())
         files = marker["files"]
-        same = all(marker.get(k) == ident[k] for k in ("gguf_xxh3", "dtype")) and all(
+        same = {"config.json", "model.safetensors"} <= set(files) and all(marker.get(k) == ident[k] for k in ("gguf_xxh3", "dtype")) and all(
             file_digest(folder / name) == digest for name, digest in files.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         same = False
