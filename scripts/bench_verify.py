@@ -21,11 +21,13 @@ from pathlib import Path
 
 CHILD = r"""
 import json, sys, time
-from dataselect.selectors import build_selector
+from dataselect.pool_index.similarity import score_tasks
 from dataselect.store import Store
+from dataselect.store.queries import query_matrix
 pool, q = Store(sys.argv[1]), Store(sys.argv[2])
 t0 = time.perf_counter()
-build_selector("rds+", {}).score(pool, [q])
+Q, starts, _ = query_matrix(pool, [q])
+score_tasks(pool, Q, starts)
 print(json.dumps({"score_s": time.perf_counter() - t0}))
 """
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -33,17 +35,22 @@ def store(tmp_path_factory):
 
 def _tasks(x):
     from dataselect.pool_index.kmeans import AssignTask, LloydTask
-    from dataselect.pool_index.similarity import ScoreTask, TopRowsTask
+    from dataselect.pool_index.similarity import RescoreTask, ScoreTask, TopRowsTask
 
     Q = x[[0, 1, 400]].astype(np.float32)
     sample = np.sort(np.random.default_rng(0).choice(len(x), 300, replace=False))
     return [AssignTask(x[:5].copy(), "flat"), AssignTask(x[:7].copy(), "torch"),
             ScoreTask(Q, np.array([0, 2]), "max"), ScoreTask(Q, np.array([0]), "mean"), TopRowsTask(Q, 30),
-            LloydTask(x[:6].astype(np.float32), sample, "flat")]
+            LloydTask(x[:6].astype(np.float32), sample, "flat"),
+            ScoreTask(Q, np.array([0, 2]), "max", scoring="screened", floors=np.array([0.5, -np.inf])),
+            TopRowsTask(Q, 30, scoring="screened"),
+            RescoreTask(Q, np.array([0, 2]), "mean", sample, np.random.default_rng(1).random((300, 2)) < 0.5)]
 
 
 def _same(a, b) -> None:
-    if isinstance(a, (list, tuple)):
+    if dataclasses.is_dataclass(a):
+        _same(dataclasses.astuple(a), dataclasses.astuple(b))
+    elif isinstance(a, (list, tuple)):
         assert len(a) == len(b)
         for u, v in zip(a, b, strict=True):
             _same(u, v)
@@ -53,13 +60,19 @@ def _same(a, b) -> None:
         assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("which", range(6))
+@pytest.mark.parametrize("which", range(9))
 def test_every_shard_task_merges_to_the_whole_store_result(store, which):
     st, x = store
     task = _tasks(x)[which]
     whole, split = LocalExecutor().map_shards(task, st), PerShard().map_shards(_tasks(x)[which], st)
     _same(whole, split)
-    assert len(whole) == 5 if which == 5 else len(whole[0]) in (st.n_rows, 3)  # Lloyd: one partial per shard
+    if which == 5:
+        assert len(whole) == 5  # Lloyd: one partial per shard
+    elif which == 8:
+        assert len(whole[0]) == int(_tasks(x)[8].need.sum())  # every needed score, once
+    else:
+        rows = whole.rows if dataclasses.is_dataclass(whole) else whole[0]
+        assert len(rows) in (st.n_rows, 3)
 
 
 def test_unknown_engine_is_refused_in_one_line():

@@ -119,10 +119,11 @@ def test_selection_does_not_depend_on_threads_or_block_size(dup_world, tmp_path,
     code = textwrap.dedent(f"""
         from dataselect.selectors import build_selector
         from dataselect.store import Store
-        for block_rows in (3, 64, 0):
-            sel = build_selector("rds+", {{"block_rows": block_rows}}).select(
-                Store({str(src / 'pool')!r}), 300, None, [Store({str(tmp_path / 'q')!r})])
-            print(sel.rows.tolist(), sel.scores.tobytes().hex(), list(sel.tasks))
+        for scoring in ("exact", "screened"):
+            for block_rows in (3, 64, 0):
+                sel = build_selector("rds+", {{"block_rows": block_rows, "scoring": scoring}}).select(
+                    Store({str(src / 'pool')!r}), 300, None, [Store({str(tmp_path / 'q')!r})])
+                print(sel.rows.tolist(), sel.scores.tobytes().hex(), list(sel.tasks))
     """)
     outs = []
     for threads in ("1", "2"):
@@ -130,7 +131,7 @@ def test_selection_does_not_depend_on_threads_or_block_size(dup_world, tmp_path,
                "PATH": "/usr/bin:/bin"}
         outs += subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                check=True).stdout.splitlines()
-    assert len(outs) == 6 and len(set(outs)) == 1
+    assert len(outs) == 12 and len(set(outs)) == 1
 
 
 # --- 3. BOS as the tokenizer does it (the paper calls tokenizer(text) with its defaults) ---------------

@@ -11,7 +11,11 @@ the products' magnitudes is at most about 1, so every partial sum, in any order,
 depend on how BLAS blocks or threads the multiply: identical embeddings get identical scores
 wherever they fall in a block, and a selection does not change with ``OMP_NUM_THREADS`` or
 ``--block-rows`` (ties are then broken by pool row). Rounding the exact value to float32 is
-deterministic too. float64 costs 1.2-1.8x float32 per block here (few to 1,000 queries).
+deterministic too. float64 costs 2.5-2.7x float32 per block here (700 queries, conversion included).
+
+``scoring="screened"`` gets the same scores at float32 speed: float32 products with a proven error
+bound screen the pool, and every score that could reach the selection is computed by the exact path
+(:mod:`dataselect.pool_index.screen`; the rds+ selector settles which).
 
 Peak memory, for a pool of N rows, dim D, Q queries over T tasks and blocks of B rows::
 
@@ -31,6 +35,7 @@ import torch
 
 from dataselect.engines.executor import ShardTask
 from dataselect.errors import DataselectError
+from dataselect.pool_index.screen import Float32Blocks, pair_sims
 from dataselect.store import Store
 from dataselect.torchcpu import half_to_float, single_torch_thread
 
@@ -43,8 +48,9 @@ def rows_in(pool: Store, shards: list[int] | None = None) -> int:
     return pool.n_rows if shards is None else sum(pool.shards[i].rows_stored for i in shards)
 
 
-def block_rows_for(dim: int, n_queries: int) -> int:
-    return int(max(1024, min(BLOCK_BYTES // (8 * dim), BLOCK_BYTES // (8 * max(n_queries, 1)))))
+def block_rows_for(dim: int, n_queries: int, itemsize: int = 8) -> int:
+    """Rows per block so that the block and its similarities each take about ``BLOCK_BYTES``."""
+    return int(max(1024, min(BLOCK_BYTES // (itemsize * dim), BLOCK_BYTES // (itemsize * max(n_queries, 1)))))
 
 
 def exact_sims(emb: np.ndarray, Q: np.ndarray, buffers: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -63,12 +69,24 @@ def exact_sims(emb: np.ndarray, Q: np.ndarray, buffers: tuple[np.ndarray, np.nda
     return sims
 
 
+def task_score(sims: np.ndarray, aggregate: str) -> np.ndarray:
+    """(b, q) similarities of one task's queries -> (b,) float32: their max, or their mean summed in
+    query order (one addition per query across the rows, so a row's sum never depends on how many
+    rows share the call)."""
+    if aggregate == "max":
+        return sims.max(axis=1).astype(np.float32) if sims.shape[1] else np.full(len(sims), -np.inf, np.float32)
+    total = np.zeros(len(sims), np.float64)
+    for j in range(sims.shape[1]):
+        total += sims[:, j]
+    return (total / sims.shape[1]).astype(np.float32)
+
+
 def reduce_tasks(sims: np.ndarray, starts: np.ndarray, aggregate: str) -> np.ndarray:
     """(b, q) similarities -> (b, T) float32 task scores (max or mean over each task's queries)."""
     if aggregate == "max":
         return np.maximum.reduceat(sims, starts, axis=1).astype(np.float32)
-    sizes = np.diff(np.append(starts, sims.shape[1]))
-    return (np.add.reduceat(sims, starts, axis=1) / sizes).astype(np.float32)
+    ends = np.append(starts[1:], sims.shape[1])
+    return np.stack([task_score(sims[:, s:e], aggregate) for s, e in zip(starts, ends, strict=True)], axis=1)
 
 
 def score_block(emb: np.ndarray, Q: np.ndarray, starts: np.ndarray, aggregate: str = "max",
@@ -77,32 +95,123 @@ def score_block(emb: np.ndarray, Q: np.ndarray, starts: np.ndarray, aggregate: s
     return reduce_tasks(exact_sims(emb, Q, buffers), starts, aggregate)
 
 
-def score_tasks(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str = "max",
-                block_rows: int = 0, shards: list[int] | None = None, device=None,
-                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Stream the pool (or some of its shards): returns (rows (N,) int64, scores (N, T) float32) in pool order.
+@dataclass
+class TaskScores:
+    """Task scores of pool rows: ``rows`` (N,) int64 ascending, ``scores`` (N, T) float32, ``exact``
+    (N, T) bool (the score is the exact one; else a float32 screen of it) and ``bound`` (N,) float64
+    (how far a screened score can be from the exact one; 0 for an all-exact pass)."""
 
-    ``device``: a CUDA ``torch.device`` streams float16 blocks to the GPU and multiplies there in
-    float32 (same scores as the CPU path up to float rounding); None or CPU uses numpy BLAS.
+    rows: np.ndarray
+    scores: np.ndarray
+    exact: np.ndarray
+    bound: np.ndarray
+
+    def __iter__(self):  # rows, scores, exact, bound = task_scores(...)
+        return iter((self.rows, self.scores, self.exact, self.bound))
+
+    @classmethod
+    def concat(cls, parts: list[TaskScores]) -> TaskScores:
+        if len(parts) == 1:
+            return parts[0]
+        got = cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("rows", "scores", "exact", "bound")))
+        order = np.argsort(got.rows, kind="stable")
+        return got if np.all(order[1:] > order[:-1]) else cls(got.rows[order], got.scores[order],
+                                                                got.exact[order], got.bound[order])
+
+
+def task_scores(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str = "max", block_rows: int = 0,
+                shards: list[int] | None = None, device=None, progress: bool = False, scoring: str = "exact",
+                floors: np.ndarray | None = None) -> TaskScores:
+    """Stream the pool (or some of its shards) into per-task scores, in pool order.
+
+    ``scoring="exact"``: every product in float64 (module docstring), on the CPU or a CUDA ``device``.
+    ``"screened"`` (CPU): float32 products (:mod:`dataselect.pool_index.screen`); where a row's
+    screened score plus its bound reaches ``floors[t]`` (a task's lowest score that may still be
+    selected; None: nowhere), task t's score is recomputed exactly in the same pass.
     """
     if aggregate not in AGGREGATES:
         raise DataselectError(f"--aggregate {aggregate!r}: choose from {', '.join(AGGREGATES)}")
     from dataselect.progress import bar
 
     T = len(starts)
+    ends = np.append(starts[1:], len(Q))
     n = rows_in(pool, shards)
-    rows = np.empty(n, dtype=np.int64)
-    scores = np.empty((n, T), dtype=np.float32)
-    sims, block_rows = block_scorer(pool.dim, Q, block_rows, device)
+    gpu = device is not None and torch.device(device).type == "cuda"
+    screened = scoring == "screened" and not gpu
+    out = TaskScores(np.empty(n, np.int64), np.empty((n, T), np.float32), np.full((n, T), not screened),
+                     np.zeros(n, np.float64))
+    if screened:
+        block_rows = block_rows or block_rows_for(pool.dim, Q.shape[0], 4)
+        screen, Q64 = Float32Blocks(pool.dim, Q, block_rows), np.asarray(Q, dtype=np.float64)
+    else:
+        sims, block_rows = block_scorer(pool.dim, Q, block_rows, device)
     at = 0
     with single_torch_thread(), bar(n, "score", enabled=progress) as pbar:
         for block in pool.iter_blocks(("row", "embedding"), block_rows, shards):
             b = len(block["row"])
-            rows[at:at + b] = block["row"]
-            scores[at:at + b] = reduce_tasks(sims(block["embedding"]), starts, aggregate)
+            out.rows[at:at + b] = block["row"]
+            if not screened:
+                out.scores[at:at + b] = reduce_tasks(sims(block["embedding"]), starts, aggregate)
+            else:
+                s32, bound, x = screen(block["embedding"])
+                scores = reduce_tasks(s32, starts, aggregate)
+                out.scores[at:at + b], out.bound[at:at + b] = scores, bound
+                if floors is not None:
+                    need = scores + bound[:, None] >= floors[None, :]
+                    some = np.flatnonzero(need.any(axis=1))
+                    X = x[some].astype(np.float64)
+                    for t in range(T):
+                        sel = np.flatnonzero(need[some, t])
+                        if len(sel):
+                            pos = at + some[sel]
+                            out.scores[pos, t] = task_score(X[sel] @ Q64[starts[t]:ends[t]].T, aggregate)
+                            out.exact[pos, t] = True
             at += b
             pbar.update(b)
-    return rows, scores
+    return out
+
+
+def score_tasks(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str = "max",
+                block_rows: int = 0, shards: list[int] | None = None, device=None,
+                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Exact task scores of every row: (rows (N,) int64, scores (N, T) float32) in pool order.
+
+    ``device``: a CUDA ``torch.device`` streams float16 blocks to the GPU and multiplies there (the
+    same exact float64 products); None or CPU uses numpy BLAS.
+    """
+    got = task_scores(pool, Q, starts, aggregate, block_rows, shards, device, progress)
+    return got.rows, got.scores
+
+
+def rescore(store: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str, rows: np.ndarray, need: np.ndarray,
+            shards: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact scores of some (row, task) pairs: ``rows`` (r,) ascending pool rows, ``need`` (r, T) bool.
+
+    Returns (index into ``rows``, task, exact float32 score) of every needed pair in ``shards``."""
+    ends = np.append(starts[1:], len(Q))
+    Q64 = np.asarray(Q, dtype=np.float64)
+    got: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    with single_torch_thread():
+        for block in store.iter_blocks(("row", "embedding"), None, shards):
+            br = np.asarray(block["row"], np.int64)
+            if not len(br):
+                continue
+            lo, hi = np.searchsorted(rows, br[0]), np.searchsorted(rows, br[-1], side="right")
+            if lo == hi:
+                continue
+            pos = np.searchsorted(br, rows[lo:hi])
+            hit = br[np.minimum(pos, len(br) - 1)] == rows[lo:hi]
+            idx, pos = np.arange(lo, hi)[hit], pos[hit]
+            X = np.empty((len(pos), store.dim), np.float64)
+            half_to_float(np.ascontiguousarray(block["embedding"][pos]), X)
+            for t in range(len(starts)):
+                sel = np.flatnonzero(need[idx, t])
+                if len(sel):
+                    got.append((idx[sel], np.full(len(sel), t, np.int64),
+                                task_score(X[sel] @ Q64[starts[t]:ends[t]].T, aggregate)))
+    if not got:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return tuple(np.concatenate(x) for x in zip(*got, strict=True))
 
 
 def block_scorer(dim: int, Q: np.ndarray, block_rows: int = 0, device=None):
@@ -147,27 +256,45 @@ def _compact(q: np.ndarray, r: np.ndarray, s: np.ndarray, nq: int, m: int):
 
 
 def top_rows_per_query(pool: Store, Q: np.ndarray, m: int, block_rows: int = 0, shards: list[int] | None = None,
-                       device=None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                       device=None, progress: bool = False, scoring: str = "exact") -> tuple[np.ndarray, np.ndarray]:
     """Each query's ``m`` best pool rows by exact cosine, best first, ties to the lower row number.
 
     Returns ``rows`` and ``scores`` (float64), both (q, m) (``m`` clipped to the rows scanned). The pool
-    is streamed once; memory holds about 3 q m candidates.
+    is streamed once; memory holds about 3 q m candidates. ``scoring="screened"`` (CPU) multiplies in
+    float32 and computes exactly only the pairs whose screened score plus its bound reaches the
+    query's current m-th best exact score, so the candidates and scores are those of ``"exact"``.
     """
     from dataselect.progress import bar
 
     nq = len(Q)
     n = rows_in(pool, shards)
     m = max(1, min(m, n))
-    score, block_rows = block_scorer(pool.dim, Q, block_rows, device)
+    gpu = device is not None and torch.device(device).type == "cuda"
+    if scoring == "screened" and not gpu:
+        block_rows = block_rows or block_rows_for(pool.dim, nq, 4)
+        screen, Q64 = Float32Blocks(pool.dim, Q, block_rows), np.asarray(Q, dtype=np.float64)
+
+        def candidates(emb, thresh):
+            s32, bound, x = screen(emb)
+            i, q = np.nonzero(s32 + bound[:, None] >= thresh)
+            exact = pair_sims(x, Q64, i, q)
+            keep = exact > thresh[q]
+            return i[keep], q[keep], exact[keep]
+    else:
+        score, block_rows = block_scorer(pool.dim, Q, block_rows, device)
+
+        def candidates(emb, thresh):
+            sims = score(emb)  # (b, nq) exact
+            i, q = np.nonzero(sims > thresh)
+            return i, q, sims[i, q]
     thresh = np.full(nq, -np.inf)
     kept = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
     parts, held = [kept], 0
     limit = max(2 * m * nq, 1 << 20)
     with single_torch_thread(), bar(n, "score queries", enabled=progress) as pbar:
         for block in pool.iter_blocks(("row", "embedding"), block_rows, shards):
-            sims = score(block["embedding"])  # (b, nq) exact
-            i, q = np.nonzero(sims > thresh)
-            parts.append((q.astype(np.int64), np.asarray(block["row"], np.int64)[i], sims[i, q]))
+            i, q, sims = candidates(block["embedding"], thresh)
+            parts.append((q.astype(np.int64), np.asarray(block["row"], np.int64)[i], sims))
             held += len(q)
             if held > limit:
                 *kept, thresh = _compact(*(np.concatenate(x) for x in zip(*parts, strict=True)), nq, m)
@@ -190,7 +317,7 @@ def merge_top_rows(parts: list[tuple[np.ndarray, np.ndarray]], m: int) -> tuple[
 
 @dataclass
 class ScoreTask(ShardTask):
-    """RDS+ task scores of some shards (:func:`score_tasks`): (rows (N,), scores (N, T) float32)."""
+    """RDS+ task scores of some shards (:func:`task_scores`): a :class:`TaskScores`."""
 
     Q: np.ndarray
     starts: np.ndarray
@@ -198,15 +325,32 @@ class ScoreTask(ShardTask):
     block_rows: int = 0
     device: str | None = None
     progress: bool = False
+    scoring: str = "exact"
+    floors: np.ndarray | None = None
 
-    def run(self, store: Store, shards: list[int]):
-        return score_tasks(store, self.Q, self.starts, self.aggregate, self.block_rows, shards=shards,
-                           device=self.device, progress=self.progress)
+    def run(self, store: Store, shards: list[int]) -> TaskScores:
+        return task_scores(store, self.Q, self.starts, self.aggregate, self.block_rows, shards=shards,
+                           device=self.device, progress=self.progress, scoring=self.scoring, floors=self.floors)
 
     def merge(self, parts):
-        if len(parts) == 1:
-            return parts[0]
-        return np.concatenate([r for r, _ in parts]), np.concatenate([s for _, s in parts])
+        return TaskScores.concat(parts)
+
+
+@dataclass
+class RescoreTask(ShardTask):
+    """Exact scores of some (row, task) pairs of some shards (:func:`rescore`)."""
+
+    Q: np.ndarray
+    starts: np.ndarray
+    aggregate: str
+    rows: np.ndarray
+    need: np.ndarray
+
+    def run(self, store: Store, shards: list[int]):
+        return rescore(store, self.Q, self.starts, self.aggregate, self.rows, self.need, shards)
+
+    def merge(self, parts):
+        return tuple(np.concatenate(x) for x in zip(*parts, strict=True))
 
 
 @dataclass
@@ -218,10 +362,11 @@ class TopRowsTask(ShardTask):
     block_rows: int = 0
     device: str | None = None
     progress: bool = False
+    scoring: str = "exact"
 
     def run(self, store: Store, shards: list[int]):
         return top_rows_per_query(store, self.Q, self.m, self.block_rows, shards=shards, device=self.device,
-                                  progress=self.progress)
+                                  progress=self.progress, scoring=self.scoring)
 
     def merge(self, parts):
         return parts[0] if len(parts) == 1 else merge_top_rows(parts, self.m)

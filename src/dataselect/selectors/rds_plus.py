@@ -31,23 +31,70 @@ from __future__ import annotations
 import numpy as np
 
 from dataselect.engines.executor import LocalExecutor
-from dataselect.pool_index.similarity import AGGREGATES, ScoreTask, TopRowsTask, score_block, score_tasks
+from dataselect.errors import DataselectError
+from dataselect.pool_index.screen import SCORINGS
+from dataselect.pool_index.similarity import (
+    AGGREGATES,
+    RescoreTask,
+    ScoreTask,
+    TaskScores,
+    TopRowsTask,
+    score_block,
+    score_tasks,
+)
 from dataselect.selection import Selection
 from dataselect.selectors.base import Selector, register
 from dataselect.selectors.params import Param
 from dataselect.store.queries import query_matrix, query_texts
 
 ROUND_ROBIN = ("paper", "next-unique")
+PROBE_SHARE = 0.05  # of the shards, scored first to place each task's cut-off
+SCREEN_SHARE = 0.5  # above this share of products recomputed exactly, the rest is scored exactly
 
 
-def task_orders(scores: np.ndarray) -> np.ndarray:
-    """(N, T) scores -> (T, N) positions sorted by descending score, ties by ascending position."""
-    dtype = np.int32 if scores.shape[0] < 2**31 else np.int64
-    return np.stack([np.argsort(-scores[:, t], kind="stable").astype(dtype) for t in range(scores.shape[1])])
+def probe_shards(pool) -> list[int]:
+    """About 5% of the shards (at least one), evenly spread, so a pool sorted by source is sampled whole."""
+    n = len(pool.shards)
+    if n == 0:
+        return []
+    return sorted(set(np.linspace(0, n - 1, max(1, round(PROBE_SHARE * n))).round().astype(int).tolist()))
+
+
+def task_orders(scores: np.ndarray, top: int | None = None) -> np.ndarray:
+    """(N, T) scores -> (T, L) positions by descending score, ties by ascending position.
+
+    ``top``: only each task's first ``L >= top`` positions (a partition, then a sort of those), which
+    are the first ``L`` of the full order; by default every row (``L = N``)."""
+    n = scores.shape[0]
+    dtype = np.int32 if n < 2**31 else np.int64
+    if top is None or top >= n:
+        return np.stack([np.argsort(-scores[:, t], kind="stable").astype(dtype) for t in range(scores.shape[1])])
+    heads = []
+    for t in range(scores.shape[1]):
+        s = scores[:, t]
+        kth = np.partition(s, n - top)[n - top]  # the top-th largest score: every row at or above it
+        head = np.flatnonzero(s >= kth)
+        heads.append(head[np.lexsort((head, -s[head]))].astype(dtype))
+    length = min(len(h) for h in heads)
+    return np.stack([h[:length] for h in heads])
+
+
+def ranked_round_robin(rule, scores: np.ndarray, budget: int):
+    """``rule`` (a round-robin below) on the task orders of ``scores``, sorting only as deep as it goes:
+    returns (orders, positions, scores, task indices, depth)."""
+    n, T = scores.shape
+    top = 2 * -(-budget // max(T, 1)) + 64
+    while True:
+        orders = task_orders(scores, top)
+        pos, sc, task, depth = rule(orders, scores, budget)
+        if orders.shape[1] == n or (len(pos) == budget and depth.max() < orders.shape[1]):
+            return orders, pos, sc, task, depth
+        top *= 4
 
 
 def round_robin_paper(orders: np.ndarray, scores: np.ndarray, budget: int):
-    """Paper round-robin. Returns (positions, scores, task indices) of the picked rows, in pick order."""
+    """Paper round-robin. Returns (positions, scores, task indices) of the picked rows, in pick order,
+    and how deep each task went in its order (T,): the turns it played."""
     T, n = orders.shape
     rounds = -(-budget // T)
     while True:
@@ -64,7 +111,7 @@ def round_robin_paper(orders: np.ndarray, scores: np.ndarray, budget: int):
     lowest = np.full(scores.shape[0], np.inf, dtype=np.float32)
     np.minimum.at(lowest, seq, popped)
     picked = seq[first]
-    return picked, lowest[picked], turn_task[first]
+    return picked, lowest[picked], turn_task[first], np.bincount(turn_task, minlength=T)
 
 
 def round_robin_per_query(rows: np.ndarray, scores: np.ndarray, budget: int):
@@ -85,17 +132,19 @@ def round_robin_per_query(rows: np.ndarray, scores: np.ndarray, budget: int):
 
 
 def round_robin_next_unique(orders: np.ndarray, scores: np.ndarray, budget: int):
-    """Each turn takes the task's best row not yet taken."""
+    """Each turn takes the task's best row not yet taken. Returns what :func:`round_robin_paper` does."""
     T, n = orders.shape
-    taken = np.zeros(n, dtype=bool)
+    taken = np.zeros(scores.shape[0], dtype=bool)
     ptr = [0] * T
+    depth = np.zeros(T, dtype=np.int64)
     picked, picked_task = [], []
-    while len(picked) < budget:
+    while len(picked) < budget and min(ptr) < n:
         for t in range(T):
             order, p = orders[t], ptr[t]
             while p < n and taken[order[p]]:
                 p += 1
             ptr[t] = p
+            depth[t] = min(n, p + 1)
             if p == n:
                 continue
             r = int(order[p])
@@ -106,7 +155,16 @@ def round_robin_next_unique(orders: np.ndarray, scores: np.ndarray, budget: int)
                 break
     picked = np.array(picked, dtype=np.int64)
     picked_task = np.array(picked_task, dtype=np.int64)
-    return picked, scores[picked, picked_task], picked_task
+    return picked, scores[picked, picked_task], picked_task, depth
+
+
+def task_cuts(orders: np.ndarray, scores: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """(T,) float64: the score of the deepest row each task's round-robin looked at (+inf: none)."""
+    cuts = np.full(len(depth), np.inf)
+    for t, d in enumerate(depth):
+        if d:
+            cuts[t] = scores[orders[t, d - 1], t]
+    return cuts
 
 
 @register
@@ -124,28 +182,101 @@ class RDSPlus(Selector):
         Param("round_robin", "paper", '"paper": the paper\'s code -- one task: per-query round-robin, a row taken '
               'already spends the turn; several tasks: round-robin over tasks by their max score. "next-unique": '
               'every turn takes a new row (one task: the top rows by max score).', choices=ROUND_ROBIN),
+        Param("scoring", "screened", '"screened": float32 products, and every score that could reach the '
+              'selection recomputed exactly -- the same selection and scores as "exact" (float64 products), '
+              'faster on CPUs.', choices=SCORINGS),
         Param("block_rows", 0, "pool rows scored per matrix multiply.", low=0, auto="sized to ~16 MiB"),
     )
 
-    def score(self, pool, queries, resources=None, matrix=None):
-        """Return (rows (N,), scores (N, T) float32, task names). ``matrix``: ``query_matrix``'s result
-        when the caller has it already."""
-        Q, starts, names = matrix if matrix is not None else query_matrix(pool, queries)
+    def select_tasks(self, pool, budget: int, matrix, resources=None) -> Selection:
+        """Round-robin over tasks (several tasks, or ``mean``, or ``next-unique``) from the task scores of
+        every pool row. With ``scoring="screened"`` they come from a float32 pass
+        (:mod:`dataselect.pool_index.screen`): a few shards spread over the pool first, which place each
+        task's likely cut-off; then the rest, computing exactly in the same pass every score above it.
+        Whatever screened score could still reach the selection given its bound is then recomputed
+        exactly (:meth:`settle`), so the selection is the exact pass's, score for score."""
+        Q, starts, names = matrix
+        T = len(starts)
         device = resources.torch_device() if resources is not None else None
-        if resources is not None:
-            resources.memory.require(pool.n_rows * (8 + 8 * len(starts)), f"rds+ scores of {pool.n_rows:,} rows "
-                                     f"for {len(starts)} tasks")
         executor = resources.executor if resources is not None else LocalExecutor()
-        rows, scores = executor.map_shards(ScoreTask(Q, starts, self.aggregate, self.block_rows,
-                                                     str(device) if device is not None else None,
-                                                     bool(resources and resources.progress)), pool)
-        return rows, scores, names
+        if resources is not None:
+            resources.memory.require(pool.n_rows * (24 + 13 * T), f"rds+ scores of {pool.n_rows:,} rows for {T} tasks")
+        screened = self.scoring == "screened" and not (device is not None and device.type == "cuda")
 
-    def select_from_scores(self, rows, scores, names, budget) -> Selection:
-        orders = task_orders(scores)
-        rr = round_robin_paper if self.round_robin == "paper" else round_robin_next_unique
-        pos, sc, task = rr(orders, scores, budget)
-        return Selection(rows=rows[pos], scores=sc, tasks=np.array(names, dtype=object)[task])
+        def task(**kw):
+            return ScoreTask(Q, starts, self.aggregate, self.block_rows, str(device) if device is not None else None,
+                             bool(resources and resources.progress), **kw)
+
+        info = {"scoring": "screened" if screened else "exact"}
+        if not screened:
+            got = executor.map_shards(task(), pool)
+        else:
+            probe = probe_shards(pool)
+            first = executor.map_shards(task(scoring="screened"), pool, probe)
+            floors, share = self.screen_floors(first, budget * len(first.rows) / max(pool.n_rows, 1), Q, starts)
+            rest = sorted(set(range(len(pool.shards))) - set(probe))
+            info.update(probe_shards=len(probe), screen_share=round(share, 4))
+            parts = [first]
+            if rest:  # a screen that would recompute most scores anyway is slower than computing them
+                rest_task = task(scoring="screened", floors=floors) if share <= SCREEN_SHARE else task()
+                parts.append(executor.map_shards(rest_task, pool, rest))
+            got = TaskScores.concat(parts)
+            info["exact_in_pass"] = int(got.exact.sum())
+        sel, settle = self.settle(pool, got, Q, starts, names, budget, executor)
+        info.update(settle)
+        sel.info = info
+        return sel
+
+    def screen_floors(self, first: TaskScores, budget: float, Q, starts) -> tuple[np.ndarray, float]:
+        """Each task's lowest screened score worth computing exactly in the pass, placed by the round-robin
+        on the probe shards with the budget scaled to them (and deeper, for the sample's noise); and the
+        share of (row, query) products that puts in the exact pass."""
+        n, T = first.scores.shape
+        floors = np.full(T, -np.inf)
+        if n == 0:
+            return floors, 1.0
+        orders, *_, depth = ranked_round_robin(self.round_robin_fn, first.scores, int(min(n, max(1, np.ceil(budget)))))
+        slack = 2 * float(first.bound.max())
+        sizes = np.diff(np.append(starts, len(Q)))
+        share = 0.0
+        for t, d in enumerate(depth):
+            deeper = int(min(n, np.ceil(1.25 * d + 3 * np.sqrt(d) + 8)))
+            if deeper < n:
+                floors[t] = float(first.scores[orders[t, deeper - 1], t]) - slack
+            share += sizes[t] / len(Q) * float(np.mean(first.scores[:, t] + first.bound >= floors[t]))
+        return floors, share
+
+    @property
+    def round_robin_fn(self):
+        return round_robin_paper if self.round_robin == "paper" else round_robin_next_unique
+
+    def settle(self, pool, got: TaskScores, Q, starts, names, budget: int, executor) -> tuple[Selection, dict]:
+        """The round-robin on ``got``, recomputing exactly every screened score that could reach it, until
+        none can: then every non-exact score s of task t has s + bound < the deepest score t looked at,
+        and so does its exact value, so the exact pass would look at the same rows, all exact here."""
+        scores, exact, rows = got.scores, got.exact, got.rows
+        firsts = np.array([s.first_row for s in pool.shards], dtype=np.int64)
+        passes = recomputed = 0
+        while True:
+            orders, pos, sc, task, depth = ranked_round_robin(self.round_robin_fn, scores, budget)
+            cuts = task_cuts(orders, scores, depth)
+            need = np.zeros_like(exact)
+            for t in range(len(cuts)):
+                need[:, t] = ~exact[:, t] & (scores[:, t] + got.bound >= cuts[t])
+            todo = np.flatnonzero(need.any(axis=1))
+            if not len(todo):
+                break
+            shards = np.unique(np.searchsorted(firsts, rows[todo], side="right") - 1).tolist()
+            idx, t, value = executor.map_shards(RescoreTask(Q, starts, self.aggregate, rows[todo], need[todo]),
+                                                pool, shards)
+            if len(idx) != int(need.sum()):
+                raise DataselectError(f"{pool.path}: rescoring found {len(idx):,} of {int(need.sum()):,} scores; the "
+                                      "store changed while it was read")
+            scores[todo[idx], t] = value
+            exact[todo[idx], t] = True
+            passes, recomputed = passes + 1, recomputed + len(idx)
+        sel = Selection(rows=rows[pos], scores=sc, tasks=np.array(names, dtype=object)[task])
+        return sel, {"recomputed_after": recomputed, "recompute_passes": passes}
 
     def per_query(self, n_tasks: int) -> bool:
         """Whether the paper's per-query round-robin applies (one task, max, paper)."""
@@ -222,7 +353,8 @@ class RDSPlus(Selector):
 
             def candidates(m):
                 return executor.map_shards(TopRowsTask(Q, m, self.block_rows, str(device) if device is not None
-                                                       else None, progress), pool)
-            return self.select_per_query(candidates, pool.n_rows, len(Q), budget, names[0], resources)
-        rows, scores, names = self.score(pool, queries, resources, matrix)
-        return self.select_from_scores(rows, scores, names, budget)
+                                                       else None, progress, self.scoring), pool)
+            sel = self.select_per_query(candidates, pool.n_rows, len(Q), budget, names[0], resources)
+            sel.info["scoring"] = self.scoring if device is None or device.type != "cuda" else "exact"
+            return sel
+        return self.select_tasks(pool, budget, matrix, resources)
