@@ -12,6 +12,7 @@ and scaled to the pool; rds+'s throughput is reported as a ratio of it.
     python scripts/bench_scale.py --keep /work/bench [--rows 5800000] [--dim 4096] [--budget 2.5M]
         [--step-limit 1800] [--methods random,rds+,kmeans-sensitivity,hierarchical-kmeans]
         [--max-memory 4GB] [--device auto] [--workers 2] [--engines local,ray] [--ks-extra ...] [--hk-extra ...]
+        [--rds-scorings exact,screened]
 
 ``--engines local,ray`` runs each method once per engine, in the same run (the clustering cache beside
 the store is cleared before every step, so no step reuses another's clustering); Ray steps start a
@@ -171,6 +172,8 @@ def main() -> None:
     ap.add_argument("--ks-extra", default=None, help="run flags for kmeans-sensitivity only (default: --extra)")
     ap.add_argument("--hk-extra", default=None, help="run flags for hierarchical-kmeans only (default: --extra)")
     ap.add_argument("--engines", default="local", help="local, ray or local,ray (each method once per engine)")
+    ap.add_argument("--rds-scorings", default="screened", help="rds+ --scoring values, each its own step "
+                    "(exact,screened: both, and whether they select the same rows and scores)")
     ap.add_argument("--reduce-compare", default="", metavar="SPEC",
                     help="also run each clustering method with --reduce SPEC (e.g. pca:128), the projection included")
     args = ap.parse_args()
@@ -200,18 +203,24 @@ def main() -> None:
 
     clustering = ("kmeans-sensitivity", "hierarchical-kmeans")
     steps = [(m, e, "") for m in args.methods.split(",") for e in args.engines.split(",")]
+    scorings = args.rds_scorings.split(",")
+    steps = [t for s in steps for t in ([(s[0], s[1], f"scoring:{x}") for x in scorings] if s[0] == "rds+" else [s])]
     if args.reduce_compare:
         steps = [s for m in args.methods.split(",") for s in
                  [t for t in steps if t[0] == m] + ([(m, "local", args.reduce_compare)] if m in clustering else [])]
     for method, engine, reduce in steps:
-        name = (method if engine == "local" else f"{method} [ray]") + (f" --reduce {reduce}" if reduce else "")
-        out = args.keep / f"sel_{method}_{engine}{'_' + reduce.replace(':', '') if reduce else ''}"
+        scoring = reduce.split(":", 1)[1] if reduce.startswith("scoring:") else ""
+        reduce = "" if scoring else reduce
+        name = (method if engine == "local" else f"{method} [ray]") + (f" --reduce {reduce}" if reduce else "") \
+            + (f" --scoring {scoring}" if scoring and len(scorings) > 1 else "")
+        out = args.keep / f"sel_{method}_{engine}{'_' + reduce.replace(':', '') if reduce else ''}" \
+            f"{'_' + scoring if scoring and len(scorings) > 1 else ''}"
         cmd = ["run", "--store", str(pool), "--method", method, "--budget", args.budget, "--out", str(out),
                "--overwrite", "--device", args.device, "--engine", engine]
         if args.max_memory:
             cmd += ["--max-memory", args.max_memory]
         if method == "rds+":
-            cmd += ["--queries", str(queries)]
+            cmd += ["--queries", str(queries), "--scoring", scoring]
         if method in ("kmeans-sensitivity", "hierarchical-kmeans"):
             shutil.rmtree(pool / "artefacts", ignore_errors=True)  # every step clusters afresh
             own = args.ks_extra if method == "kmeans-sensitivity" else args.hk_extra
@@ -228,9 +237,18 @@ def main() -> None:
             res["vs_full"] = round(results[method]["wall_s"] / res["wall_s"], 2)
             sel = json.loads((out / "selection.json").read_text())
             res["reduce"] = sel["method_info"].get("reduce")
+        if scoring and len(scorings) > 1 and scoring == scorings[-1] and not res["exit"]:
+            outs = [args.keep / f"sel_{method}_{engine}_{x}" for x in scorings]
+            if all((o / "selection.arrow").exists() for o in outs):
+                from dataselect.selection import read_selection
+
+                tables = [read_selection(o)[0].select(["row", "score", "task"]) for o in outs]
+                res["same_as_other_scorings"] = all(t.equals(tables[0]) for t in tables)
         results[name] = res
         state = "TIME LIMIT" if res["timed_out"] else f"exit {res['exit']}"
         extra = f"  x{res['vs_gemm']} of GEMM baseline" if "vs_gemm" in res else ""
+        if "same_as_other_scorings" in res:
+            extra += f"  same rows and scores as the other scorings: {res['same_as_other_scorings']}"
         if "vs_full" in res:
             extra += (f"  x{res['vs_full']} faster than the full dimension (variance kept "
                       f"{res['reduce']['variance_kept']:.3f}, projection {res['reduce']['project_seconds']:.0f} s)")

@@ -62,9 +62,9 @@ def test_pair_similarities_are_exact_both_ways():
     Q = unit_rows(rng, 9, 128).astype(np.float16).astype(np.float64)
     want = x.astype(np.float64) @ Q.T
     few = (np.array([3, 3, 50, 7]), np.array([0, 8, 2, 2]))
-    assert np.array_equal(pair_sims(x, Q, *few), want[few])  # pair by pair
+    assert np.array_equal(pair_sims(x, Q.astype(np.float32), Q, *few), want[few])  # pair by pair
     dense = np.nonzero(np.ones((60, 9), bool))
-    assert np.array_equal(pair_sims(x, Q, *dense), want[dense])  # one GEMM
+    assert np.array_equal(pair_sims(x, Q.astype(np.float32), Q, *dense), want[dense])  # one GEMM
 
 
 def test_float32_alone_would_change_these_selections(tie_world):

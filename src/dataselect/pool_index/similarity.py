@@ -40,6 +40,7 @@ from dataselect.store import Store
 from dataselect.torchcpu import half_to_float, single_torch_thread
 
 BLOCK_BYTES = 16 << 20
+RESCORE_ROWS = 512  # rows rescored exactly at a time
 AGGREGATES = ("max", "mean")
 
 
@@ -110,6 +111,15 @@ class TaskScores:
         return iter((self.rows, self.scores, self.exact, self.bound))
 
     @classmethod
+    def empty(cls, n: int, T: int) -> TaskScores:
+        return cls(np.zeros(n, np.int64), np.zeros((n, T), np.float32), np.zeros((n, T), bool), np.zeros(n))
+
+    def fill(self, at: int, part: TaskScores) -> None:
+        """Copy ``part`` (consecutive rows) in from position ``at``."""
+        end = at + len(part.rows)
+        self.rows[at:end], self.scores[at:end], self.exact[at:end], self.bound[at:end] = part
+
+    @classmethod
     def concat(cls, parts: list[TaskScores]) -> TaskScores:
         if len(parts) == 1:
             return parts[0]
@@ -141,7 +151,7 @@ def task_scores(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str =
     out = TaskScores(np.empty(n, np.int64), np.empty((n, T), np.float32), np.full((n, T), not screened),
                      np.zeros(n, np.float64))
     if screened:
-        block_rows = block_rows or block_rows_for(pool.dim, Q.shape[0], 4)
+        block_rows = block_rows or block_rows_for(pool.dim, Q.shape[0])
         screen, Q64 = Float32Blocks(pool.dim, Q, block_rows), np.asarray(Q, dtype=np.float64)
     else:
         sims, block_rows = block_scorer(pool.dim, Q, block_rows, device)
@@ -158,17 +168,33 @@ def task_scores(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str =
                 out.scores[at:at + b], out.bound[at:at + b] = scores, bound
                 if floors is not None:
                     need = scores + bound[:, None] >= floors[None, :]
-                    some = np.flatnonzero(need.any(axis=1))
-                    X = x[some].astype(np.float64)
                     for t in range(T):
-                        sel = np.flatnonzero(need[some, t])
+                        sel = np.flatnonzero(need[:, t])
                         if len(sel):
-                            pos = at + some[sel]
-                            out.scores[pos, t] = task_score(X[sel] @ Q64[starts[t]:ends[t]].T, aggregate)
-                            out.exact[pos, t] = True
+                            out.scores[at + sel, t] = exact_task_scores(x, s32, scores[:, t], bound, sel,
+                                                                        screen.Q32, Q64, starts[t], ends[t],
+                                                                        aggregate)
+                            out.exact[at + sel, t] = True
             at += b
             pbar.update(b)
     return out
+
+
+def exact_task_scores(x: np.ndarray, s32: np.ndarray, screened: np.ndarray, bound: np.ndarray, sel: np.ndarray,
+                      Q32: np.ndarray, Q64: np.ndarray, lo: int, hi: int, aggregate: str) -> np.ndarray:
+    """Exact scores of block rows ``sel`` for the task of queries ``lo:hi``, from the block's float32
+    rows ``x``, screened similarities ``s32`` and task scores ``screened``.
+
+    ``max``: only the queries whose screened similarity is within twice the bound of the row's screened
+    max can hold the exact max (any other is below it even exactly), so only those pairs are computed
+    -- usually one or two per row instead of every query of the task. ``mean`` needs every query.
+    """
+    if aggregate != "max":
+        return task_score(x[sel].astype(np.float64) @ Q64[lo:hi].T, aggregate)
+    r, c = np.nonzero(s32[sel, lo:hi] >= (screened[sel] - 2 * bound[sel])[:, None])
+    sims = pair_sims(x, Q32, Q64, sel[r], lo + c)
+    first = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])  # every row has one: its screened argmax
+    return np.maximum.reduceat(sims, first).astype(np.float32)
 
 
 def score_tasks(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str = "max",
@@ -192,7 +218,7 @@ def rescore(store: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str, row
     Q64 = np.asarray(Q, dtype=np.float64)
     got: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     with single_torch_thread():
-        for block in store.iter_blocks(("row", "embedding"), None, shards):
+        for block in store.iter_blocks(("row", "embedding"), RESCORE_ROWS, shards):  # float64 rows: 16 MiB at 4096
             br = np.asarray(block["row"], np.int64)
             if not len(br):
                 continue
@@ -271,13 +297,13 @@ def top_rows_per_query(pool: Store, Q: np.ndarray, m: int, block_rows: int = 0, 
     m = max(1, min(m, n))
     gpu = device is not None and torch.device(device).type == "cuda"
     if scoring == "screened" and not gpu:
-        block_rows = block_rows or block_rows_for(pool.dim, nq, 4)
+        block_rows = block_rows or block_rows_for(pool.dim, nq)
         screen, Q64 = Float32Blocks(pool.dim, Q, block_rows), np.asarray(Q, dtype=np.float64)
 
         def candidates(emb, thresh):
             s32, bound, x = screen(emb)
             i, q = np.nonzero(s32 + bound[:, None] >= thresh)
-            exact = pair_sims(x, Q64, i, q)
+            exact = pair_sims(x, screen.Q32, Q64, i, q)
             keep = exact > thresh[q]
             return i[keep], q[keep], exact[keep]
     else:
