@@ -117,11 +117,27 @@ def test_ivf_assignment_is_nearly_exact_and_selectors_take_it(tmp_path):
     assert bool((d_approx >= d_exact - 1e-4).all())
     hit = approx == exact
     assert torch.allclose(d_approx[hit], d_exact[hit], rtol=1e-4, atol=1e-4)
+
+
+def test_ivf_is_used_only_where_it_costs_less_than_exact_search(tmp_path):
+    """Issue 27: --assign ivf builds the index for a step only where the measured cost model says it
+    pays (docs/benchmarks.md, bench_assign: x1.3 and x1.0 with the build on 20,000 rows at k = 10^4
+    and 10^5); elsewhere the step searches exactly, and selection.json records which each step used."""
+    from dataselect.pool_index.hierarchical import build_hierarchy
+    from dataselect.pool_index.search import search_for
+
+    assert search_for("ivf", 20_000, 10_000) == "ivf"
+    assert search_for("ivf", 2_500_000, 100_000) == "ivf"  # a Lloyd update at 25 rows per centroid
+    assert search_for("ivf", 20_000, 2_000) == "flat"  # an upper hierarchy level's k
+    assert search_for("ivf", 500, 100_000) == "flat"  # too few rows to pay for building it
+    assert search_for("hnsw", 10, 10) == "hnsw" and search_for("torch", 10**6, 10**5) == "torch"
     store_from_array(tmp_path / "s", blobs(3000, 16, 20).astype(np.float32), shard_rows=1000)
     cl = cluster_store(Store(tmp_path / "s"), 40, niter=3, assign="ivf", cache=False)
-    assert cl.meta["search"] == "ivf" and cl.meta["backend"] == "faiss"
+    assert cl.meta["search"] == "ivf" and cl.meta["search_used"] == {"fit": "flat", "assign": "flat"}
     exact_cl = cluster_store(Store(tmp_path / "s"), 40, niter=3, cache=False)
-    assert (cl.labels == exact_cl.labels).mean() > 0.9  # same seeds: nearly the same clustering
+    assert np.array_equal(cl.labels, exact_cl.labels)  # searched exactly: the exact clustering
+    h = build_hierarchy(Store(tmp_path / "s"), [40, 5], resamples=1, niter=3, assign="ivf", cache=False)
+    assert h.meta["search_used"] == [{"fit": "flat", "assign": "flat"}] * 2
 
 
 def test_budget_parsing_and_refusal():
@@ -144,10 +160,43 @@ def test_sample_shrinks_to_the_budget_and_says_so(tmp_path, capsys):
     tight = Resources.make("cpu", MemoryBudget.runtime() + SLACK + 8 * 2**20, progress=False)
     cl = cluster_store(st, 40, niter=3, resources=tight, cache=False)
     assert cl.meta["sample_limited_by_memory"] and cl.meta["sample_rows"] < cl.meta["sample_rows_wanted"] == 10240
-    assert "memory budget holds" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "memory budget holds" in said and "float16" not in said and "FAISS asks" not in said
+    starved = cluster_store(st, 400, niter=1, resources=tight, cache=False)  # 5,624 rows: 14 per centroid
+    assert starved.meta["sample_rows"] < 39 * 400 and "below the 39 per centroid FAISS asks for" in capsys.readouterr().err
     roomy = cluster_store(st, 40, niter=3, cache=False)
     assert not roomy.meta["sample_limited_by_memory"] and roomy.meta["sample_rows"] == 10240
     assert roomy.meta["device"] == "cpu" and roomy.meta["backend"] == "faiss" and roomy.meta["k_effective"] == 40
+
+
+def test_a_sample_float32_would_cut_is_held_in_float16(tmp_path):
+    """Issue 27: the stored values are float16, so a float16 sample is the same sample in half the
+    memory (its rows widened to float32 block by block where computed on): where a float32 sample
+    would be cut short and the widened blocks cost less than it gains, the plan holds more rows, and
+    the clustering of a given sample is the float32 one's, bit for bit."""
+    import torch
+
+    from dataselect.pool_index.kmeans import plan_memory
+    from dataselect.resources import SLACK
+
+    store_from_array(tmp_path / "s", blobs(120_000, 32, 40).astype(np.float32), shard_rows=10_000)
+    st, cpu = Store(tmp_path / "s"), torch.device("cpu")
+
+    def plans(mib):
+        res = Resources.make("cpu", MemoryBudget.runtime() + SLACK + mib * 2**20, progress=False)
+        return res, [plan_memory(st, 100, 32, 100_000, cpu, res, half_ok=ok) for ok in (True, False)]
+
+    tiny = plans(6)[1]  # too little memory to pay for the widened blocks: float32, cut short
+    assert tiny[0].sample_dtype == "float32" and tiny[0].limited_by_budget
+    mib = next(m for m in range(8, 40) if not plans(m)[1][0].limited_by_budget)
+    tight, (half, full) = plans(mib)
+    assert (half.sample_dtype, full.sample_dtype) == ("float16", "float32")
+    assert half.sample_rows == 100_000 > full.sample_rows and full.limited_by_budget
+    cl = cluster_store(st, 100, niter=2, sample_size=100_000, init_sample=8, resources=tight, cache=False)
+    assert cl.meta["sample_dtype"] == "float16" and cl.meta["sample_rows"] == 100_000
+    roomy = cluster_store(st, 100, niter=2, sample_size=100_000, init_sample=8, cache=False)
+    assert roomy.meta["sample_dtype"] == "float32"
+    assert np.array_equal(cl.centroids, roomy.centroids) and np.array_equal(cl.labels, roomy.labels)
 
 
 def test_over_budget_request_is_one_line_exit_2(tmp_path):

@@ -45,7 +45,7 @@ from dataselect.pool_index.kmeans import (
     sample_note,
 )
 from dataselect.pool_index.sample import load_rows, sample_positions
-from dataselect.pool_index.search import CentroidSearch
+from dataselect.pool_index.search import CentroidSearch, search_for
 from dataselect.progress import bar, note
 from dataselect.resources import Resources, current_rss
 from dataselect.store import Store
@@ -199,9 +199,12 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
             notes.append(sample_note(f"hierarchical k-means level 1 (k={ks[0]:,})", plan, ks[0]))
             note(notes[-1])
 
+        used: list[dict] = []  # the search each level's steps used (--assign ivf: only where it pays)
+
         def fit(positions: np.ndarray, x: torch.Tensor, k: int, run_seed: int):  # level 1: rows of the store
             return fit_store_rows(store, positions, x, k, executor=resources.executor, niter=niter, seed=run_seed,
-                                  init_sample=init_sample, search=search, progress=progress)
+                                  init_sample=init_sample, search=search_for(search, len(positions), k),
+                                  progress=progress)
 
         # Level 1: the pool, through a budgeted sample and streamed assignment.
         t0 = time.perf_counter()
@@ -210,10 +213,12 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
         rng = np.random.default_rng(seed)
         with bar(steps, "level 1 runs", unit="run", enabled=progress) as pbar:
             positions = sample_positions(n, plan.sample_rows, seed)
-            x = load_rows(store, positions, device, progress)
+            x = load_rows(store, positions, device, progress, dtype=plan.sample_dtype)
             centroids = fit(positions, x, ks[0], seed).centroids
             del x
-            labels0, dist2 = assign_store(store, centroids, search=search, device=device, block_rows=plan.block_rows,
+            used.append({"fit": search_for(search, len(positions), ks[0]), "assign": search_for(search, n, ks[0])})
+            labels0, dist2 = assign_store(store, centroids, search=used[0]["assign"], device=device,
+                                          block_rows=plan.block_rows,
                                           progress=progress, desc="assign pool", executor=resources.executor)
             pbar.update(1)
             for r in range(steps - 1):
@@ -226,10 +231,10 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
                         note(notes[-1])
                 pos = (closest_per_cluster(labels0, dist2, s) if strategy == "closest"
                        else random_per_cluster(labels0, s, rng))
-                x = load_rows(store, pos, device)
+                x = load_rows(store, pos, device, dtype=plan.sample_dtype)
                 centroids = fit(pos, x, ks[0], seed + 1 + r).centroids
                 del x, pos
-                labels0, dist2 = assign_store(store, centroids, search=search, device=device,
+                labels0, dist2 = assign_store(store, centroids, search=used[0]["assign"], device=device,
                                               block_rows=plan.block_rows, progress=progress, desc="assign pool", executor=resources.executor)
                 pbar.update(1)
         timings.append(_lap(1, t0))
@@ -240,8 +245,9 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
         points = torch.as_tensor(centroids, device=device)
         for level, k in enumerate(ks[1:], start=1):
             t0 = time.perf_counter()
+            used.append({"fit": search_for(search, len(points), k), "assign": search_for(search, len(points), k)})
             cent, lab = cluster_level(points, k, resamples=resamples, sample_size=sample_sizes[level], strategy=strategy,
-                                      niter=niter, seed=seed + 1000 * level, rng=rng, search=search,
+                                      niter=niter, seed=seed + 1000 * level, rng=rng, search=used[-1]["fit"],
                                       init_sample=init_sample, progress=progress)
             labels.append(lab.astype(np.int32))
             cents.append(cent)
@@ -249,7 +255,9 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
             timings.append(_lap(level + 1, t0))
         meta = {**params, "store_hash": store.hash, "n": n, "ks_effective": [int(len(lab_)) and int(lab_.max()) + 1 for lab_ in labels],
                 "sample_rows_wanted": plan.wanted_rows, "sample_limited_by_memory": plan.limited_by_budget,
-                "device": plan.device, "backend": "torch" if search == "torch" else "faiss", "notes": notes,
+                "sample_dtype": plan.sample_dtype, "device": plan.device,
+                "backend": "torch" if search == "torch" else "faiss", "notes": notes,
+                "search_used": used,
                 "default_levels": levels,
                 "timings": timings}
         return Hierarchy(labels, dist2, ks, store.rows(), meta, cents)

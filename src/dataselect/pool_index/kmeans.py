@@ -41,7 +41,7 @@ import xxhash
 from dataselect.engines.executor import Executor, LocalExecutor, ShardTask
 from dataselect.errors import DataselectError
 from dataselect.pool_index.sample import device_blocks, load_rows, sample_positions
-from dataselect.pool_index.search import CentroidSearch
+from dataselect.pool_index.search import CentroidSearch, search_for
 from dataselect.progress import bar, note
 from dataselect.resources import MiB, Resources, fmt_bytes
 from dataselect.store import Store
@@ -189,10 +189,21 @@ def lloyd_partial(x: torch.Tensor, find: CentroidSearch, k: int) -> tuple[torch.
     sums = torch.zeros((k, x.shape[1]), dtype=torch.float32, device=x.device)
     counts = torch.zeros(k, dtype=torch.int64, device=x.device)
     total = 0.0
+    widen = x.dtype == torch.float16 and x.device.type == "cpu"  # a float16 sample (plan_memory)
     for lo, hi in _rows_in_chunks(len(x), lloyd_rows(x)):
-        xb = x[lo:hi]
-        lab, d2 = find(xb)
-        sums.index_add_(0, lab, xb.float())
+        if not widen:
+            xb = x[lo:hi]
+            lab, d2 = find(xb)
+            sums.index_add_(0, lab, xb.float())
+        else:  # widened _STEP_ROWS at a time (FAISS blocks its queries by 4096: the same distances)
+            labs, d2s = [], []
+            for a, b in _rows_in_chunks(hi - lo, _STEP_ROWS):
+                xb = x[lo + a:lo + b].float()
+                lab, d2 = find(xb)
+                sums.index_add_(0, lab, xb)
+                labs.append(lab)
+                d2s.append(d2)
+            lab, d2 = torch.cat(labs), torch.cat(d2s)
         counts += torch.bincount(lab, minlength=k)
         total += float(d2.sum(dtype=torch.float64))
     return sums, counts, total
@@ -467,17 +478,19 @@ class Plan:
     host_bytes: int
     device: str
     limited_by_budget: bool
+    sample_dtype: str = "float32"  # on the CPU: float16 when a float32 sample would be cut short
 
 
 def plan_memory(store: Store, k: int, d_cluster: int, wanted: int, device: torch.device,
-                resources: Resources, keep_rows: int = 0, extra: int = 0) -> Plan:
+                resources: Resources, keep_rows: int = 0, extra: int = 0, half_ok: bool = True) -> Plan:
     """Size the training sample and streaming blocks from the memory budget (see module docstring).
 
     Host memory: per-row state (labels, distances, row numbers: 16 B/row, plus ``keep_rows`` more
     int64 positions), centroid state (4 k d float32: centroids, their start, the Lloyd sums and one
     shard's partial sums), the k-means++ state (13 B per sample row), a
     streaming block (float32 copy plus k distances a row), one mapped shard of float16, and -- on
-    the CPU -- the float32 sample itself. On CUDA the sample lives in GPU memory as float16.
+    the CPU -- the float32 sample itself, or (``half_ok``) a float16 one where float32 would cut the
+    sample short. On CUDA the sample lives in GPU memory as float16.
     """
     d = store.dim
     n = store.n_rows
@@ -487,6 +500,14 @@ def plan_memory(store: Store, k: int, d_cluster: int, wanted: int, device: torch
     block_rows = int(max(256, min(32768, min(64 * MiB, free // 8) // (4 * (d + k)))))  # <= 1/8 of what is free
     fixed = (extra + 16 * n + 8 * keep_rows + 4 * 4 * k * max(d, d_cluster) + block_rows * 4 * (d + k) + shard_rows * d * 2)
     per_row = 13 + (4 * max(d, d_cluster) if device.type == "cpu" else 0)
+    dtype = "float32" if device.type == "cpu" else "float16"
+    widened = 2 * _STEP_ROWS * d * 4  # a float16 sample's rows widened to float32 where computed on
+    if half_ok and device.type == "cpu" and d_cluster == d and \
+            (free - fixed) // per_row < min(wanted, n, (free - fixed - widened) // (13 + 2 * d)):
+        # the stored values are float16: a float16 sample is the same sample in half the memory, each
+        # block widened to float32 where it is computed on -- nearly twice the rows where a float32
+        # sample would be cut short (and more than the widened blocks cost)
+        per_row, dtype, fixed = 13 + 2 * d, "float16", fixed + widened
     minimum = fixed + per_row * k
     budget.require(minimum, f"clustering {n:,} rows into k={k:,} clusters ({d}-dim)", free)
     fit = (free - fixed) // per_row if device.type == "cpu" else wanted
@@ -494,7 +515,8 @@ def plan_memory(store: Store, k: int, d_cluster: int, wanted: int, device: torch
         gpu_free, _ = torch.cuda.mem_get_info(device)
         fit = int(min(fit, 0.8 * gpu_free // (2 * d + 16)))
     rows = int(min(wanted, n, fit))
-    return Plan(rows, int(min(wanted, n)), block_rows, fixed + per_row * rows, str(device), rows < min(wanted, n))
+    return Plan(rows, int(min(wanted, n)), block_rows, fixed + per_row * rows, str(device), rows < min(wanted, n),
+                dtype)
 
 
 def max_k(store: Store, d_cluster: int, device: torch.device, resources: Resources, wanted: int,
@@ -576,12 +598,14 @@ class Clustering:
         search = resolve_search(self.meta.get("backend", "auto") if device.type == "cpu" else "torch",
                                 {"hnsw": "hnsw", "ivf": "ivf"}.get(self.meta.get("search"), "exact"), device)
         plan = plan_memory(store, len(centres), centres.shape[1], 0, device, resources)
+        search = search_for(search, store.n_rows, len(centres))
         labels, dist2 = assign_store(store, centres, search=search, device=device, projection=self.projection,
                                      block_rows=plan.block_rows, progress=resources.progress,
                                      desc="assign to rounded centres", executor=resources.executor)
         labels[positions] = np.arange(len(positions), dtype=np.int32)
         dist2[positions] = 0.0
         meta = {**self.meta, "k_effective": len(centres), "rounded_centres": True, "rounded_from": self.key,
+                "search_used": {**self.meta.get("search_used", {}), "rounded": search},
                 "pool_inertia": float(dist2.astype(np.float64).sum())}
         return Clustering(centres, labels, np.maximum(dist2, 0.0), self.rows, meta, self.projection)
 
@@ -611,9 +635,12 @@ class Clustering:
 
 
 def sample_note(what: str, plan: Plan, k: int) -> str:
-    return (f"{what}: the memory budget holds a {plan.sample_rows:,}-row training sample "
-            f"({plan.sample_rows / k:.0f} per centroid), not the {plan.wanted_rows:,} rows of the rule of thumb "
-            f"({POINTS_PER_CENTROID} per centroid); raise --max-memory for a larger sample")
+    held = "float16 " if plan.sample_dtype == "float16" and plan.device == "cpu" else ""
+    few = (f", below the {MIN_POINTS_PER_CENTROID} per centroid FAISS asks for"
+           if plan.sample_rows < MIN_POINTS_PER_CENTROID * k else "")
+    return (f"{what}: the memory budget holds a {plan.sample_rows:,}-row {held}training sample "
+            f"({plan.sample_rows / k:.0f} per centroid{few}), not the {plan.wanted_rows:,} rows of the rule of "
+            f"thumb ({POINTS_PER_CENTROID} per centroid); raise --max-memory for a larger sample")
 
 
 def cluster_store(store: Store, k: int, *, niter: int = 20, seed: int = 0, spherical: bool = False,
@@ -660,24 +687,25 @@ def _cluster(store: Store, k: int, params: dict, plan, *, proj_dim: int, niter: 
         note(sample_note(f"k-means with k={k:,}", plan, k))
     t0 = time.perf_counter()
     positions = sample_positions(n, plan.sample_rows, seed)
-    x = load_rows(store, positions, device, progress=resources.progress)
+    x = load_rows(store, positions, device, progress=resources.progress, dtype=plan.sample_dtype)
     proj = None
     if pca_dim:
         proj = Projection.fit(x, pca_dim)
         x = proj(x).to(x.dtype)
     t_sample = time.perf_counter() - t0
+    searches = {"fit": search_for(search, len(positions), k), "assign": search_for(search, n, k)}
     fit = fit_store_rows(store, positions, x, k, executor=resources.executor, projected=proj is not None,
                          niter=niter, seed=seed, n_local_trials=n_local_trials, init_sample=init_sample,
-                         search=search, spherical=spherical, progress=resources.progress)
+                         search=searches["fit"], spherical=spherical, progress=resources.progress)
     del x
     t1 = time.perf_counter()
-    labels, dist2 = assign_store(store, fit.centroids, search=search, device=device, projection=proj,
+    labels, dist2 = assign_store(store, fit.centroids, search=searches["assign"], device=device, projection=proj,
                                  block_rows=plan.block_rows, progress=resources.progress, executor=resources.executor)
     meta = {**params, "store_hash": store.hash, "n": n, "k_effective": len(fit.centroids),
             "sample_rows_wanted": plan.wanted_rows, "sample_limited_by_memory": plan.limited_by_budget,
-            "planned_host_bytes": plan.host_bytes, "planned_host": fmt_bytes(plan.host_bytes),
+            "sample_dtype": plan.sample_dtype, "planned_host_bytes": plan.host_bytes, "planned_host": fmt_bytes(plan.host_bytes),
             "device": plan.device, "backend": "torch" if search == "torch" else "faiss",
-            "lloyd_on": fit.lloyd_on,
+            "lloyd_on": fit.lloyd_on, "search_used": searches,
             "sample_inertia": fit.inertia, "pool_inertia": float(dist2.astype(np.float64).sum()),
             "seconds": {"sample": round(t_sample, 3), **fit.seconds, "assign": round(time.perf_counter() - t1, 3)}}
     return Clustering(fit.centroids, labels, dist2, store.rows(), meta, proj)

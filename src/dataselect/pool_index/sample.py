@@ -44,17 +44,21 @@ def rows_at(store: Store, positions: np.ndarray, shards: list[int] | None = None
 
 
 def load_rows(store: Store, positions: np.ndarray, device: torch.device, progress: bool = False,
-              shards: list[int] | None = None) -> torch.Tensor:
+              shards: list[int] | None = None, dtype: str = "float32") -> torch.Tensor:
     """Embeddings at sorted store ``positions`` as a (len, dim) tensor on ``device`` (``shards``: see
     :func:`rows_at`).
 
-    float32 on the CPU, float16 on CUDA (copied there block by block: the host never holds them all).
+    On the CPU float32 (``dtype="float16"``: the stored values as they are, in half the memory);
+    float16 on CUDA (copied there block by block: the host never holds them all).
     """
     cpu = device.type == "cpu"
-    out = torch.empty((len(positions), store.dim), dtype=torch.float32 if cpu else torch.float16, device=device)
+    half = not cpu or dtype == "float16"
+    out = torch.empty((len(positions), store.dim), dtype=torch.float16 if half else torch.float32, device=device)
     with bar(len(positions), "read sample", enabled=progress and len(positions) > 0) as pbar, single_torch_thread():
         for at, rows in rows_at(store, positions, shards):
-            if cpu:
+            if cpu and half:
+                np.copyto(out[at:at + len(rows)].numpy(), rows)
+            elif cpu:
                 half_to_float(rows, out[at:at + len(rows)].numpy())
             else:
                 out[at:at + len(rows)] = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float16)).to(device)

@@ -9,7 +9,8 @@ Three ways behind one class, all giving (label, squared L2 distance) per row:
   4 sqrt(k)`` cells by a small k-means of their own, a row compared with the centroids of its
   ``nprobe`` nearest cells only. Approximate, for k of 10^4-10^6; cheap to rebuild for each Lloyd
   update (the cell k-means runs on the k centroids, not the pool), and the distance returned is the
-  exact one to the centroid found.
+  exact one to the centroid found. A step uses it only where it is cheaper than exact search
+  (:func:`search_for`); elsewhere ``--assign ivf`` searches exactly.
 * ``torch`` -- chunked matrix multiplies on the tensor's device (CPU or CUDA):
   ``|x - c|^2 = |x|^2 - 2 x.c + |c|^2``. On CUDA the inputs stay float16 and products accumulate in
   float32 (``out_dtype``), on the CPU everything is float32.
@@ -25,6 +26,34 @@ import torch
 SEARCH_KINDS = ("flat", "hnsw", "ivf", "torch")
 HNSW_M = 32
 IVF_NPROBE = 16
+
+
+# What an IVF search costs against exact search, in exact (BLAS) distance products, from
+# scripts/bench_assign.py (docs/benchmarks.md, k = 10^4 and 10^5 at 256 dimensions, the same run):
+# one IVF distance costs 7.6 exact ones (6.2e9 against 4.4e10-5.3e10 a second), and building the index
+# is a 10-iteration k-means of the k centroids into nlist cells plus adding them, 11 k nlist products.
+IVF_PRODUCT_COST = 7.6
+IVF_BUILD_PASSES = 11
+
+
+def ivf_nlist(k: int) -> int:
+    """Cells of the IVF index over ``k`` centroids: 4 sqrt(k), at least 39 centroids per cell (FAISS)."""
+    return max(1, min(int(4 * np.sqrt(k)), k // 39))
+
+
+def ivf_pays(rows: int, k: int, nprobe: int = IVF_NPROBE) -> bool:
+    """Whether building an IVF index over ``k`` centroids and searching ``rows`` rows in it costs less
+    than searching them exactly (the cost model above)."""
+    nlist = ivf_nlist(k)
+    ivf = IVF_PRODUCT_COST * rows * (nlist + min(nprobe, nlist) * k / nlist) + IVF_BUILD_PASSES * k * nlist
+    return ivf < rows * k
+
+
+def search_for(kind: str, rows: int, k: int) -> str:
+    """The search a step of ``rows`` rows against ``k`` centroids uses: ``ivf`` (``--assign ivf``) only
+    where it is cheaper than exact search, else exact ``flat``; other kinds unchanged. Decided by the
+    driver from the step's whole size, so every worker of a step searches the same way."""
+    return "flat" if kind == "ivf" and not ivf_pays(rows, k) else kind
 
 
 def _chunk_rows(k: int, chunk_bytes: int) -> int:
@@ -61,7 +90,7 @@ class CentroidSearch:
         if kind == "flat":
             self.index = faiss.IndexFlatL2(self.d)
         elif kind == "ivf":
-            nlist = max(1, min(int(4 * np.sqrt(self.k)), self.k // 39))  # FAISS: >= 39 training points per cell
+            nlist = ivf_nlist(self.k)
             self.quantizer = faiss.IndexFlatL2(self.d)
             self.index = faiss.IndexIVFFlat(self.quantizer, self.d, nlist)
             self.index.cp.min_points_per_centroid = 1
