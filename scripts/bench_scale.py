@@ -202,15 +202,13 @@ def main() -> None:
     import shutil
 
     clustering = ("kmeans-sensitivity", "hierarchical-kmeans")
-    steps = [(m, e, "") for m in args.methods.split(",") for e in args.engines.split(",")]
     scorings = args.rds_scorings.split(",")
-    steps = [t for s in steps for t in ([(s[0], s[1], f"scoring:{x}") for x in scorings] if s[0] == "rds+" else [s])]
+    steps = [(m, e, "", x) for m in args.methods.split(",") for e in args.engines.split(",")
+             for x in (scorings if m == "rds+" else [""])]  # (method, engine, reduce, rds+ scoring)
     if args.reduce_compare:
         steps = [s for m in args.methods.split(",") for s in
-                 [t for t in steps if t[0] == m] + ([(m, "local", args.reduce_compare)] if m in clustering else [])]
-    for method, engine, reduce in steps:
-        scoring = reduce.split(":", 1)[1] if reduce.startswith("scoring:") else ""
-        reduce = "" if scoring else reduce
+                 [t for t in steps if t[0] == m] + ([(m, "local", args.reduce_compare, "")] if m in clustering else [])]
+    for method, engine, reduce, scoring in steps:
         name = (method if engine == "local" else f"{method} [ray]") + (f" --reduce {reduce}" if reduce else "") \
             + (f" --scoring {scoring}" if scoring and len(scorings) > 1 else "")
         out = args.keep / f"sel_{method}_{engine}{'_' + reduce.replace(':', '') if reduce else ''}" \

@@ -2,10 +2,12 @@
 
 Writes a store of N x D float16 unit vectors (default 1M x 1024) and T tasks x Q queries (7 x 100),
 then, in a fresh subprocess per ``--scoring`` (so its peak RSS is its own), runs the rds+ selector
-end to end: streaming scoring plus round-robin; the scorings must select the same rows and scores. The baseline is a plain numpy float32 GEMM of the same total shape (N x D times
-D x T*Q) from memory, measured in the same run; the ratio is scoring GFLOP/s over baseline GFLOP/s.
+end to end: streaming scoring plus round-robin; the scorings must select the same rows and scores.
+The baseline is a plain numpy float32 GEMM of the same total shape (N x D times D x T*Q) from
+memory, measured in the same run; the ratio is the baseline's time over the selection's.
 
-    python scripts/bench_select.py [--rows 1000000] [--dim 1024] [--budget 100k] [--scorings exact,screened] [--keep DIR]
+    python scripts/bench_select.py [--rows 1000000] [--dim 1024] [--budget 100k] [--scorings exact,screened]
+        [--keep DIR]
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def main() -> None:
     if len({r["digest"] for r in res.values()}) > 1:
         raise SystemExit("the scorings selected different rows or scores")
     print("every scoring selected the same rows with the same scores" if len(res) > 1 else "")
+
 
 if __name__ == "__main__":
     main()

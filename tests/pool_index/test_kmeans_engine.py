@@ -137,7 +137,8 @@ def test_ivf_is_used_only_where_it_costs_less_than_exact_search(tmp_path):
     exact_cl = cluster_store(Store(tmp_path / "s"), 40, niter=3, cache=False)
     assert np.array_equal(cl.labels, exact_cl.labels)  # searched exactly: the exact clustering
     h = build_hierarchy(Store(tmp_path / "s"), [40, 5], resamples=1, niter=3, assign="ivf", cache=False)
-    assert h.meta["search_used"] == [{"fit": "flat", "assign": "flat"}] * 2
+    assert h.meta["search_used"] == [{"fit": ["flat", "flat"], "assign": "flat"},  # level 1: each run's fit
+                                     {"fit": "flat", "assign": "flat"}]
 
 
 def test_budget_parsing_and_refusal():

@@ -199,12 +199,13 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
             notes.append(sample_note(f"hierarchical k-means level 1 (k={ks[0]:,})", plan, ks[0]))
             note(notes[-1])
 
-        used: list[dict] = []  # the search each level's steps used (--assign ivf: only where it pays)
+        used: list[dict] = [{"fit": [], "assign": search_for(search, n, ks[0])}]  # per level (--assign ivf: only
+        # where it pays); level 1's fits are listed per run, their samples differing in size
 
         def fit(positions: np.ndarray, x: torch.Tensor, k: int, run_seed: int):  # level 1: rows of the store
+            used[0]["fit"].append(search_for(search, len(positions), k))
             return fit_store_rows(store, positions, x, k, executor=resources.executor, niter=niter, seed=run_seed,
-                                  init_sample=init_sample, search=search_for(search, len(positions), k),
-                                  progress=progress)
+                                  init_sample=init_sample, search=used[0]["fit"][-1], progress=progress)
 
         # Level 1: the pool, through a budgeted sample and streamed assignment.
         t0 = time.perf_counter()
@@ -216,7 +217,6 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
             x = load_rows(store, positions, device, progress, dtype=plan.sample_dtype)
             centroids = fit(positions, x, ks[0], seed).centroids
             del x
-            used.append({"fit": search_for(search, len(positions), ks[0]), "assign": search_for(search, n, ks[0])})
             labels0, dist2 = assign_store(store, centroids, search=used[0]["assign"], device=device,
                                           block_rows=plan.block_rows,
                                           progress=progress, desc="assign pool", executor=resources.executor)

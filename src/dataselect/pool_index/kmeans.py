@@ -191,21 +191,14 @@ def lloyd_partial(x: torch.Tensor, find: CentroidSearch, k: int) -> tuple[torch.
     total = 0.0
     widen = x.dtype == torch.float16 and x.device.type == "cpu"  # a float16 sample (plan_memory)
     for lo, hi in _rows_in_chunks(len(x), lloyd_rows(x)):
-        if not widen:
-            xb = x[lo:hi]
+        d2s = []  # a float16 sample is widened _STEP_ROWS at a time (FAISS blocks queries by 4096: same distances)
+        for a, b in _rows_in_chunks(hi - lo, _STEP_ROWS if widen else hi - lo):
+            xb = x[lo + a:lo + b].float() if widen else x[lo + a:lo + b]
             lab, d2 = find(xb)
             sums.index_add_(0, lab, xb.float())
-        else:  # widened _STEP_ROWS at a time (FAISS blocks its queries by 4096: the same distances)
-            labs, d2s = [], []
-            for a, b in _rows_in_chunks(hi - lo, _STEP_ROWS):
-                xb = x[lo + a:lo + b].float()
-                lab, d2 = find(xb)
-                sums.index_add_(0, lab, xb)
-                labs.append(lab)
-                d2s.append(d2)
-            lab, d2 = torch.cat(labs), torch.cat(d2s)
-        counts += torch.bincount(lab, minlength=k)
-        total += float(d2.sum(dtype=torch.float64))
+            counts += torch.bincount(lab, minlength=k)
+            d2s.append(d2)
+        total += float(torch.cat(d2s).sum(dtype=torch.float64))
     return sums, counts, total
 
 

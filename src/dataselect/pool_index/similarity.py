@@ -49,9 +49,8 @@ def rows_in(pool: Store, shards: list[int] | None = None) -> int:
     return pool.n_rows if shards is None else sum(pool.shards[i].rows_stored for i in shards)
 
 
-def block_rows_for(dim: int, n_queries: int, itemsize: int = 8) -> int:
-    """Rows per block so that the block and its similarities each take about ``BLOCK_BYTES``."""
-    return int(max(1024, min(BLOCK_BYTES // (itemsize * dim), BLOCK_BYTES // (itemsize * max(n_queries, 1)))))
+def block_rows_for(dim: int, n_queries: int) -> int:
+    return int(max(1024, min(BLOCK_BYTES // (8 * dim), BLOCK_BYTES // (8 * max(n_queries, 1)))))
 
 
 def exact_sims(emb: np.ndarray, Q: np.ndarray, buffers: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -121,12 +120,8 @@ class TaskScores:
 
     @classmethod
     def concat(cls, parts: list[TaskScores]) -> TaskScores:
-        if len(parts) == 1:
-            return parts[0]
-        got = cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("rows", "scores", "exact", "bound")))
-        order = np.argsort(got.rows, kind="stable")
-        return got if np.all(order[1:] > order[:-1]) else cls(got.rows[order], got.scores[order],
-                                                                got.exact[order], got.bound[order])
+        """Parts of disjoint shard groups, in shard order (a shard task's merge), as one."""
+        return parts[0] if len(parts) == 1 else cls(*(np.concatenate(a) for a in zip(*parts, strict=True)))
 
 
 def task_scores(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str = "max", block_rows: int = 0,

@@ -310,7 +310,7 @@ class KMeansSensitivity(Selector):
             ways = [f"--reduce pca:256 divides it by {d / 256:.0f}"] if d > 512 and not reduced else []
             ways += [f"a smaller --k (k-means++ grows as k^2: k = {max(1, k // 10):,} costs 1/100 of it)"]
             if self.assign == "exact":
-                ways.append("--assign ivf speeds up every search at large k")
+                ways.append("--assign ivf can speed up the searches at large k (where its cost model says it pays)")
             steps = ", ".join(f"{name} {v:.1e}" for name, v in flops.items())
             note(f"kmeans-sensitivity: k = {k:,} over {n:,} rows x {d} dims is {sum(flops.values()):.1e} FLOP "
                  f"({steps}): about {_duration(secs)} at this machine's {rate / 1e9:.0f} GFLOP/s; "

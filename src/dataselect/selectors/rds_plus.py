@@ -202,7 +202,7 @@ class RDSPlus(Selector):
         executor = resources.executor if resources is not None else LocalExecutor()
         if resources is not None:
             resources.memory.require(pool.n_rows * (24 + 13 * T), f"rds+ scores of {pool.n_rows:,} rows for {T} tasks")
-        screened = self.scoring == "screened" and not (device is not None and device.type == "cuda")
+        screened = self.scoring_on(device) == "screened"
 
         def task(**kw):
             return ScoreTask(Q, starts, self.aggregate, self.block_rows, str(device) if device is not None else None,
@@ -258,6 +258,10 @@ class RDSPlus(Selector):
             share += sizes[t] / len(Q) * float(np.mean(first.scores[:, t] + first.bound >= floors[t]))
         return floors, share
 
+    def scoring_on(self, device) -> str:
+        """The scoring that runs on ``device``: a GPU multiplies exactly in float64 at its own speed."""
+        return "exact" if device is not None and device.type == "cuda" else self.scoring
+
     @property
     def round_robin_fn(self):
         return round_robin_paper if self.round_robin == "paper" else round_robin_next_unique
@@ -267,7 +271,6 @@ class RDSPlus(Selector):
         none can: then every non-exact score s of task t has s + bound < the deepest score t looked at,
         and so does its exact value, so the exact pass would look at the same rows, all exact here."""
         scores, exact, rows = got.scores, got.exact, got.rows
-        firsts = np.array([s.first_row for s in pool.shards], dtype=np.int64)
         passes = recomputed = 0
         while True:
             orders, pos, sc, task, depth = ranked_round_robin(self.round_robin_fn, scores, budget)
@@ -278,7 +281,7 @@ class RDSPlus(Selector):
             todo = np.flatnonzero(need.any(axis=1))
             if not len(todo):
                 break
-            shards = np.unique(np.searchsorted(firsts, rows[todo], side="right") - 1).tolist()
+            shards = np.unique(pool.shard_of(rows[todo])).tolist()
             idx, t, value = executor.map_shards(RescoreTask(Q, starts, self.aggregate, rows[todo], need[todo]),
                                                 pool, shards)
             if len(idx) != int(need.sum()):
@@ -367,6 +370,6 @@ class RDSPlus(Selector):
                 return executor.map_shards(TopRowsTask(Q, m, self.block_rows, str(device) if device is not None
                                                        else None, progress, self.scoring), pool)
             sel = self.select_per_query(candidates, pool.n_rows, len(Q), budget, names[0], resources)
-            sel.info["scoring"] = self.scoring if device is None or device.type != "cuda" else "exact"
+            sel.info["scoring"] = self.scoring_on(device)
             return sel
         return self.select_tasks(pool, budget, matrix, resources)

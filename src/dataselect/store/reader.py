@@ -241,10 +241,14 @@ class Store:
         """Pool row numbers of all stored rows (int64, ascending)."""
         return self.column("row").astype(np.int64)
 
+    def shard_of(self, rows) -> np.ndarray:
+        """The index of the shard each pool row number falls in (-1 before the first)."""
+        return np.searchsorted(self._starts, np.asarray(rows, dtype=np.int64), side="right") - 1
+
     def take(self, rows, columns=("embedding",)) -> dict[str, np.ndarray]:
         """Random access by pool row number -> arrays in the order of ``rows`` (embedding as float32)."""
         rows = np.asarray(rows, dtype=np.int64)
-        shard_of = np.searchsorted(self._starts, rows, side="right") - 1
+        shard_of = self.shard_of(rows)
         parts: dict[str, list] = {c: [] for c in columns}
         for si in np.unique(shard_of):
             want = np.nonzero(shard_of == si)[0]
