@@ -137,8 +137,31 @@ def test_ivf_is_used_only_where_it_costs_less_than_exact_search(tmp_path):
     exact_cl = cluster_store(Store(tmp_path / "s"), 40, niter=3, cache=False)
     assert np.array_equal(cl.labels, exact_cl.labels)  # searched exactly: the exact clustering
     h = build_hierarchy(Store(tmp_path / "s"), [40, 5], resamples=1, niter=3, assign="ivf", cache=False)
-    assert h.meta["search_used"] == [{"fit": ["flat", "flat"], "assign": "flat"},  # level 1: each run's fit
-                                     {"fit": "flat", "assign": "flat"}]
+    assert h.meta["search_used"] == [{"fit": ["flat", "flat"], "assign": ["flat", "flat"]},  # each run's
+                                     {"fit": ["flat", "flat"], "assign": ["flat", "flat"]}]
+
+
+def test_ivf_is_not_taken_where_rows_crowd_into_a_few_cells(tmp_path):
+    """Issue 27: at 5.8M x 4096 (pca:256) --assign ivf ran a Lloyd update 5 times slower than exact search,
+    as the cost model assumed evenly filled cells (nprobe k / nlist centroids scanned a row). The scan is
+    now measured on rows like the step's before IVF is taken: where rows meet the crowded cells (here 512
+    modes in 64 dimensions: about 1.6 times the even scan) the step searches exactly; where the cells fill
+    evenly it still takes IVF. bench_assign prints both models against the measured times."""
+    from dataselect.pool_index.search import ivf_scanned, probe_rows, search_for, search_kind
+
+    crowded = torch.from_numpy(blobs(30_000, 64, 512, seed=0, spread=1.0))
+    even = torch.from_numpy(np.random.default_rng(1).standard_normal((30_000, 16)).astype(np.float32))
+    for x, want in ((crowded, "flat"), (even, "ivf")):
+        cent, rows = x[:10_000].contiguous(), x[10_000:]
+        assert search_for("ivf", len(rows), len(cent)) == "ivf"  # the even-cell model alone takes IVF for both
+        scanned = ivf_scanned(CentroidSearch(cent, "ivf").index, probe_rows(rows).numpy())
+        assert (scanned > 1.4 * 625) == (want == "flat"), scanned  # 625 = nprobe k / nlist, even cells
+        assert search_kind("ivf", cent, len(rows), probe_rows(rows)) == want
+        used: list[str] = []
+        lloyd(rows, cent, 2, "ivf", used=used)  # each Lloyd update decides with its own centroids
+        assert used == [want, want]
+    fit = fit_kmeans(crowded[:2000], 8, niter=2, search="ivf")
+    assert fit.searches == ["flat", "flat"] and fit.search_used == "flat"
 
 
 def test_budget_parsing_and_refusal():

@@ -45,7 +45,7 @@ from dataselect.pool_index.kmeans import (
     sample_note,
 )
 from dataselect.pool_index.sample import load_rows, sample_positions
-from dataselect.pool_index.search import CentroidSearch, search_for
+from dataselect.pool_index.search import centroid_search, probe_rows, search_kind
 from dataselect.progress import bar, note
 from dataselect.resources import Resources, current_rss
 from dataselect.store import Store
@@ -199,13 +199,17 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
             notes.append(sample_note(f"hierarchical k-means level 1 (k={ks[0]:,})", plan, ks[0]))
             note(notes[-1])
 
-        used: list[dict] = [{"fit": [], "assign": search_for(search, n, ks[0])}]  # per level (--assign ivf: only
-        # where it pays); level 1's fits are listed per run, their samples differing in size
+        # the searches each run of each level used (--assign ivf: only where it pays, its samples and
+        # centroids differing from run to run)
+        used: list[dict] = [{"fit": [], "assign": []}]
 
         def fit(positions: np.ndarray, x: torch.Tensor, k: int, run_seed: int):  # level 1: rows of the store
-            used[0]["fit"].append(search_for(search, len(positions), k))
-            return fit_store_rows(store, positions, x, k, executor=resources.executor, niter=niter, seed=run_seed,
-                                  init_sample=init_sample, search=used[0]["fit"][-1], progress=progress)
+            f = fit_store_rows(store, positions, x, k, executor=resources.executor, niter=niter, seed=run_seed,
+                               init_sample=init_sample, search=search, progress=progress)
+            used[0]["fit"].append(f.search_used)
+            used[0]["assign"].append(search_kind(search, torch.as_tensor(f.centroids), n,
+                                                 probe_rows(x) if search == "ivf" else None))
+            return f
 
         # Level 1: the pool, through a budgeted sample and streamed assignment.
         t0 = time.perf_counter()
@@ -217,7 +221,7 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
             x = load_rows(store, positions, device, progress, dtype=plan.sample_dtype)
             centroids = fit(positions, x, ks[0], seed).centroids
             del x
-            labels0, dist2 = assign_store(store, centroids, search=used[0]["assign"], device=device,
+            labels0, dist2 = assign_store(store, centroids, search=used[0]["assign"][-1], device=device,
                                           block_rows=plan.block_rows,
                                           progress=progress, desc="assign pool", executor=resources.executor)
             pbar.update(1)
@@ -234,7 +238,7 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
                 x = load_rows(store, pos, device, dtype=plan.sample_dtype)
                 centroids = fit(pos, x, ks[0], seed + 1 + r).centroids
                 del x, pos
-                labels0, dist2 = assign_store(store, centroids, search=used[0]["assign"], device=device,
+                labels0, dist2 = assign_store(store, centroids, search=used[0]["assign"][-1], device=device,
                                               block_rows=plan.block_rows, progress=progress, desc="assign pool", executor=resources.executor)
                 pbar.update(1)
         timings.append(_lap(1, t0))
@@ -245,10 +249,10 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
         points = torch.as_tensor(centroids, device=device)
         for level, k in enumerate(ks[1:], start=1):
             t0 = time.perf_counter()
-            used.append({"fit": search_for(search, len(points), k), "assign": search_for(search, len(points), k)})
+            used.append({"fit": [], "assign": []})
             cent, lab = cluster_level(points, k, resamples=resamples, sample_size=sample_sizes[level], strategy=strategy,
-                                      niter=niter, seed=seed + 1000 * level, rng=rng, search=used[-1]["fit"],
-                                      init_sample=init_sample, progress=progress)
+                                      niter=niter, seed=seed + 1000 * level, rng=rng, search=search,
+                                      init_sample=init_sample, progress=progress, used=used[-1])
             labels.append(lab.astype(np.int32))
             cents.append(cent)
             points = torch.as_tensor(cent, device=device)
@@ -277,26 +281,35 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
 
 def cluster_level(points: torch.Tensor, k: int, *, resamples: int = 9, sample_size: int = 0,
                   strategy: str = "closest", niter: int = 50, seed: int = 0, rng: np.random.Generator | None = None,
-                  search: str = "flat", init_sample: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  search: str = "flat", init_sample: int = 0, progress: bool = False,
+                  used: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One upper level: k-means of ``points`` (in memory) then the resampling runs (module docstring).
+    ``used`` ({"fit": [], "assign": []}) receives each run's searches (:func:`search_kind`).
 
     Returns (centroids (k, d) float32, label of each point (n,)).
     """
     rng = rng if rng is not None else np.random.default_rng(seed)
+    used = used if used is not None else {"fit": [], "assign": []}
+    probe = probe_rows(points) if search == "ivf" else None
 
     def fit(x: torch.Tensor, run_seed: int) -> torch.Tensor:
-        c = fit_kmeans(x, k, niter=niter, seed=run_seed, init_sample=init_sample, search=search,
-                       progress=progress).centroids
-        return torch.as_tensor(c, device=points.device)
+        f = fit_kmeans(x, k, niter=niter, seed=run_seed, init_sample=init_sample, search=search, progress=progress)
+        used["fit"].append(f.search_used)
+        return torch.as_tensor(f.centroids, device=points.device)
+
+    def assign(cent: torch.Tensor):
+        find = centroid_search(cent, search, len(points), probe)
+        used["assign"].append(find.kind)
+        return find(points)
 
     cent = fit(points, seed)
-    lab, d2 = CentroidSearch(cent, search)(points)
+    lab, d2 = assign(cent)
     for r in range(resamples if sample_size > 1 else 0):
         lab_np, d2_np = lab.cpu().numpy(), d2.cpu().numpy()
         pos = (closest_per_cluster(lab_np, d2_np, sample_size) if strategy == "closest"
                else random_per_cluster(lab_np, sample_size, rng))
         cent = fit(points[torch.as_tensor(pos, device=points.device)], seed + 1 + r)
-        lab, d2 = CentroidSearch(cent, search)(points)
+        lab, d2 = assign(cent)
     return cent.cpu().numpy().astype(np.float32), lab.cpu().numpy()
 
 

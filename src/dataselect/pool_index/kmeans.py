@@ -41,7 +41,7 @@ import xxhash
 from dataselect.engines.executor import Executor, LocalExecutor, ShardTask
 from dataselect.errors import DataselectError
 from dataselect.pool_index.sample import device_blocks, load_rows, sample_positions
-from dataselect.pool_index.search import CentroidSearch, search_for
+from dataselect.pool_index.search import CentroidSearch, centroid_search, probe_rows, search_kind, searches_used
 from dataselect.progress import bar, note
 from dataselect.resources import MiB, Resources, fmt_bytes
 from dataselect.store import Store
@@ -204,13 +204,15 @@ def lloyd_partial(x: torch.Tensor, find: CentroidSearch, k: int) -> tuple[torch.
 
 def lloyd(x: torch.Tensor, centroids: torch.Tensor, niter: int, search: str = "flat", spherical: bool = False,
           progress: bool = False, chunk_bytes: int = 64 << 20, groups: list[tuple[int, int]] | None = None,
-          step=None) -> tuple[torch.Tensor, float]:
+          step=None, used: list[str] | None = None) -> tuple[torch.Tensor, float]:
     """``niter`` Lloyd updates from ``centroids`` (k, d) float32 on ``x``'s device.
 
     Each update sums the rows of each group (``groups``: (lo, hi) row ranges of ``x``, the training rows
     of one store shard each; default one group) on its own (:func:`lloyd_partial`), then the groups in
-    order. ``step(centroids) -> (sums, counts, inertia)`` computes the same sums elsewhere (a
-    :class:`LloydTask` per shard on the executor's workers) with the same result.
+    order. ``step(centroids, search) -> (sums, counts, inertia)`` computes the same sums elsewhere (a
+    :class:`LloydTask` per shard on the executor's workers) with the same result. ``search`` ``ivf`` is
+    taken per update only where it pays for these centroids (:func:`centroid_search`, its scan measured
+    on rows spread through ``x``); ``used`` (a list) receives each update's search.
 
     Returns (centroids, inertia of the last assignment). Empty clusters keep their centroid.
     """
@@ -218,13 +220,16 @@ def lloyd(x: torch.Tensor, centroids: torch.Tensor, niter: int, search: str = "f
     c = centroids.clone()
     groups = groups if groups is not None else [(0, len(x))]
     inertia = float("nan")
+    probe = probe_rows(x) if search == "ivf" else None
+    used = used if used is not None else []
     with bar(niter, "k-means", unit="iter", enabled=progress) as pbar:
         for _ in range(niter):
+            find = centroid_search(c, search, len(x), probe, chunk_bytes=chunk_bytes)
+            used.append(find.kind)
             if step is not None:
-                sums, counts, inertia = step(c)
+                sums, counts, inertia = step(c, find.kind)
                 sums, counts = sums.to(c.device), counts.to(c.device)
             else:
-                find = CentroidSearch(c, search, chunk_bytes=chunk_bytes)
                 sums, counts, inertia = add_partials(lloyd_partial(x[lo:hi], find, k) for lo, hi in groups if hi > lo)
             full = counts > 0
             if sums is not None:
@@ -301,9 +306,9 @@ def fit_store_rows(store: Store, positions: np.ndarray, x: torch.Tensor, k: int,
     shards, groups = shard_groups(store, positions)
     step = None
     if executor.distributed and not projected:
-        device, search = str(x.device), kwargs.get("search", "flat")
+        device = str(x.device)
 
-        def step(c: torch.Tensor):
+        def step(c: torch.Tensor, search: str):
             task = LloydTask(c.detach().cpu().numpy().astype(np.float32), positions, search, device)
             return add_partials(executor.map_shards(task, store, shards))
 
@@ -322,6 +327,12 @@ class KMeansFit:
     inertia: float
     seconds: dict = field(default_factory=dict)
     lloyd_on: str = "driver"  # or "workers": the updates' sums were LloydTask calls on the executor
+    searches: list = field(default_factory=list)  # each Lloyd update's centroid search (--assign ivf: where it paid)
+
+    @property
+    def search_used(self) -> str:
+        """The updates' searches in a word: ``flat``, ``ivf``, or ``ivf for 3 of 20 updates, else flat``."""
+        return searches_used(self.searches)
 
 
 def fit_kmeans(x: torch.Tensor, k: int, *, niter: int = 20, seed: int = 0, n_local_trials: int | None = None,
@@ -347,13 +358,14 @@ def fit_kmeans(x: torch.Tensor, k: int, *, niter: int = 20, seed: int = 0, n_loc
     init = x[torch.as_tensor(seeds, device=x.device)].float()
     if spherical:
         init /= torch.linalg.vector_norm(init, dim=1, keepdim=True).clamp_min_(1e-12)
+    used: list[str] = []
     if search == "torch":
-        cent, inertia = lloyd(x, init, niter, search, spherical, progress, groups=groups, step=step)
+        cent, inertia = lloyd(x, init, niter, search, spherical, progress, groups=groups, step=step, used=used)
     else:
         with single_torch_thread():  # FAISS's OpenMP threads need the cores
-            cent, inertia = lloyd(x, init, niter, search, spherical, progress, groups=groups, step=step)
+            cent, inertia = lloyd(x, init, niter, search, spherical, progress, groups=groups, step=step, used=used)
     return KMeansFit(cent.cpu().numpy(), seeds, inertia,
-                     {"kmeans++": round(t1 - t0, 3), "lloyd": round(time.perf_counter() - t1, 3)})
+                     {"kmeans++": round(t1 - t0, 3), "lloyd": round(time.perf_counter() - t1, 3)}, searches=used)
 
 
 @dataclass
@@ -591,7 +603,8 @@ class Clustering:
         search = resolve_search(self.meta.get("backend", "auto") if device.type == "cpu" else "torch",
                                 {"hnsw": "hnsw", "ivf": "ivf"}.get(self.meta.get("search"), "exact"), device)
         plan = plan_memory(store, len(centres), centres.shape[1], 0, device, resources)
-        search = search_for(search, store.n_rows, len(centres))
+        search = search_kind(search, torch.as_tensor(centres), store.n_rows,
+                             probe_rows(centres) if search == "ivf" else None)
         labels, dist2 = assign_store(store, centres, search=search, device=device, projection=self.projection,
                                      block_rows=plan.block_rows, progress=resources.progress,
                                      desc="assign to rounded centres", executor=resources.executor)
@@ -686,12 +699,14 @@ def _cluster(store: Store, k: int, params: dict, plan, *, proj_dim: int, niter: 
         proj = Projection.fit(x, pca_dim)
         x = proj(x).to(x.dtype)
     t_sample = time.perf_counter() - t0
-    searches = {"fit": search_for(search, len(positions), k), "assign": search_for(search, n, k)}
     fit = fit_store_rows(store, positions, x, k, executor=resources.executor, projected=proj is not None,
                          niter=niter, seed=seed, n_local_trials=n_local_trials, init_sample=init_sample,
-                         search=searches["fit"], spherical=spherical, progress=resources.progress)
+                         search=search, spherical=spherical, progress=resources.progress)
+    probe = probe_rows(x) if search == "ivf" else None  # rows like the pool's, for the assignment's choice
     del x
     t1 = time.perf_counter()
+    searches = {"fit": fit.search_used,
+                "assign": search_kind(search, torch.as_tensor(fit.centroids), n, probe)}
     labels, dist2 = assign_store(store, fit.centroids, search=searches["assign"], device=device, projection=proj,
                                  block_rows=plan.block_rows, progress=resources.progress, executor=resources.executor)
     meta = {**params, "store_hash": store.hash, "n": n, "k_effective": len(fit.centroids),

@@ -26,6 +26,7 @@ import torch
 SEARCH_KINDS = ("flat", "hnsw", "ivf", "torch")
 HNSW_M = 32
 IVF_NPROBE = 16
+PROBE_ROWS = 4096  # rows an IVF search is tried on before a step takes it (centroid_search)
 
 
 # What an IVF search costs against exact search, in exact (BLAS) distance products, from
@@ -41,19 +42,76 @@ def ivf_nlist(k: int) -> int:
     return max(1, min(int(4 * np.sqrt(k)), k // 39))
 
 
-def ivf_pays(rows: int, k: int, nprobe: int = IVF_NPROBE) -> bool:
+def ivf_pays(rows: int, k: int, nprobe: int = IVF_NPROBE, scanned: float | None = None) -> bool:
     """Whether building an IVF index over ``k`` centroids and searching ``rows`` rows in it costs less
-    than searching them exactly (the cost model above)."""
+    than searching them exactly (the cost model above). ``scanned``: the centroids one row is compared
+    with, as :func:`ivf_scanned` measured it (default: ``nprobe k / nlist``, the cells evenly filled)."""
     nlist = ivf_nlist(k)
-    ivf = IVF_PRODUCT_COST * rows * (nlist + min(nprobe, nlist) * k / nlist) + IVF_BUILD_PASSES * k * nlist
+    scanned = min(nprobe, nlist) * k / nlist if scanned is None else scanned
+    ivf = IVF_PRODUCT_COST * rows * (nlist + scanned) + IVF_BUILD_PASSES * k * nlist
     return ivf < rows * k
 
 
 def search_for(kind: str, rows: int, k: int) -> str:
-    """The search a step of ``rows`` rows against ``k`` centroids uses: ``ivf`` (``--assign ivf``) only
-    where it is cheaper than exact search, else exact ``flat``; other kinds unchanged. Decided by the
-    driver from the step's whole size, so every worker of a step searches the same way."""
+    """The search a step of ``rows`` rows against ``k`` centroids uses by its size alone: ``ivf`` only
+    where the cost model with evenly filled cells says it is cheaper than exact search, else exact
+    ``flat``; other kinds unchanged. (:func:`centroid_search` then measures the scan before taking IVF.)"""
     return "flat" if kind == "ivf" and not ivf_pays(rows, k) else kind
+
+
+def ivf_scanned(index, probe: np.ndarray) -> float:
+    """Mean number of centroids an IVF ``index`` compares a row with, measured on the ``probe`` rows (m, d)
+    float32: the sizes of each row's ``nprobe`` nearest cells, summed. Where rows crowd into the dense
+    cells (a skewed pool: many centroids in few cells), this is many times ``nprobe k / nlist``."""
+    sizes = np.array([index.invlists.list_size(i) for i in range(index.nlist)], dtype=np.int64)
+    _, cells = index.quantizer.search(np.ascontiguousarray(probe, dtype=np.float32), index.nprobe)
+    return float(sizes[np.maximum(cells, 0)].sum(1).mean()) if len(probe) else 0.0
+
+
+def probe_rows(x, rows: int = PROBE_ROWS):
+    """Up to ``rows`` rows of ``x`` evenly spaced through it (a sample in store order stays spread over
+    the pool), as float32: what :func:`centroid_search` measures IVF's cost on."""
+    step = max(1, -(-len(x) // rows))
+    return x[::step].float() if torch.is_tensor(x) else torch.from_numpy(np.asarray(x[::step], dtype=np.float32))
+
+
+def _ivf_if_it_pays(centroids: torch.Tensor, rows: int, probe, **kwargs) -> CentroidSearch | None:
+    search = CentroidSearch(centroids, "ivf", **kwargs)
+    if probe is not None:
+        search.scanned = ivf_scanned(search.index, probe.detach().cpu().numpy())
+        if not ivf_pays(rows, len(centroids), search.index.nprobe, search.scanned):
+            return None
+    return search
+
+
+def search_kind(kind: str, centroids: torch.Tensor, rows: int, probe: torch.Tensor | None = None) -> str:
+    """The search one step of ``rows`` rows against ``centroids`` uses. ``kind`` ``ivf`` (``--assign
+    ivf``) is taken only where it costs less than exact search, in two tests: the cost model with
+    evenly filled cells (:func:`search_for`, from the step's size alone), then -- the index built --
+    with the scan measured on ``probe``, rows like the step's (:func:`ivf_scanned`); else exact
+    ``flat``. Other kinds as asked. Decided by the driver, so every worker of a step searches alike."""
+    kind = search_for(kind, rows, len(centroids))
+    if kind != "ivf":
+        return kind
+    return "ivf" if _ivf_if_it_pays(centroids, rows, probe) is not None else "flat"
+
+
+def centroid_search(centroids: torch.Tensor, kind: str, rows: int, probe: torch.Tensor | None = None,
+                    **kwargs) -> CentroidSearch:
+    """The :class:`CentroidSearch` of :func:`search_kind` (an IVF index built to decide is the one used)."""
+    kind = search_for(kind, rows, len(centroids))
+    if kind == "ivf":
+        return _ivf_if_it_pays(centroids, rows, probe, **kwargs) or CentroidSearch(centroids, "flat", **kwargs)
+    return CentroidSearch(centroids, kind, **kwargs)
+
+
+def searches_used(kinds: list[str]) -> str:
+    """Several steps' searches in a word: the one kind they all used, or ``ivf for 3 of 20 updates, else flat``."""
+    if len(set(kinds)) <= 1:
+        return kinds[0] if kinds else ""
+    ivf = sum(k == "ivf" for k in kinds)
+    other = sorted(set(kinds) - {"ivf"})
+    return f"ivf for {ivf} of {len(kinds)} updates, else {', '.join(other)}"
 
 
 def _chunk_rows(k: int, chunk_bytes: int) -> int:
@@ -77,6 +135,7 @@ class CentroidSearch:
         if kind not in SEARCH_KINDS:
             raise ValueError(f"unknown centroid search {kind!r}")
         self.kind = kind
+        self.scanned: float | None = None  # ivf: centroids compared per row, where measured (centroid_search)
         self.k, self.d = centroids.shape
         if kind == "torch":
             self.centroids = centroids.float()
