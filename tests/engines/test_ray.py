@@ -358,3 +358,38 @@ def test_max_memory_is_reserved_per_ray_worker(tmp_path, ray_cluster):
     run_cli(*args, "--max-memory", "4GB", "--out", str(tmp_path / "sel"))
     meta = json.loads((tmp_path / "sel" / "selection.json").read_text())
     assert meta["resources"]["worker_memory_bytes"] == 4 * 10**9
+
+
+def test_the_projection_pass_runs_on_ray_workers_with_local_bytes_even_when_one_dies(tmp_path, ray_cluster,
+                                                                                     monkeypatch):
+    """Issues 26/27: --reduce's projection of every row ran in the driver alone. It is a shard task
+    (ProjectTask): Ray workers project their shards (1 thread each, the driver 2 here), the driver writes
+    each as it comes, and a worker SIGKILLed mid-shard is restarted: the reduced store has the bytes a
+    local build writes."""
+    import sys
+
+    from conftest import modes
+    from dataselect.pool_index import reduce as reduce_module
+    from dataselect.resources import Resources
+    from dataselect.store.synthetic import store_from_array
+
+    class DiesOnce(reduce_module.ProjectTask):
+        def run(self, store, shards):
+            if shards == [1] and not os.path.exists(DiesOnce.marker):
+                Path(DiesOnce.marker).write_text("killed")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().run(store, shards)
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    x, _ = modes(1200, 256, 6, seed=5)
+    for side in ("local", "ray"):
+        store_from_array(tmp_path / side / "pool", x, shard_rows=400)  # one name: the same pool
+    local, _ = reduce_module.reduced_store(Store(tmp_path / "local" / "pool"), "pca:32", Resources.make(progress=False))
+    monkeypatch.setattr(reduce_module, "ProjectTask", DiesOnce)  # the driver builds its task from this name
+    DiesOnce.marker = str(tmp_path / "killed")
+    remote, info = reduce_module.reduced_store(Store(tmp_path / "ray" / "pool"), "pca:32",
+                                               Resources.make(progress=False, engine="ray", workers=2))
+    assert Path(DiesOnce.marker).exists(), "the worker was not killed"
+    assert remote.dim == 32 and len(remote.shards) == 3 and remote.hash == local.hash
+    assert [s.sha256 for s in remote.shards] == [s.sha256 for s in local.shards]
+    assert not [p for p in (tmp_path / "ray" / "pool" / "artefacts").iterdir() if p.name.startswith(".tmp")]

@@ -1,8 +1,9 @@
 """Dimension reduction for clustering: the pool projected once onto its top principal components.
 
 ``--reduce pca:D`` (both clustering selectors): PCA is fitted on a uniform sample of the pool (at most
-:data:`FIT_ROWS` rows, and what the memory budget holds), then every stored row is projected in one
-streamed pass and written, float16, as a store of its own (the same row numbers, ids, sources, token
+:data:`FIT_ROWS` rows, and what the memory budget holds), then every stored row is projected --
+:class:`ProjectTask`, one shard per call on the run's executor (Ray workers under ``--engine ray``) --
+and written by the driver, float16, as a store of its own (the same row numbers, ids, sources, token
 counts and loss columns; only ``embedding`` is D-dimensional). That store is an artefact of the pool
 (``STORE/artefacts/reduced-KEY/store``), built once and reused by every later selection with the same
 D, and every k-means pass, k-means++ seeding and distance of the selector then runs on it: at 4096 ->
@@ -23,6 +24,7 @@ import time
 
 import numpy as np
 
+from dataselect.engines.executor import ShardTask
 from dataselect.errors import DataselectError
 from dataselect.store import Store
 
@@ -106,6 +108,41 @@ def _variance_kept(x, proj, step: int = 8192) -> float:
     return kept / total if total > 0 else 1.0
 
 
+@dataclasses.dataclass
+class ProjectTask(ShardTask):
+    """The projection pass of ``--reduce``: every row of a shard through the PCA (``mean`` (D_in,),
+    ``components`` (D, D_in) float32), :data:`PROJECT_ROWS` at a time, as float16. ``run`` returns the
+    shard's columns as they are stored, with ``embedding`` (rows, D) in their place: what the driver
+    writes as that shard of the reduced store. One shard per call; any worker computes the same bytes."""
+
+    mean: np.ndarray
+    components: np.ndarray
+
+    def run(self, store: Store, shards: list[int]) -> dict[int, dict]:
+        """{shard: its columns, ``embedding`` projected} for each of ``shards``."""
+        return {i: self._project(store, i) for i in shards}
+
+    def _project(self, store: Store, shard: int) -> dict:
+        import torch
+
+        from dataselect.pool_index.kmeans import Projection
+        from dataselect.store.writer import embedding_array
+
+        proj = Projection(self.mean, self.components)
+        table = store.table(shard)
+        emb = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        emb = emb.reshape(-1, store.dim)  # float16, the mapped file
+        low = np.empty((len(emb), len(self.components)), dtype=np.float16)
+        for lo in range(0, len(emb), PROJECT_ROWS):
+            low[lo:lo + PROJECT_ROWS] = proj(torch.from_numpy(emb[lo:lo + PROJECT_ROWS].astype(np.float32))).numpy()
+        cols = {name: table.column(name).combine_chunks() for name in table.column_names if name != "embedding"}
+        cols["embedding"] = embedding_array(low)
+        return {name: cols[name] for name in table.column_names}  # the shard's own column order
+
+    def merge(self, parts: list[dict]) -> dict:
+        return {i: cols for part in parts for i, cols in part.items()}
+
+
 def _build(base: Store, d: int, params: dict, folder, resources) -> tuple[None, dict]:
     import torch
 
@@ -113,7 +150,7 @@ def _build(base: Store, d: int, params: dict, folder, resources) -> tuple[None, 
     from dataselect.pool_index.sample import load_rows, sample_positions
     from dataselect.progress import bar
     from dataselect.resources import Resources, fmt_bytes
-    from dataselect.store.writer import StoreWriter, embedding_array, write_shard
+    from dataselect.store.writer import StoreWriter, write_shard
 
     resources = resources or Resources.make(progress=False)
     need = params["fit_rows"] * base.dim * 4 * 2 + base.dim * base.dim * 8 * 2  # sample, its centred block, covariance
@@ -130,18 +167,12 @@ def _build(base: Store, d: int, params: dict, folder, resources) -> tuple[None, 
     config = dataclasses.replace(base.config, dim=d, raw={**base.config.raw, "dim": d} if base.config.raw else {})
     writer = StoreWriter.create(out, base.kind, config, {**base.manifest.model, "reduced_from": base.hash,
                                                          "reduce": f"pca:{d}"})
+    task = ProjectTask(proj.mean, proj.components)
+    executor = resources.executor
     with bar(base.n_rows, f"project to {d} dims", enabled=resources.progress) as pbar:
-        for i, shard in enumerate(base.shards):
-            table = base.table(i)
-            emb = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            emb = emb.reshape(-1, base.dim)  # float16, the mapped file
-            low = np.empty((len(emb), d), dtype=np.float16)
-            for lo in range(0, len(emb), PROJECT_ROWS):
-                low[lo:lo + PROJECT_ROWS] = proj(torch.from_numpy(emb[lo:lo + PROJECT_ROWS].astype(np.float32))).numpy()
-            cols = {name: table.column(name).combine_chunks() for name in table.column_names if name != "embedding"}
-            cols["embedding"] = embedding_array(low)
-            cols = {name: cols[name] for name in table.column_names}  # the shard's own column order
-            info = write_shard(out / shard.file, cols)
+        for i, part in executor.imap_shards(task, base, list(range(len(base.shards)))):
+            shard = base.shards[i]
+            info = write_shard(out / shard.file, part[i])  # the driver is the store's one writer
             writer.record_shard(dataclasses.replace(shard, **info))
             pbar.update(shard.rows_stored)
     writer.finish()
