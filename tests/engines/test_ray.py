@@ -30,6 +30,21 @@ def ray_cluster():
     ray.shutdown()
 
 
+def dies_once(base: type, shard: int, marker: str) -> type:
+    """``base`` (a shard task) whose call on ``shard`` SIGKILLs its Ray worker mid-task the first time
+    (``marker``, a file, records that it did); later calls run as ``base``. Register this module for
+    pickling by value first (workers cannot import tests/)."""
+
+    class DiesOnce(base):
+        def run(self, store, shards):
+            if shards == [shard] and not os.path.exists(marker):
+                Path(marker).write_text("killed")
+                os.kill(os.getpid(), signal.SIGKILL)  # mid-task: nothing of the shard came back
+            return super().run(store, shards)
+
+    return DiesOnce
+
+
 def on_ray(pool, out, options):
     """The embedding stage with its shards on 2 Ray workers."""
     from dataselect.engines.executor import make_executor
@@ -185,7 +200,6 @@ def test_a_worker_killed_inside_a_shard_task_is_retried_with_the_same_result(tmp
     undisturbed local pass. The workers are kept from one call to the next (keep_workers, as Lloyd
     rounds keep them): a restarted actor fetches the task it is asked for, not the first one it ran."""
     import sys
-    from dataclasses import dataclass
 
     from conftest import modes
     from dataselect.engines.executor import LocalExecutor
@@ -195,17 +209,6 @@ def test_a_worker_killed_inside_a_shard_task_is_retried_with_the_same_result(tmp
     from dataselect.store.synthetic import store_from_array
 
     base = {"assign": AssignTask, "score": ScoreTask, "lloyd": LloydTask}[kind]
-
-    @dataclass
-    class DiesOnce(base):
-        marker: str = ""
-
-        def run(self, store, shards):
-            if shards == [2] and not os.path.exists(self.marker):
-                Path(self.marker).write_text("killed")
-                os.kill(os.getpid(), signal.SIGKILL)  # mid-task: nothing of shard 2 came back
-            return super().run(store, shards)
-
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
     x, _ = modes(1200, 16, 6, seed=2)
     store_from_array(tmp_path / "s", x, shard_rows=200)
@@ -218,7 +221,7 @@ def test_a_worker_killed_inside_a_shard_task_is_retried_with_the_same_result(tmp
     ex = RayExecutor(workers=2)
     with ex.keep_workers():
         first = ex.map_shards(base(*before), st)
-        got = ex.map_shards(DiesOnce(*args, marker=marker), st)
+        got = ex.map_shards(dies_once(base, 2, marker)(*args), st)
     assert Path(marker).exists(), "the worker was not killed"
     for expected, result in ((want_before, first), (want, got)):
         for a, b in zip(expected, result, strict=True):
@@ -316,13 +319,6 @@ def test_loss_scoring_on_ray_equals_local_even_when_a_worker_dies(tmp_path, tiny
     import dataselect as ds
     from dataselect.embedding.score import LossTask
 
-    class DiesOnce(LossTask):
-        def run(self, store, shards):
-            if shards == [1] and not os.path.exists(self.marker):
-                Path(self.marker).write_text("killed")
-                os.kill(os.getpid(), signal.SIGKILL)
-            return super().run(store, shards)
-
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     pool = write_jsonl(tmp_path / "p.jsonl", make_records(100))
     for side in ("local", "ray"):
@@ -331,11 +327,12 @@ def test_loss_scoring_on_ray_equals_local_even_when_a_worker_dies(tmp_path, tiny
     from dataselect.embedding import score as score_module
     from dataselect.engines.executor import make_executor
 
-    monkeypatch.setattr(score_module, "LossTask", DiesOnce)  # the driver builds its task from this name
-    DiesOnce.marker = str(tmp_path / "killed")
+    marker = str(tmp_path / "killed")
+    monkeypatch.setattr(score_module, "LossTask", dies_once(LossTask, 1, marker))  # the driver builds its task
+    # from this name
     man, n = score_module.score_store(tmp_path / "ray", pool, with_ifd=True, progress=False,
                                       executor=make_executor("ray", workers=2))
-    assert Path(DiesOnce.marker).exists(), "the worker was not killed"
+    assert Path(marker).exists(), "the worker was not killed"
     local = Store(tmp_path / "local").manifest
     assert n == 100 and man.complete and man.store_hash == local.store_hash
     assert [s.sha256 for s in man.shards] == [s.sha256 for s in local.shards]
@@ -373,23 +370,16 @@ def test_the_projection_pass_runs_on_ray_workers_with_local_bytes_even_when_one_
     from dataselect.resources import Resources
     from dataselect.store.synthetic import store_from_array
 
-    class DiesOnce(reduce_module.ProjectTask):
-        def run(self, store, shards):
-            if shards == [1] and not os.path.exists(DiesOnce.marker):
-                Path(DiesOnce.marker).write_text("killed")
-                os.kill(os.getpid(), signal.SIGKILL)
-            return super().run(store, shards)
-
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     x, _ = modes(1200, 256, 6, seed=5)
     for side in ("local", "ray"):
         store_from_array(tmp_path / side / "pool", x, shard_rows=400)  # one name: the same pool
     local, _ = reduce_module.reduced_store(Store(tmp_path / "local" / "pool"), "pca:32", Resources.make(progress=False))
-    monkeypatch.setattr(reduce_module, "ProjectTask", DiesOnce)  # the driver builds its task from this name
-    DiesOnce.marker = str(tmp_path / "killed")
+    marker = str(tmp_path / "killed")
+    monkeypatch.setattr(reduce_module, "ProjectTask", dies_once(reduce_module.ProjectTask, 1, marker))
     remote, info = reduce_module.reduced_store(Store(tmp_path / "ray" / "pool"), "pca:32",
                                                Resources.make(progress=False, engine="ray", workers=2))
-    assert Path(DiesOnce.marker).exists(), "the worker was not killed"
+    assert Path(marker).exists(), "the worker was not killed"
     assert remote.dim == 32 and len(remote.shards) == 3 and remote.hash == local.hash
     assert [s.sha256 for s in remote.shards] == [s.sha256 for s in local.shards]
     assert not [p for p in (tmp_path / "ray" / "pool" / "artefacts").iterdir() if p.name.startswith(".tmp")]
