@@ -383,3 +383,45 @@ def test_the_projection_pass_runs_on_ray_workers_with_local_bytes_even_when_one_
     assert remote.dim == 32 and len(remote.shards) == 3 and remote.hash == local.hash
     assert [s.sha256 for s in remote.shards] == [s.sha256 for s in local.shards]
     assert not [p for p in (tmp_path / "ray" / "pool" / "artefacts").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_kmeans_plusplus_held_by_ray_workers_seeds_as_local_even_when_one_dies(tmp_path, ray_cluster, monkeypatch):
+    """Issue 26: greedy k-means++ ran in the driver alone (one round per centre, its state every row's
+    distance). Its parts are now held by Ray workers across the k rounds (Executor.hold): each keeps its
+    shards' rows' distances; a worker SIGKILLed mid-round is restarted, rebuilt by replaying its calls,
+    and the seeds are the local ones."""
+    import sys
+    from dataclasses import dataclass
+
+    import torch
+
+    from conftest import modes
+    from dataselect.engines.ray_engine import RayExecutor
+    from dataselect.pool_index import seeding
+
+    marker = str(tmp_path / "killed")
+
+    class DyingPart(seeding.SeedingPart):
+        def evaluate(self, candidates, adopt=None):
+            self._catch_up(adopt)  # the last winner adopted (if a locate call has not done it already)
+            if self.t == 12 and self.groups[0][0] > 0 and not os.path.exists(marker):
+                Path(marker).write_text("killed")
+                os.kill(os.getpid(), signal.SIGKILL)  # mid-round: the part's distances are lost
+            return super().evaluate(candidates, adopt)
+
+    @dataclass(frozen=True)
+    class DyingParts(seeding.SeedingParts):
+        def build(self, part, x):
+            return DyingPart(x, list(self.groups[part]), self.device, sum(self.blocks(p) for p in range(part)))
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    x = torch.from_numpy(modes(6000, 16, 12, seed=7)[0])
+    groups = [(lo, min(6000, lo + 1300)) for lo in range(0, 6000, 1300)]  # shards of 1,300 rows, the last short
+    want = seeding.kmeans_plusplus(x, 40, np.random.default_rng(3), groups=groups)
+    held = seeding.kmeans_plusplus(x, 40, np.random.default_rng(3), groups=groups, executor=RayExecutor(workers=2))
+    assert np.array_equal(held, want) and len(set(want.tolist())) == 40
+    monkeypatch.setattr(seeding, "SeedingParts", DyingParts)
+    got = seeding.kmeans_plusplus(x, 40, np.random.default_rng(3), groups=groups, executor=RayExecutor(workers=2))
+    assert Path(marker).exists(), "the worker was not killed"
+    assert np.array_equal(got, want)
+    assert seeding.split_groups(groups, 2) == [groups[:2], groups[2:]]  # two parts of about equal rows

@@ -10,6 +10,10 @@ read-ahead and checks stream across shards as before), ``RayExecutor``
 workers, each worker doing its setup once. Every task gives the same result either way: a test runs
 each one both ways.
 
+A computation whose state must stay where it was computed across many calls -- k-means++ seeding,
+one round per centre -- is *held* instead (:meth:`Executor.hold`): split into parts, each an object
+one worker keeps, called method by method.
+
 Which executor a run uses is :attr:`dataselect.resources.Resources.executor` (``--engine``,
 ``--address``); a selector never knows.
 """
@@ -79,6 +83,26 @@ class ShardTask(ABC, Generic[R]):
             yield k, self.run(store, [k])
 
 
+class Held(ABC):
+    """The parts of a stateful computation, each an object one worker keeps across calls
+    (:meth:`Executor.hold`): k-means++ seeding, whose rows' distances live where they are computed."""
+
+    @abstractmethod
+    def call(self, method: str, *args, only: list[int] | None = None, logged: bool = True) -> list:
+        """``method(*args)`` of each part's object (of the parts in ``only``, default all), their results in
+        part order. ``logged``: the call changes the parts' state, and is replayed, with every logged call
+        before it, on a part rebuilt after its worker died (the objects' methods are deterministic, so a
+        rebuilt part is the part it was); False for a call that only reads."""
+
+
+class _LocalHeld(Held):
+    def __init__(self, factory, shared, parts: int):
+        self.objects = [factory.build(p, shared) for p in range(parts)]
+
+    def call(self, method, *args, only=None, logged=True):
+        return [getattr(self.objects[p], method)(*args) for p in (range(len(self.objects)) if only is None else only)]
+
+
 class Executor(ABC):
     """Runs shard tasks over a store."""
 
@@ -97,6 +121,17 @@ class Executor(ABC):
     @abstractmethod
     def gpus(self) -> int:
         """How many GPUs this executor's workers can use."""
+
+    def parts(self) -> int:
+        """How many parts a held computation (:meth:`hold`) is split into here: one in this process."""
+        return 1
+
+    @contextlib.contextmanager
+    def hold(self, factory, shared, parts: int):
+        """The :class:`Held` parts ``factory.build(part, shared)`` for part in range(``parts``): objects kept
+        across calls, each given ``shared`` (a read-only array every part reads). In this process: built
+        here; on a cluster, one per worker."""
+        yield _LocalHeld(factory, shared, parts)
 
     def keep_workers(self):
         """A context in which workers outlive one call: a pass repeated with new state (Lloyd rounds) sets

@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import os
 
-from dataselect.engines.executor import Executor, LocalExecutor
+from dataselect.engines.executor import Executor, LocalExecutor, Needs
 from dataselect.errors import DataselectError
 
 HF_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "TOKENIZERS_PARALLELISM")
@@ -76,6 +76,70 @@ class _ShardWorker:
             self.task.setup()
             self.task_key = key
         return shard, self.task.run(self.store, [shard])
+
+
+class _PartWorker:
+    """A Ray actor keeping one part of a held computation (:meth:`RayExecutor.hold`). It counts the
+    logged calls it applied; a call that expects more (the actor was restarted and lost its part) is
+    answered ``("behind", applied)``, and the driver replays the calls it missed."""
+
+    def __init__(self, factory, part: int):
+        cpus = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        if cpus > 0:
+            import torch
+
+            torch.set_num_threads(cpus)
+        self.factory, self.part = factory, part
+        self.obj, self.applied = None, 0
+
+    def _object(self, box: list):
+        """The part, built on the first call (``box``: the shared rows' reference, passed with every call
+        rather than to the constructor, so a restarted actor needs nothing the driver no longer holds)."""
+        if self.obj is None:
+            import ray
+
+            self.obj = self.factory.build(self.part, ray.get(box[0]))
+        return self.obj
+
+    def call(self, box: list, method: str, args: tuple, expect: int, logged: bool):
+        obj = self._object(box)
+        if self.applied != expect:
+            return "behind", self.applied
+        out = getattr(obj, method)(*args)
+        self.applied += bool(logged)
+        return "ok", out
+
+    def replay(self, box: list, calls: list) -> int:
+        obj = self._object(box)
+        for method, args in calls:
+            getattr(obj, method)(*args)
+            self.applied += 1
+        return self.applied
+
+
+class _RayHeld:
+    """:class:`dataselect.engines.executor.Held` on Ray actors: one per part, calls to the parts in parallel,
+    each part's logged calls kept to rebuild it."""
+
+    def __init__(self, ray, actors: list, box: list):
+        self.ray, self.actors, self.box = ray, actors, box
+        self.log: list[list] = [[] for _ in actors]
+
+    def call(self, method, *args, only=None, logged=True):
+        targets = list(range(len(self.actors))) if only is None else list(only)
+        pending = {p: self.actors[p].call.remote(self.box, method, args, len(self.log[p]), logged) for p in targets}
+        out = {}
+        for p, ref in pending.items():
+            status, value = self.ray.get(ref)
+            while status == "behind":  # restarted: replay what it missed, then ask again
+                self.ray.get(self.actors[p].replay.remote(self.box, self.log[p][value:]))
+                status, value = self.ray.get(self.actors[p].call.remote(self.box, method, args, len(self.log[p]),
+                                                                        logged))
+            out[p] = value
+        if logged:
+            for p in targets:
+                self.log[p].append((method, args))
+        return [out[p] for p in targets]
 
 
 class RayExecutor(Executor):
@@ -171,3 +235,33 @@ class RayExecutor(Executor):
 
     def gpus(self) -> int:
         return int(init_ray(self.address).cluster_resources().get("GPU", 0))
+
+    def parts(self) -> int:
+        """One part of a held computation per worker: ``workers``, else the cluster's CPUs."""
+        return max(1, self.workers or int(init_ray(self.address).cluster_resources().get("CPU", 1)))
+
+    @contextlib.contextmanager
+    def hold(self, factory, shared, parts: int):
+        """One actor per part, each building its part from ``shared`` (put once into Ray's object store,
+        read there without a copy on each node); an actor that dies is restarted and its part rebuilt by
+        replaying its logged calls."""
+        import numpy as np
+
+        ray = init_ray(self.address)
+        needs = Needs.on(getattr(factory, "device", None))
+        if hasattr(shared, "detach"):
+            shared = shared.detach().cpu().numpy()
+        box = [ray.put(np.asarray(shared))]
+        options = {"num_cpus": needs.cpus, "max_restarts": -1, "max_task_retries": -1}
+        if needs.gpus:
+            options["num_gpus"] = needs.gpus
+        if self.memory:
+            _check_memory(ray, self.memory)
+            options["memory"] = self.memory
+        worker = ray.remote(_PartWorker).options(**options)
+        actors = [worker.remote(factory, p) for p in range(parts)]
+        try:
+            yield _RayHeld(ray, actors, box)
+        finally:
+            for a in actors:
+                ray.kill(a)

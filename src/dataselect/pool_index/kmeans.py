@@ -9,7 +9,8 @@ Steps, each under the run's memory budget (:mod:`dataselect.resources`) and with
    ssl-data-curation do it -- at each step ``2 + ln k`` candidates are drawn with probability
    proportional to the squared distance to the nearest chosen centre, and the one that lowers the
    potential most is kept. Exact triangle-inequality pruning skips rows no candidate can move, so
-   seeding 20,000 centres costs minutes, not hours.
+   seeding 20,000 centres costs minutes, not hours. On a distributed executor its parts are held by
+   the workers for every round (:mod:`dataselect.pool_index.seeding`), with the same seeds.
 3. **Lloyd** (:func:`lloyd`): exactly ``niter`` updates, centroids as means (``index_add``); an
    empty cluster keeps its centroid, as in ssl-data-curation. Each update sums the training rows
    store shard by store shard and adds the shards in order (:func:`fit_store_rows`), so on a
@@ -29,7 +30,6 @@ one is refused); ``Clustering.key`` names it, and selections record it.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ from dataselect.engines.executor import Executor, LocalExecutor, ShardTask
 from dataselect.errors import DataselectError
 from dataselect.pool_index.sample import device_blocks, load_rows, sample_positions
 from dataselect.pool_index.search import CentroidSearch, centroid_search, probe_rows, search_kind, searches_used
+from dataselect.pool_index.seeding import default_trials, kmeans_plusplus
 from dataselect.progress import bar, note
 from dataselect.resources import MiB, Resources, fmt_bytes
 from dataselect.store import Store
@@ -53,11 +54,6 @@ MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this
 ASSIGN_KINDS = ("exact", "hnsw", "ivf")
 BACKENDS = ("auto", "faiss", "torch")
 _STEP_ROWS = 16384  # rows per distance block in seeding and Lloyd (CPU)
-_SUM_BLOCK = 4096  # rows per partial sum of the k-means++ potential
-
-
-def default_trials(k: int) -> int:
-    return 2 + int(math.log(k)) if k > 1 else 1
 
 
 COST_NOTE_S = 600  # a clustering estimated to take longer than this says so, with its cost, before it starts
@@ -88,93 +84,6 @@ def gemm_rate(seconds: float = 0.05) -> float:
 def _rows_in_chunks(n: int, rows: int):
     for lo in range(0, n, rows):
         yield lo, min(n, lo + rows)
-
-
-def kmeans_plusplus(x: torch.Tensor, k: int, rng: np.random.Generator, n_local_trials: int | None = None,
-                    progress: bool = False) -> np.ndarray:
-    """Greedy k-means++ seeding: indices (k,) into ``x`` (n, d) of the chosen centres, in order.
-
-    The first centre is ``rng.integers(n)``. Then, for each next centre, ``u = rng.random(T) * pot``
-    picks T candidates (T = ``n_local_trials``, default ``2 + int(ln k)``) by inverse CDF of the
-    squared distances D (``searchsorted(cumsum(D), u)``); the candidate whose adoption gives the
-    smallest potential ``sum(min(D, d(cand)^2))`` wins (first on ties). Distances are squared L2
-    from float32 products; sums are float64. Rows no candidate can come nearer to -- those with
-    ``|cand - c(x)|^2 >= 4 D(x)`` for every candidate, c(x) the row's current centre -- are
-    skipped without changing the result.
-    """
-    n = len(x)
-    k = int(min(k, n))
-    T = int(n_local_trials or default_trials(k))
-    dev = x.device
-    step = _STEP_ROWS if dev.type == "cpu" else 1 << 18
-    xx = torch.empty(n, dtype=torch.float32, device=dev)
-    for lo, hi in _rows_in_chunks(n, step):
-        xx[lo:hi] = torch.linalg.vector_norm(x[lo:hi], dim=1, dtype=torch.float32).square_()
-    chosen = np.empty(k, dtype=np.int64)
-    cent = torch.empty((k, x.shape[1]), dtype=torch.float32, device=dev)
-    cc = torch.empty(k, dtype=torch.float32, device=dev)
-
-    def dist_to(c: torch.Tensor, c2: torch.Tensor, rows: torch.Tensor | None, lo: int, hi: int) -> torch.Tensor:
-        xb = (x[lo:hi] if rows is None else x[rows[lo:hi]]).float()
-        xxb = xx[lo:hi] if rows is None else xx[rows[lo:hi]]
-        return (xxb[:, None] - 2 * (xb @ c.T) + c2[None, :]).clamp_min_(0)
-
-    first = int(rng.integers(n))
-    chosen[0] = first
-    cent[0] = x[first].float()
-    cc[0] = xx[first]
-    D = torch.empty(n, dtype=torch.float32, device=dev)
-    for lo, hi in _rows_in_chunks(n, step):
-        D[lo:hi] = dist_to(cent[:1], cc[:1], None, lo, hi)[:, 0]
-    near = torch.zeros(n, dtype=torch.int32, device=dev)  # index (into chosen) of each row's nearest centre
-    nblocks = -(-n // _SUM_BLOCK)
-    block_of = torch.arange(n, device=dev) // _SUM_BLOCK
-
-    def block_sums() -> torch.Tensor:
-        return torch.zeros(nblocks, dtype=torch.float64, device=dev).index_add_(0, block_of, D.double())
-
-    sums = block_sums()
-    with bar(k, "k-means++", unit="centre", enabled=progress) as pbar:
-        pbar.update(1)
-        for t in range(1, k):
-            if t % 1024 == 0:
-                sums = block_sums()  # no drift from the incremental updates
-            pot = float(sums.sum())
-            if pot <= 0:  # every row sits on a centre already: draw uniformly
-                cand = torch.as_tensor(rng.integers(n, size=T), device=dev)
-            else:
-                u = torch.as_tensor(rng.random(T) * pot, dtype=torch.float64, device=dev)
-                cum = torch.cumsum(sums, 0)
-                b = torch.searchsorted(cum, u).clamp_(max=nblocks - 1)
-                rest = u - torch.where(b > 0, cum[(b - 1).clamp_(min=0)], torch.zeros_like(u))
-                cand = torch.empty(T, dtype=torch.int64, device=dev)
-                for j in range(T):  # inverse CDF inside the chosen block
-                    lo = int(b[j]) * _SUM_BLOCK
-                    within = torch.cumsum(D[lo:lo + _SUM_BLOCK].double(), 0)
-                    cand[j] = lo + int(torch.searchsorted(within, rest[j:j + 1]).clamp_(max=len(within) - 1))
-            cx = x[cand].float()
-            c2 = (cx * cx).sum(1)
-            dcc = (c2[:, None] - 2 * (cx @ cent[:t].T) + cc[None, :t]).clamp_min_(0)  # (T, t)
-            movable = dcc.min(0).values[near] < 4 * D
-            rows = None if bool(movable.float().mean() > 0.5) else torch.nonzero(movable).flatten()
-            m = n if rows is None else len(rows)
-            dist = torch.empty((m, T), dtype=torch.float32, device=dev)  # candidates' squared distances
-            for lo, hi in _rows_in_chunks(m, step):
-                dist[lo:hi] = dist_to(cx, c2, rows, lo, hi)
-            cur = D if rows is None else D[rows]
-            gain = (cur[:, None] - torch.minimum(dist, cur[:, None])).sum(0, dtype=torch.float64)
-            best = int(torch.argmax(gain))
-            better = torch.nonzero(dist[:, best] < cur).flatten()
-            moved = better if rows is None else rows[better]
-            d_new = dist[better, best]
-            sums.index_add_(0, block_of[moved], (d_new - D[moved]).double())
-            D[moved] = d_new
-            near[moved] = t
-            chosen[t] = int(cand[best])
-            cent[t] = cx[best]
-            cc[t] = c2[best]
-            pbar.update(1)
-    return chosen
 
 
 def lloyd_rows(x: torch.Tensor) -> int:
@@ -313,8 +222,9 @@ def fit_store_rows(store: Store, positions: np.ndarray, x: torch.Tensor, k: int,
             return add_partials(executor.map_shards(task, store, shards))
 
     with executor.keep_workers():
-        fit = fit_kmeans(x, k, groups=groups, step=step, **kwargs)
+        fit = fit_kmeans(x, k, groups=groups, step=step, executor=executor, **kwargs)
     fit.lloyd_on = "workers" if step is not None else "driver"
+    fit.seeding_on = "workers" if executor.parts() > 1 else "driver"
     return fit
 
 
@@ -328,6 +238,7 @@ class KMeansFit:
     seconds: dict = field(default_factory=dict)
     lloyd_on: str = "driver"  # or "workers": the updates' sums were LloydTask calls on the executor
     searches: list = field(default_factory=list)  # each Lloyd update's centroid search (--assign ivf: where it paid)
+    seeding_on: str = "driver"  # or "workers": k-means++'s parts were held by the executor's workers
 
     @property
     def search_used(self) -> str:
@@ -337,23 +248,27 @@ class KMeansFit:
 
 def fit_kmeans(x: torch.Tensor, k: int, *, niter: int = 20, seed: int = 0, n_local_trials: int | None = None,
                init_sample: int = 0, search: str = "flat", spherical: bool = False,
-               progress: bool = False, groups: list[tuple[int, int]] | None = None, step=None) -> KMeansFit:
+               progress: bool = False, groups: list[tuple[int, int]] | None = None, step=None,
+               executor: Executor | None = None) -> KMeansFit:
     """k-means++ seeding then ``niter`` Lloyd updates on ``x`` (n, d); k is capped at n.
 
     ``init_sample``: seed on a uniform subsample of ``init_sample * k`` rows of ``x`` (0: on all of
     ``x``, as ssl-data-curation does). Seeding reads its input once per centre, so on a CPU at large
     k a subsample is many times faster; Lloyd always runs on all of ``x``. ``groups``, ``step``: see
-    :func:`lloyd` (rows of a store: :func:`fit_store_rows`).
+    :func:`lloyd` (rows of a store: :func:`fit_store_rows`); the seeding counts its blocks per group
+    too, and runs its parts on ``executor`` (:func:`kmeans_plusplus`: the same seeds anywhere).
     """
     k = int(min(k, len(x)))
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
+    groups = groups if groups is not None else [(0, len(x))]
     if init_sample and init_sample * k < len(x):
-        sub = torch.as_tensor(np.sort(rng.choice(len(x), init_sample * k, replace=False)), device=x.device)
-        seeds = sub[torch.as_tensor(kmeans_plusplus(x[sub], k, rng, n_local_trials, progress),
-                                    device=x.device)].cpu().numpy()
+        sub = np.sort(rng.choice(len(x), init_sample * k, replace=False))
+        cuts = np.searchsorted(sub, [b for g in groups for b in g]).reshape(-1, 2)  # each group's share of it
+        seeds = sub[kmeans_plusplus(x[torch.as_tensor(sub, device=x.device)], k, rng, n_local_trials, progress,
+                                    groups=[tuple(c) for c in cuts.tolist()], executor=executor)]
     else:
-        seeds = kmeans_plusplus(x, k, rng, n_local_trials, progress)
+        seeds = kmeans_plusplus(x, k, rng, n_local_trials, progress, groups=groups, executor=executor)
     t1 = time.perf_counter()
     init = x[torch.as_tensor(seeds, device=x.device)].float()
     if spherical:
@@ -713,7 +628,7 @@ def _cluster(store: Store, k: int, params: dict, plan, *, proj_dim: int, niter: 
             "sample_rows_wanted": plan.wanted_rows, "sample_limited_by_memory": plan.limited_by_budget,
             "sample_dtype": plan.sample_dtype, "planned_host_bytes": plan.host_bytes, "planned_host": fmt_bytes(plan.host_bytes),
             "device": plan.device, "backend": "torch" if search == "torch" else "faiss",
-            "lloyd_on": fit.lloyd_on, "search_used": searches,
+            "lloyd_on": fit.lloyd_on, "seeding_on": fit.seeding_on, "search_used": searches,
             "sample_inertia": fit.inertia, "pool_inertia": float(dist2.astype(np.float64).sum()),
             "seconds": {"sample": round(t_sample, 3), **fit.seconds, "assign": round(time.perf_counter() - t1, 3)}}
     return Clustering(fit.centroids, labels, dist2, store.rows(), meta, proj)
