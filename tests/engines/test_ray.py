@@ -355,6 +355,12 @@ def test_max_memory_is_reserved_per_ray_worker(tmp_path, ray_cluster):
     run_cli(*args, "--max-memory", "4GB", "--out", str(tmp_path / "sel"))
     meta = json.loads((tmp_path / "sel" / "selection.json").read_text())
     assert meta["resources"]["worker_memory_bytes"] == 4 * 10**9
+    # a held computation's parts (k-means++) start only as many actors as the reservations fit: one
+    # part per CPU would leave the second actor waiting for memory for ever
+    from dataselect.engines.ray_engine import RayExecutor
+
+    room = int(ray.cluster_resources()["memory"])
+    assert RayExecutor(memory=room // 2 + 1).parts() == 1 and RayExecutor(memory=room // 3).parts() == 2
 
 
 def test_the_projection_pass_runs_on_ray_workers_with_local_bytes_even_when_one_dies(tmp_path, ray_cluster,

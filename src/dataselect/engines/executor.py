@@ -88,18 +88,17 @@ class Held(ABC):
     (:meth:`Executor.hold`): k-means++ seeding, whose rows' distances live where they are computed."""
 
     @abstractmethod
-    def call(self, method: str, *args, only: list[int] | None = None, logged: bool = True) -> list:
+    def call(self, method: str, *args, only: list[int] | None = None) -> list:
         """``method(*args)`` of each part's object (of the parts in ``only``, default all), their results in
-        part order. ``logged``: the call changes the parts' state, and is replayed, with every logged call
-        before it, on a part rebuilt after its worker died (the objects' methods are deterministic, so a
-        rebuilt part is the part it was); False for a call that only reads."""
+        part order. A part rebuilt after its worker died replays every call it had had (the objects'
+        methods are deterministic, so a rebuilt part is the part it was)."""
 
 
 class _LocalHeld(Held):
     def __init__(self, factory, shared, parts: int):
         self.objects = [factory.build(p, shared) for p in range(parts)]
 
-    def call(self, method, *args, only=None, logged=True):
+    def call(self, method, *args, only=None):
         return [getattr(self.objects[p], method)(*args) for p in (range(len(self.objects)) if only is None else only)]
 
 
@@ -122,8 +121,9 @@ class Executor(ABC):
     def gpus(self) -> int:
         """How many GPUs this executor's workers can use."""
 
-    def parts(self) -> int:
-        """How many parts a held computation (:meth:`hold`) is split into here: one in this process."""
+    def parts(self, needs: Needs | None = None) -> int:
+        """How many parts a held computation (:meth:`hold`) whose workers have ``needs`` is split into
+        here: one in this process."""
         return 1
 
     @contextlib.contextmanager

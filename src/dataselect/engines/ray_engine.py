@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import os
 
-from dataselect.engines.executor import Executor, LocalExecutor, Needs
+from dataselect.engines.executor import Executor, Held, LocalExecutor, Needs
 from dataselect.errors import DataselectError
 
 HF_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "TOKENIZERS_PARALLELISM")
@@ -54,16 +54,32 @@ def _check_memory(ray, memory: int) -> None:
                               f"offers Ray {fmt_bytes(largest)} for workers; lower --max-memory")
 
 
+def _use_ray_cpus() -> None:
+    """Torch in a Ray actor computes on the CPUs Ray gave it (``OMP_NUM_THREADS``, set by Ray)."""
+    cpus = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if cpus > 0:
+        import torch
+
+        torch.set_num_threads(cpus)
+
+
+def _actor_options(needs, memory: int) -> dict:
+    """Ray options of an actor of ``needs`` reserving ``memory`` bytes (0: none), restarted when it dies
+    and its calls retried."""
+    options = {"num_cpus": needs.cpus, "max_restarts": -1, "max_task_retries": -1}
+    if needs.gpus:
+        options["num_gpus"] = needs.gpus
+    if memory:
+        options["memory"] = memory
+    return options
+
+
 class _ShardWorker:
     """A Ray actor of shard tasks: each task is set up once per actor (fetched on its first call here, so an
     actor that Ray restarts fetches the task it is asked for again), then one shard per call."""
 
     def __init__(self, store):
-        cpus = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-        if cpus > 0:
-            import torch
-
-            torch.set_num_threads(cpus)
+        _use_ray_cpus()
         self.store = store  # unpickled here: reopened by path (a view keeps its rows)
         self.task, self.task_key = None, None
 
@@ -80,15 +96,11 @@ class _ShardWorker:
 
 class _PartWorker:
     """A Ray actor keeping one part of a held computation (:meth:`RayExecutor.hold`). It counts the
-    logged calls it applied; a call that expects more (the actor was restarted and lost its part) is
+    calls it applied; a call that expects more (the actor was restarted and lost its part) is
     answered ``("behind", applied)``, and the driver replays the calls it missed."""
 
     def __init__(self, factory, part: int):
-        cpus = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
-        if cpus > 0:
-            import torch
-
-            torch.set_num_threads(cpus)
+        _use_ray_cpus()
         self.factory, self.part = factory, part
         self.obj, self.applied = None, 0
 
@@ -101,12 +113,12 @@ class _PartWorker:
             self.obj = self.factory.build(self.part, ray.get(box[0]))
         return self.obj
 
-    def call(self, box: list, method: str, args: tuple, expect: int, logged: bool):
+    def call(self, box: list, method: str, args: tuple, expect: int):
         obj = self._object(box)
         if self.applied != expect:
             return "behind", self.applied
         out = getattr(obj, method)(*args)
-        self.applied += bool(logged)
+        self.applied += 1
         return "ok", out
 
     def replay(self, box: list, calls: list) -> int:
@@ -117,28 +129,26 @@ class _PartWorker:
         return self.applied
 
 
-class _RayHeld:
+class _RayHeld(Held):
     """:class:`dataselect.engines.executor.Held` on Ray actors: one per part, calls to the parts in parallel,
-    each part's logged calls kept to rebuild it."""
+    each part's calls kept to rebuild it."""
 
     def __init__(self, ray, actors: list, box: list):
         self.ray, self.actors, self.box = ray, actors, box
         self.log: list[list] = [[] for _ in actors]
 
-    def call(self, method, *args, only=None, logged=True):
+    def call(self, method, *args, only=None):
         targets = list(range(len(self.actors))) if only is None else list(only)
-        pending = {p: self.actors[p].call.remote(self.box, method, args, len(self.log[p]), logged) for p in targets}
+        pending = {p: self.actors[p].call.remote(self.box, method, args, len(self.log[p])) for p in targets}
         out = {}
         for p, ref in pending.items():
             status, value = self.ray.get(ref)
             while status == "behind":  # restarted: replay what it missed, then ask again
                 self.ray.get(self.actors[p].replay.remote(self.box, self.log[p][value:]))
-                status, value = self.ray.get(self.actors[p].call.remote(self.box, method, args, len(self.log[p]),
-                                                                        logged))
+                status, value = self.ray.get(self.actors[p].call.remote(self.box, method, args, len(self.log[p])))
             out[p] = value
-        if logged:
-            for p in targets:
-                self.log[p].append((method, args))
+        for p in targets:
+            self.log[p].append((method, args))
         return [out[p] for p in targets]
 
 
@@ -216,18 +226,8 @@ class RayExecutor(Executor):
         if self._kept is not None and key in self._kept:
             return self._kept[key][1]
         memory = needs.memory or self.memory  # the task's own need, else the run's budget (--max-memory), per worker
-        res = ray.cluster_resources()
-        fit = int(res.get("GPU", 0) // needs.gpus) if needs.gpus else int(res.get("CPU", 1) // max(needs.cpus, 0.01))
-        if memory:
-            _check_memory(ray, memory)
-            fit = min(fit, int(res.get("memory", 0) // memory))
-        n = max(1, min(n_shards, self.workers or fit or 1))
-        options = {"num_cpus": needs.cpus, "max_restarts": -1, "max_task_retries": -1}
-        if needs.gpus:
-            options["num_gpus"] = needs.gpus
-        if memory:
-            options["memory"] = memory
-        worker = ray.remote(_ShardWorker).options(**options)
+        n = max(1, min(n_shards, self._fit(ray, needs, memory)))
+        worker = ray.remote(_ShardWorker).options(**_actor_options(needs, memory))
         actors = [worker.remote(source) for _ in range(n)]
         if self._kept is not None:
             self._kept[key] = (source, actors)  # the source is held too, so its id stays its own
@@ -236,9 +236,21 @@ class RayExecutor(Executor):
     def gpus(self) -> int:
         return int(init_ray(self.address).cluster_resources().get("GPU", 0))
 
-    def parts(self) -> int:
-        """One part of a held computation per worker: ``workers``, else the cluster's CPUs."""
-        return max(1, self.workers or int(init_ray(self.address).cluster_resources().get("CPU", 1)))
+    def _fit(self, ray, needs, memory: int) -> int:
+        """Actors of ``needs`` (each reserving ``memory``) to start: ``workers``, else as many as the cluster
+        holds at once (a budget no node can hold is refused in one line)."""
+        res = ray.cluster_resources()
+        fit = int(res.get("GPU", 0) // needs.gpus) if needs.gpus else int(res.get("CPU", 1) // max(needs.cpus, 0.01))
+        if memory:
+            _check_memory(ray, memory)
+            fit = min(fit, int(res.get("memory", 0) // memory))
+        return max(1, self.workers or fit or 1)
+
+    def parts(self, needs: Needs | None = None) -> int:
+        """One part of a held computation per worker of ``needs`` (default one CPU): ``workers``, else as
+        many as the cluster holds at once (as for shard tasks), so that every part's actor starts."""
+        needs = needs or Needs()
+        return self._fit(init_ray(self.address), needs, needs.memory or self.memory)
 
     @contextlib.contextmanager
     def hold(self, factory, shared, parts: int):
@@ -252,13 +264,9 @@ class RayExecutor(Executor):
         if hasattr(shared, "detach"):
             shared = shared.detach().cpu().numpy()
         box = [ray.put(np.asarray(shared))]
-        options = {"num_cpus": needs.cpus, "max_restarts": -1, "max_task_retries": -1}
-        if needs.gpus:
-            options["num_gpus"] = needs.gpus
         if self.memory:
             _check_memory(ray, self.memory)
-            options["memory"] = self.memory
-        worker = ray.remote(_PartWorker).options(**options)
+        worker = ray.remote(_PartWorker).options(**_actor_options(needs, self.memory))
         actors = [worker.remote(factory, p) for p in range(parts)]
         try:
             yield _RayHeld(ray, actors, box)

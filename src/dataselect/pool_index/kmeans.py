@@ -42,7 +42,7 @@ from dataselect.engines.executor import Executor, LocalExecutor, ShardTask
 from dataselect.errors import DataselectError
 from dataselect.pool_index.sample import device_blocks, load_rows, sample_positions
 from dataselect.pool_index.search import CentroidSearch, centroid_search, probe_rows, search_kind, searches_used
-from dataselect.pool_index.seeding import default_trials, kmeans_plusplus
+from dataselect.pool_index.seeding import STEP_ROWS, default_trials, kmeans_plusplus, row_chunks
 from dataselect.progress import bar, note
 from dataselect.resources import MiB, Resources, fmt_bytes
 from dataselect.store import Store
@@ -53,7 +53,6 @@ POINTS_PER_CENTROID = 256  # k-means' rule of thumb for the training sample (FAI
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this
 ASSIGN_KINDS = ("exact", "hnsw", "ivf")
 BACKENDS = ("auto", "faiss", "torch")
-_STEP_ROWS = 16384  # rows per distance block in seeding and Lloyd (CPU)
 
 
 COST_NOTE_S = 600  # a clustering estimated to take longer than this says so, with its cost, before it starts
@@ -81,14 +80,9 @@ def gemm_rate(seconds: float = 0.05) -> float:
     return 2.0 * 512**3 * reps / (time.perf_counter() - t0)
 
 
-def _rows_in_chunks(n: int, rows: int):
-    for lo in range(0, n, rows):
-        yield lo, min(n, lo + rows)
-
-
 def lloyd_rows(x: torch.Tensor) -> int:
     """Rows per distance block of a Lloyd update on ``x``'s device (the same on every worker)."""
-    return _STEP_ROWS * 4 if x.device.type == "cpu" else 1 << 18
+    return STEP_ROWS * 4 if x.device.type == "cpu" else 1 << 18
 
 
 def lloyd_partial(x: torch.Tensor, find: CentroidSearch, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -99,9 +93,9 @@ def lloyd_partial(x: torch.Tensor, find: CentroidSearch, k: int) -> tuple[torch.
     counts = torch.zeros(k, dtype=torch.int64, device=x.device)
     total = 0.0
     widen = x.dtype == torch.float16 and x.device.type == "cpu"  # a float16 sample (plan_memory)
-    for lo, hi in _rows_in_chunks(len(x), lloyd_rows(x)):
-        d2s = []  # a float16 sample is widened _STEP_ROWS at a time (FAISS blocks queries by 4096: same distances)
-        for a, b in _rows_in_chunks(hi - lo, _STEP_ROWS if widen else hi - lo):
+    for lo, hi in row_chunks(len(x), lloyd_rows(x)):
+        d2s = []  # a float16 sample is widened STEP_ROWS at a time (FAISS blocks queries by 4096: same distances)
+        for a, b in row_chunks(hi - lo, STEP_ROWS if widen else hi - lo):
             xb = x[lo + a:lo + b].float() if widen else x[lo + a:lo + b]
             lab, d2 = find(xb)
             sums.index_add_(0, lab, xb.float())
@@ -133,12 +127,13 @@ def lloyd(x: torch.Tensor, centroids: torch.Tensor, niter: int, search: str = "f
     used = used if used is not None else []
     with bar(niter, "k-means", unit="iter", enabled=progress) as pbar:
         for _ in range(niter):
-            find = centroid_search(c, search, len(x), probe, chunk_bytes=chunk_bytes)
-            used.append(find.kind)
-            if step is not None:
-                sums, counts, inertia = step(c, find.kind)
+            if step is not None:  # the workers build the search: here only which one (an IVF built to decide)
+                used.append(search_kind(search, c, len(x), probe))
+                sums, counts, inertia = step(c, used[-1])
                 sums, counts = sums.to(c.device), counts.to(c.device)
             else:
+                find = centroid_search(c, search, len(x), probe, chunk_bytes=chunk_bytes)
+                used.append(find.kind)
                 sums, counts, inertia = add_partials(lloyd_partial(x[lo:hi], find, k) for lo, hi in groups if hi > lo)
             full = counts > 0
             if sums is not None:
@@ -224,7 +219,7 @@ def fit_store_rows(store: Store, positions: np.ndarray, x: torch.Tensor, k: int,
     with executor.keep_workers():
         fit = fit_kmeans(x, k, groups=groups, step=step, executor=executor, **kwargs)
     fit.lloyd_on = "workers" if step is not None else "driver"
-    fit.seeding_on = "workers" if executor.parts() > 1 else "driver"
+    fit.seeding_on = "workers" if executor.distributed else "driver"
     return fit
 
 
@@ -294,7 +289,7 @@ class Projection:
     def fit(cls, x: torch.Tensor, dim: int) -> Projection:
         mean = x.float().mean(0)
         cov = torch.zeros((x.shape[1], x.shape[1]), dtype=torch.float64, device=x.device)
-        for lo, hi in _rows_in_chunks(len(x), _STEP_ROWS):
+        for lo, hi in row_chunks(len(x), STEP_ROWS):
             xc = (x[lo:hi].float() - mean).double()
             cov += xc.T @ xc
         _, vecs = torch.linalg.eigh(cov)
@@ -421,7 +416,7 @@ def plan_memory(store: Store, k: int, d_cluster: int, wanted: int, device: torch
     fixed = (extra + 16 * n + 8 * keep_rows + 4 * 4 * k * max(d, d_cluster) + block_rows * 4 * (d + k) + shard_rows * d * 2)
     per_row = 13 + (4 * max(d, d_cluster) if device.type == "cpu" else 0)
     dtype = "float32" if device.type == "cpu" else "float16"
-    widened = 2 * _STEP_ROWS * d * 4  # a float16 sample's rows widened to float32 where computed on
+    widened = 2 * STEP_ROWS * d * 4  # a float16 sample's rows widened to float32 where computed on
     if half_ok and device.type == "cpu" and d_cluster == d and \
             (free - fixed) // per_row < min(wanted, n, (free - fixed - widened) // (13 + 2 * d)):
         # the stored values are float16: a float16 sample is the same sample in half the memory, each

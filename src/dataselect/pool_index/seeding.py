@@ -27,7 +27,7 @@ import torch
 
 from dataselect.progress import bar
 
-STEP_ROWS = 16384  # rows per distance block (CPU)
+STEP_ROWS = 16384  # rows per distance block on the CPU, here and in Lloyd
 SUM_BLOCK = 4096  # rows per partial sum of the potential
 REFRESH = 1024  # rounds between recomputing the block sums from D (no drift from the updates)
 
@@ -40,7 +40,8 @@ def _blocks(n: int) -> int:
     return -(-n // SUM_BLOCK)
 
 
-def _chunks(n: int, rows: int):
+def row_chunks(n: int, rows: int):
+    """(lo, hi) ranges of ``rows`` rows (the last shorter) over ``n`` rows."""
     for lo in range(0, n, rows):
         yield lo, min(n, lo + rows)
 
@@ -93,7 +94,7 @@ class SeedingPart:
 
     def _norms(self, r: torch.Tensor) -> torch.Tensor:
         out = torch.empty(len(r), dtype=torch.float32, device=self.dev)
-        for lo, hi in _chunks(len(r), self.step):
+        for lo, hi in row_chunks(len(r), self.step):
             out[lo:hi] = torch.linalg.vector_norm(r[lo:hi], dim=1, dtype=torch.float32).square_()
         return out
 
@@ -102,7 +103,7 @@ class SeedingPart:
         r, xx = self.rows[g], self.xx[g]
         m = len(r) if rows is None else len(rows)
         out = torch.empty((m, len(c)), dtype=torch.float32, device=self.dev)
-        for lo, hi in _chunks(m, self.step):
+        for lo, hi in row_chunks(m, self.step):
             xb = (r[lo:hi] if rows is None else r[rows[lo:hi]]).float()
             xxb = xx[lo:hi] if rows is None else xx[rows[lo:hi]]
             out[lo:hi] = (xxb[:, None] - 2 * (xb @ c.T) + c2[None, :]).clamp_min_(0)
@@ -230,14 +231,15 @@ def kmeans_plusplus(x: torch.Tensor, k: int, rng: np.random.Generator, n_local_t
     shard's training rows each; default one group). ``executor``: where the parts run (module
     docstring; default this process, one part) -- the same seeds either way.
     """
-    from dataselect.engines.executor import LocalExecutor
+    from dataselect.engines.executor import LocalExecutor, Needs
 
     n = len(x)
     k = int(min(k, n))
     T = int(n_local_trials or default_trials(k))
     groups = [(0, n)] if groups is None else [(int(a), int(b)) for a, b in groups if b > a]
     executor = executor or LocalExecutor()
-    layout = SeedingParts(tuple(tuple(p) for p in split_groups(groups, executor.parts())), str(x.device))
+    parts = executor.parts(Needs.on(str(x.device)))
+    layout = SeedingParts(tuple(tuple(p) for p in split_groups(groups, parts)), str(x.device))
     owner = np.repeat(np.arange(len(layout.groups)), [layout.blocks(p) for p in range(len(layout.groups))])
     chosen = np.empty(k, dtype=np.int64)
     chosen[0] = int(rng.integers(n))
