@@ -12,7 +12,7 @@ and scaled to the pool; rds+'s throughput is reported as a ratio of it.
     python scripts/bench_scale.py --keep /work/bench [--rows 5800000] [--dim 4096] [--budget 2.5M]
         [--step-limit 1800] [--methods random,rds+,kmeans-sensitivity,hierarchical-kmeans]
         [--max-memory 4GB] [--device auto] [--workers 2] [--engines local,ray] [--ks-extra ...] [--hk-extra ...]
-        [--rds-scorings exact,screened]
+        [--rds-scorings float32,screened,exact]
 
 ``--engines local,ray`` runs each method once per engine, in the same run (the clustering cache beside
 the store is cleared before every step, so no step reuses another's clustering); Ray steps start a
@@ -86,6 +86,25 @@ def gemm_seconds(rows: int, dim: int, nq: int, limit_s: float = 60.0) -> float:
         a @ q.T
         done += 65536
     return (time.perf_counter() - t0) * rows / done
+
+
+def kernel_gemm_seconds(rows: int, dim: int, nq: int, limit_s: float = 60.0) -> tuple[str, float]:
+    """(name, seconds) for the same GEMM through the float32 multiply ``--scoring float32`` uses
+    (oneDNN's linear where torch has it), in its 2048-row tiles, timed and scaled as :func:`gemm_seconds`."""
+    import torch
+
+    from dataselect.pool_index.screen import TILE_ROWS, float32_kernel
+
+    name, fn = float32_kernel()
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.standard_normal((TILE_ROWS, dim), dtype=np.float32))
+    q = torch.from_numpy(rng.standard_normal((nq, dim), dtype=np.float32))
+    fn(a, q)
+    done, t0 = 0, time.perf_counter()
+    while done < rows and time.perf_counter() - t0 < limit_s:
+        fn(a, q)
+        done += TILE_ROWS
+    return name, (time.perf_counter() - t0) * rows / done
 
 
 def last_progress(text: str) -> str:
@@ -172,7 +191,7 @@ def main() -> None:
     ap.add_argument("--ks-extra", default=None, help="run flags for kmeans-sensitivity only (default: --extra)")
     ap.add_argument("--hk-extra", default=None, help="run flags for hierarchical-kmeans only (default: --extra)")
     ap.add_argument("--engines", default="local", help="local, ray or local,ray (each method once per engine)")
-    ap.add_argument("--rds-scorings", default="screened", help="rds+ --scoring values, each its own step "
+    ap.add_argument("--rds-scorings", default="float32", help="rds+ --scoring values, each its own step "
                     "(exact,screened: both, and whether they select the same rows and scores)")
     ap.add_argument("--reduce-compare", default="", metavar="SPEC",
                     help="also run each clustering method with --reduce SPEC (e.g. pca:128), the projection included")
@@ -198,6 +217,9 @@ def main() -> None:
     flops = 2.0 * args.rows * args.dim * 700
     print(f"numpy fp32 GEMM baseline (rds+ shape, {args.rows:,} x {args.dim} x 700): {base:.0f}s, "
           f"{flops / base / 1e9:.0f} GFLOP/s", flush=True)
+    kernel, kbase = kernel_gemm_seconds(args.rows, args.dim, 700)
+    print(f"the same GEMM through rds+'s float32 kernel ({kernel}): {kbase:.0f}s, {flops / kbase / 1e9:.0f} GFLOP/s "
+          f"(x{base / kbase:.2f} numpy's)", flush=True)
     results = {}
     import shutil
 
@@ -227,6 +249,7 @@ def main() -> None:
         if method == "rds+" and not res["timed_out"] and res["exit"] == 0:
             meta = json.loads((out / "selection.json").read_text())
             res["vs_gemm"] = round(base / meta["wall_s"], 2)
+            res["vs_kernel_gemm"] = round(kbase / meta["wall_s"], 2)
         if engine == "ray" and f"{method}" in results and not res["exit"] and not results[method]["exit"]:
             res["vs_local"] = round(results[method]["wall_s"] / res["wall_s"], 2)
             a, b = (args.keep / f"sel_{method}_{e}" / "selection.arrow" for e in ("local", "ray"))
@@ -244,7 +267,8 @@ def main() -> None:
                 res["same_as_other_scorings"] = all(t.equals(tables[0]) for t in tables)
         results[name] = res
         state = "TIME LIMIT" if res["timed_out"] else f"exit {res['exit']}"
-        extra = f"  x{res['vs_gemm']} of GEMM baseline" if "vs_gemm" in res else ""
+        extra = (f"  x{res['vs_gemm']} of GEMM baseline (x{res['vs_kernel_gemm']} of the kernel's)"
+                 if "vs_gemm" in res else "")
         if "same_as_other_scorings" in res:
             extra += f"  same rows and scores as the other scorings: {res['same_as_other_scorings']}"
         if "vs_full" in res:
@@ -257,7 +281,7 @@ def main() -> None:
               flush=True)
         if res["timed_out"] or res["exit"]:
             print(f"{'':26s} reached: {res['last_progress'] or res['last_line']}", flush=True)
-    (args.keep / "bench_scale.json").write_text(json.dumps({"baseline_gemm_s": base, "results": results}, indent=2))
+    (args.keep / "bench_scale.json").write_text(json.dumps({"baseline_gemm_s": base, "kernel_gemm_s": kbase, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

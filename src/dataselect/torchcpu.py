@@ -25,10 +25,15 @@ def half_to_float(src: np.ndarray, dst: np.ndarray) -> None:
 
 
 @contextlib.contextmanager
-def single_torch_thread():
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside the block, restored after it."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def single_torch_thread():
+    return torch_threads(1)

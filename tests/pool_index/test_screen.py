@@ -1,12 +1,14 @@
-"""Float32 screening of RDS+ scores (issue 27): the bound holds, and screened == exact, bit for bit."""
+"""Float32 RDS+ scores (issue 27): the bound holds, screened == exact bit for bit, and float32 scores
+depend on the row alone."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dataselect.pool_index.screen import Float32Blocks, pair_sims
-from dataselect.pool_index.similarity import reduce_tasks, score_tasks
+from dataselect.pool_index import screen
+from dataselect.pool_index.screen import TILE_ROWS, Float32Blocks, Float32Tiles, float32_reproducible, pair_sims
+from dataselect.pool_index.similarity import reduce_tasks, score_tasks, task_scores
 from dataselect.selectors import build_selector
 from dataselect.store import Store
 from dataselect.store.queries import query_matrix
@@ -103,7 +105,7 @@ def test_screening_computes_few_scores_exactly(tmp_path):
     store_from_array(tmp_path / "pool", unit_rows(rng, 8000, 64), shard_rows=200)
     store_from_array(tmp_path / "q", unit_rows(rng, 6, 64), kind="queries", tasks=["a", "a", "b", "b", "c", "c"])
     pool, q = Store(tmp_path / "pool"), Store(tmp_path / "q")
-    sel = build_selector("rds+", {}).select(pool, 200, None, [q])
+    sel = build_selector("rds+", {"scoring": "screened"}).select(pool, 200, None, [q])
     want = build_selector("rds+", {"scoring": "exact"}).select(pool, 200, None, [q])
     assert sel.rows.tolist() == want.rows.tolist() and sel.scores.tobytes() == want.scores.tobytes()
     info = sel.info
@@ -117,8 +119,67 @@ def test_a_screen_that_would_recompute_most_scores_computes_them_exactly(tmp_pat
     store_from_array(tmp_path / "pool", unit_rows(rng, 3000, 32), shard_rows=100)
     store_from_array(tmp_path / "q", unit_rows(rng, 4, 32), kind="queries", tasks=["a", "a", "b", "b"])
     pool, q = Store(tmp_path / "pool"), Store(tmp_path / "q")
-    sel = build_selector("rds+", {}).select(pool, 2900, None, [q])
+    sel = build_selector("rds+", {"scoring": "screened"}).select(pool, 2900, None, [q])
     want = build_selector("rds+", {"scoring": "exact"}).select(pool, 2900, None, [q])
     assert sel.rows.tolist() == want.rows.tolist() and sel.scores.tobytes() == want.scores.tobytes()
     assert sel.info["screen_share"] > 0.5
     assert sel.info["exact_in_pass"] >= 0.9 * (3000 - 200) * 2  # the shards after the probe: all exact
+
+
+def test_float32_tiles_give_a_row_the_same_products_anywhere():
+    """A row's float32 products are the same wherever it sits in a block or a tile (the last, padded,
+    one included) and at one thread or two; and within the screening bound of the exact ones."""
+    rng = np.random.default_rng(3)
+    dim = 512
+    assert float32_reproducible(dim, 40)
+    x = unit_rows(rng, TILE_ROWS + 300, dim).astype(np.float16)
+    Q = unit_rows(rng, 40, dim).astype(np.float16)
+    ref = Float32Tiles(dim, Q, len(x))(x).copy()
+    perm = rng.permutation(len(x))
+    assert np.array_equal(Float32Tiles(dim, Q, len(x), threads=1)(x[perm]), ref[perm])
+    for b in (1, 5, 333):
+        got = np.concatenate([Float32Tiles(dim, Q, b)(x[lo:lo + b]).copy() for lo in range(0, len(x), b)])
+        assert np.array_equal(got, ref)
+    _, bound, _ = Float32Blocks(dim, Q, len(x))(x)
+    exact = x.astype(np.float64) @ Q.astype(np.float64).T
+    assert np.all(np.abs(ref - exact) <= bound[:, None]) and not np.array_equal(ref, exact.astype(np.float32))
+
+
+@pytest.mark.parametrize("queries", ["q1", "q3"])
+def test_float32_scores_tie_identical_rows(tie_world, queries):
+    """The near-tie world: float32 scores are not the exact ones, but every copy of a row gets its score,
+    at any block size, so a selection ranks copies by row number as the exact one does."""
+    pool = Store(tie_world / "pool")
+    Q, starts, _ = query_matrix(pool, [Store(tie_world / queries)])
+    emb = pool.embeddings().astype(np.float16)
+    got = [task_scores(pool, Q, starts, block_rows=b, scoring="float32").scores for b in (7, 100, 0)]
+    assert all(np.array_equal(g, got[0]) for g in got)
+    by_row: dict[bytes, set] = {}
+    for e, s in zip(emb, got[0], strict=True):
+        by_row.setdefault(e.tobytes(), set()).add(s.tobytes())
+    assert max(len(v) for v in by_row.values()) == 1 and len(by_row) < len(emb)
+    assert not np.array_equal(got[0], score_tasks(pool, Q, starts)[1])
+
+
+def test_float32_falls_back_to_screened_where_the_machine_cannot_reproduce_it(tie_world, monkeypatch, capsys):
+    """Where the check fails (numpy's OpenBLAS does on this machine; MKL at some odd shapes), the
+    selector says so in one line and screens: the selection is the exact one."""
+    pool, q = Store(tie_world / "pool"), Store(tie_world / "q3")
+    key = (pool.dim, 12, screen.torch.get_num_threads())
+    monkeypatch.setitem(screen._CHECKED, key, False)
+    sel = build_selector("rds+", {}).select(pool, 400, None, [q])
+    want = build_selector("rds+", {"scoring": "exact"}).select(pool, 400, None, [q])
+    assert sel.info["scoring"] == "screened"
+    assert sel.rows.tolist() == want.rows.tolist() and sel.scores.tobytes() == want.scores.tobytes()
+    assert "not reproducible on this machine" in capsys.readouterr().err
+
+
+def test_a_pass_refuses_float32_where_its_machine_cannot_reproduce_it(tie_world, monkeypatch):
+    """A worker's pass checks for itself (a Ray worker may be another machine than the driver's)."""
+    from dataselect.errors import DataselectError
+
+    pool = Store(tie_world / "pool")
+    Q, starts, _ = query_matrix(pool, [Store(tie_world / "q3")])
+    monkeypatch.setitem(screen._CHECKED, (pool.dim, len(Q), screen.torch.get_num_threads()), False)
+    with pytest.raises(DataselectError, match="--scoring screened"):
+        task_scores(pool, Q, starts, scoring="float32")

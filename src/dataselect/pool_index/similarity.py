@@ -15,7 +15,9 @@ deterministic too. float64 costs 2.5-2.7x float32 per block here (700 queries, c
 
 ``scoring="screened"`` gets the same scores at float32 speed: float32 products with a proven error
 bound screen the pool, and every score that could reach the selection is computed by the exact path
-(:mod:`dataselect.pool_index.screen`; the rds+ selector settles which).
+(:mod:`dataselect.pool_index.screen`; the rds+ selector settles which). ``scoring="float32"`` keeps the
+float32 products themselves, multiplied in fixed tiles so that each depends only on its row and
+query (reproducible, not exact; the same module).
 
 Peak memory, for a pool of N rows, dim D, Q queries over T tasks and blocks of B rows::
 
@@ -35,7 +37,7 @@ import torch
 
 from dataselect.engines.executor import ShardTask
 from dataselect.errors import DataselectError
-from dataselect.pool_index.screen import Float32Blocks, pair_sims
+from dataselect.pool_index.screen import TILE_ROWS, Float32Blocks, Float32Tiles, float32_reproducible, pair_sims
 from dataselect.store import Store
 from dataselect.torchcpu import half_to_float, single_torch_thread
 
@@ -97,17 +99,18 @@ def score_block(emb: np.ndarray, Q: np.ndarray, starts: np.ndarray, aggregate: s
 
 @dataclass
 class TaskScores:
-    """Task scores of pool rows: ``rows`` (N,) int64 ascending, ``scores`` (N, T) float32, ``exact``
-    (N, T) bool (the score is the exact one; else a float32 screen of it) and ``bound`` (N,) float64
-    (how far a screened score can be from the exact one; 0 for an all-exact pass)."""
+    """Task scores of pool rows: ``rows`` (N,) int64 ascending, ``scores`` (N, T) float32, ``final``
+    (N, T) bool (the score is the one a selection uses: exact, or under ``scoring="float32"`` the
+    reproducible float32 one; else a float32 screen of the exact one) and ``bound`` (N,) float64 (how
+    far a screen can be from the exact score; 0 where nothing is screened)."""
 
     rows: np.ndarray
     scores: np.ndarray
-    exact: np.ndarray
+    final: np.ndarray
     bound: np.ndarray
 
-    def __iter__(self):  # rows, scores, exact, bound = task_scores(...)
-        return iter((self.rows, self.scores, self.exact, self.bound))
+    def __iter__(self):  # rows, scores, final, bound = task_scores(...)
+        return iter((self.rows, self.scores, self.final, self.bound))
 
     @classmethod
     def empty(cls, n: int, T: int) -> TaskScores:
@@ -116,7 +119,7 @@ class TaskScores:
     def fill(self, at: int, part: TaskScores) -> None:
         """Copy ``part`` (consecutive rows) in from position ``at``."""
         end = at + len(part.rows)
-        self.rows[at:end], self.scores[at:end], self.exact[at:end], self.bound[at:end] = part
+        self.rows[at:end], self.scores[at:end], self.final[at:end], self.bound[at:end] = part
 
     @classmethod
     def concat(cls, parts: list[TaskScores]) -> TaskScores:
@@ -130,6 +133,7 @@ def task_scores(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str =
     """Stream the pool (or some of its shards) into per-task scores, in pool order.
 
     ``scoring="exact"``: every product in float64 (module docstring), on the CPU or a CUDA ``device``.
+    ``"float32"`` (CPU): reproducible float32 products (:class:`~dataselect.pool_index.screen.Float32Tiles`).
     ``"screened"`` (CPU): float32 products (:mod:`dataselect.pool_index.screen`); where a row's
     screened score plus its bound reaches ``floors[t]`` (a task's lowest score that may still be
     selected; None: nowhere), task t's score is recomputed exactly in the same pass.
@@ -149,7 +153,7 @@ def task_scores(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str =
         block_rows = block_rows or block_rows_for(pool.dim, Q.shape[0])
         screen, Q64 = Float32Blocks(pool.dim, Q, block_rows), np.asarray(Q, dtype=np.float64)
     else:
-        sims, block_rows = block_scorer(pool.dim, Q, block_rows, device)
+        sims, block_rows = block_scorer(pool.dim, Q, block_rows, device, scoring)
     at = 0
     with single_torch_thread(), bar(n, "score", enabled=progress) as pbar:
         for block in pool.iter_blocks(("row", "embedding"), block_rows, shards):
@@ -169,7 +173,7 @@ def task_scores(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str =
                             out.scores[at + sel, t] = exact_task_scores(x, s32, scores[:, t], bound, sel,
                                                                         screen.Q32, Q64, starts[t], ends[t],
                                                                         aggregate)
-                            out.exact[at + sel, t] = True
+                            out.final[at + sel, t] = True
             at += b
             pbar.update(b)
     return out
@@ -235,13 +239,21 @@ def rescore(store: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str, row
     return tuple(np.concatenate(x) for x in zip(*got, strict=True))
 
 
-def block_scorer(dim: int, Q: np.ndarray, block_rows: int = 0, device=None):
-    """A function (b, dim) float16 rows -> (b, q) exact float64 similarities, on the CPU or a CUDA
-    device, and the block size to feed it."""
+def block_scorer(dim: int, Q: np.ndarray, block_rows: int = 0, device=None, scoring: str = "exact"):
+    """A function (b, dim) float16 rows -> (b, q) similarities, on the CPU or a CUDA device, and the
+    block size to feed it: exact float64 ones, or with ``scoring="float32"`` on the CPU reproducible
+    float32 ones (:class:`~dataselect.pool_index.screen.Float32Tiles`, on the threads torch had when
+    this was called)."""
     gpu = device is not None and torch.device(device).type == "cuda"
     block_rows = block_rows or (1 << 16 if gpu else block_rows_for(dim, Q.shape[0]))
     if gpu:
         return _gpu_sims(Q, torch.device(device)), block_rows
+    if scoring == "float32":  # whole tiles: a block's last tile is padded, so blocks are sized in tiles
+        if not float32_reproducible(dim, len(Q)):  # a worker unlike the driver's machine (cached: once a process)
+            raise DataselectError(f"float32 products are not reproducible on this machine at {dim} x {len(Q)}; "
+                                  "run rds+ with --scoring screened (or exact)")
+        block_rows = -(-block_rows // TILE_ROWS) * TILE_ROWS
+        return Float32Tiles(dim, Q, block_rows), block_rows
     buffers = (np.empty((block_rows, dim), np.float64), np.empty((block_rows, Q.shape[0]), np.float64))
     return (lambda emb: exact_sims(emb, Q, buffers)), block_rows
 
@@ -302,7 +314,7 @@ def top_rows_per_query(pool: Store, Q: np.ndarray, m: int, block_rows: int = 0, 
             keep = exact > thresh[q]
             return i[keep], q[keep], exact[keep]
     else:
-        score, block_rows = block_scorer(pool.dim, Q, block_rows, device)
+        score, block_rows = block_scorer(pool.dim, Q, block_rows, device, scoring)
 
         def candidates(emb, thresh):
             sims = score(emb)  # (b, nq) exact

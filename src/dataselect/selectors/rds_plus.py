@@ -1,8 +1,11 @@
 """``rds+``: representation-based data selection (Ivison et al. 2025).
 
 Each pool row's score for a query is the cosine similarity (a dot product of L2-normalised RDS+
-embeddings), computed exactly (see :mod:`dataselect.pool_index.similarity`), so identical rows tie and ties go
-to the lower pool row number, as the paper's stable sorts do.
+embeddings). By default (``--scoring float32``) it is a float32 product computed so that it depends
+only on the row and the query (:mod:`dataselect.pool_index.screen`); ``exact`` computes it exactly
+(:mod:`dataselect.pool_index.similarity`) and ``screened`` gets the exact scores at float32 speed where
+they matter. Either way identical rows tie and ties go to the lower pool row number, as the paper's
+stable sorts do.
 
 ``paper`` (default; as the paper's code, hamishivi/automated-instruction-selection):
 
@@ -32,7 +35,7 @@ import numpy as np
 
 from dataselect.engines.executor import LocalExecutor
 from dataselect.errors import DataselectError
-from dataselect.pool_index.screen import SCORINGS
+from dataselect.pool_index.screen import SCORINGS, float32_kernel, float32_reproducible
 from dataselect.pool_index.similarity import (
     AGGREGATES,
     RescoreTask,
@@ -42,6 +45,7 @@ from dataselect.pool_index.similarity import (
     score_block,
     score_tasks,
 )
+from dataselect.progress import note
 from dataselect.selection import Selection
 from dataselect.selectors.base import Selector, register
 from dataselect.selectors.params import Param
@@ -183,9 +187,11 @@ class RDSPlus(Selector):
         Param("round_robin", "paper", '"paper": the paper\'s code -- one task: per-query round-robin, a row taken '
               'already spends the turn; several tasks: round-robin over tasks by their max score. "next-unique": '
               'every turn takes a new row (one task: the top rows by max score).', choices=ROUND_ROBIN),
-        Param("scoring", "screened", '"screened": float32 products, and every score that could reach the '
-              'selection recomputed exactly -- the same selection and scores as "exact" (float64 products), '
-              'faster on CPUs.', choices=SCORINGS),
+        Param("scoring", "float32", '"float32": float32 products in fixed tiles, each score a function of its '
+              'row alone (identical rows tie; the same selection at any thread count or block size), checked '
+              'on the machine first (else "screened"). "screened": float32 products, and every score that could '
+              'reach the selection recomputed exactly -- the same selection and scores as "exact" (float64 '
+              'products). On a GPU: "exact".', choices=SCORINGS),
         Param("block_rows", 0, "pool rows scored per matrix multiply.", low=0, auto="sized to ~16 MiB"),
     )
 
@@ -202,13 +208,14 @@ class RDSPlus(Selector):
         executor = resources.executor if resources is not None else LocalExecutor()
         if resources is not None:
             resources.memory.require(pool.n_rows * (24 + 13 * T), f"rds+ scores of {pool.n_rows:,} rows for {T} tasks")
-        screened = self.scoring_on(device) == "screened"
+        scoring = self.scoring_on(device, pool.dim, len(Q))
+        screened = scoring == "screened"
 
         def task(**kw):
             return ScoreTask(Q, starts, self.aggregate, self.block_rows, str(device) if device is not None else None,
                              bool(resources and resources.progress), **kw)
 
-        info = {"scoring": "screened" if screened else "exact"}
+        info = {"scoring": scoring, **self.kernel_info(scoring)}
         got = TaskScores.empty(pool.n_rows, T)  # filled shard by shard: no part is ever copied twice
         offsets = np.cumsum([0] + [s.rows_stored for s in pool.shards])
 
@@ -221,19 +228,19 @@ class RDSPlus(Selector):
 
         every = list(range(len(pool.shards)))
         if not screened:
-            score(every, task())
+            score(every, task(scoring=scoring))
         else:
             probe = probe_shards(pool)
             score(probe, task(scoring="screened"))
             at = np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k in probe]) if probe else np.zeros(0, int)
-            first = TaskScores(got.rows[at], got.scores[at], got.exact[at], got.bound[at])
+            first = TaskScores(got.rows[at], got.scores[at], got.final[at], got.bound[at])
             floors, share = self.screen_floors(first, budget * len(at) / max(pool.n_rows, 1), Q, starts)
             del first, at
             info.update(probe_shards=len(probe), screen_share=round(share, 4))
             # a screen that would recompute most scores anyway is slower than computing them
             score(sorted(set(every) - set(probe)),
                   task(scoring="screened", floors=floors) if share <= SCREEN_SHARE else task())
-            info["exact_in_pass"] = int(got.exact.sum())
+            info["exact_in_pass"] = int(got.final.sum())
         sel, settle = self.settle(pool, got, Q, starts, names, budget, executor)
         info.update(settle)
         sel.info = info
@@ -258,9 +265,21 @@ class RDSPlus(Selector):
             share += sizes[t] / len(Q) * float(np.mean(first.scores[:, t] + first.bound >= floors[t]))
         return floors, share
 
-    def scoring_on(self, device) -> str:
-        """The scoring that runs on ``device``: a GPU multiplies exactly in float64 at its own speed."""
-        return "exact" if device is not None and device.type == "cuda" else self.scoring
+    def scoring_on(self, device, dim: int, n_queries: int) -> str:
+        """The scoring that runs on ``device``: a GPU multiplies exactly in float64 at its own speed;
+        ``float32`` only where this machine's BLAS makes it reproducible at this shape (else screened)."""
+        if device is not None and device.type == "cuda":
+            return "exact"
+        if self.scoring == "float32" and not float32_reproducible(dim, n_queries):
+            note(f"rds+: float32 products are not reproducible on this machine at {dim} x {n_queries} (a row's "
+                 "score would depend on where it sits in a block); scoring screened instead")
+            return "screened"
+        return self.scoring
+
+    @staticmethod
+    def kernel_info(scoring: str) -> dict:
+        """What multiplied in float32 (selection.json), where the float32 products are the scores."""
+        return {"float32_kernel": float32_kernel()[0]} if scoring == "float32" else {}
 
     @property
     def round_robin_fn(self):
@@ -270,7 +289,7 @@ class RDSPlus(Selector):
         """The round-robin on ``got``, recomputing exactly every screened score that could reach it, until
         none can: then every non-exact score s of task t has s + bound < the deepest score t looked at,
         and so does its exact value, so the exact pass would look at the same rows, all exact here."""
-        scores, exact, rows = got.scores, got.exact, got.rows
+        scores, exact, rows = got.scores, got.final, got.rows  # final: exact, or not screened
         passes = recomputed = 0
         while True:
             orders, pos, sc, task, depth = ranked_round_robin(self.round_robin_fn, scores, budget)
@@ -365,11 +384,12 @@ class RDSPlus(Selector):
             progress = bool(resources and resources.progress)
 
             executor = resources.executor if resources is not None else LocalExecutor()
+            scoring = self.scoring_on(device, pool.dim, len(Q))
 
             def candidates(m):
                 return executor.map_shards(TopRowsTask(Q, m, self.block_rows, str(device) if device is not None
-                                                       else None, progress, self.scoring), pool)
+                                                       else None, progress, scoring), pool)
             sel = self.select_per_query(candidates, pool.n_rows, len(Q), budget, names[0], resources)
-            sel.info["scoring"] = self.scoring_on(device)
+            sel.info.update(scoring=scoring, **self.kernel_info(scoring))
             return sel
         return self.select_tasks(pool, budget, matrix, resources)
