@@ -93,7 +93,7 @@ def kernel_gemm_seconds(rows: int, dim: int, nq: int, limit_s: float = 60.0) -> 
     (oneDNN's linear where torch has it), in its 2048-row tiles, timed and scaled as :func:`gemm_seconds`."""
     import torch
 
-    from dataselect.pool_index.screen import TILE_ROWS, float32_kernel
+    from dataselect.pool_index.tiles import TILE_ROWS, float32_kernel
 
     name, fn = float32_kernel()
     rng = np.random.default_rng(0)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataselect.pool_index import screen
-from dataselect.pool_index.screen import TILE_ROWS, Float32Blocks, Float32Tiles, float32_reproducible, pair_sims
+from dataselect.pool_index import tiles
+from dataselect.pool_index.screen import Float32Blocks, pair_sims
 from dataselect.pool_index.similarity import reduce_tasks, score_tasks, task_scores
+from dataselect.pool_index.tiles import TILE_ROWS, Float32Tiles, float32_reproducible
 from dataselect.selectors import build_selector
 from dataselect.store import Store
 from dataselect.store.queries import query_matrix
@@ -165,8 +166,8 @@ def test_float32_falls_back_to_screened_where_the_machine_cannot_reproduce_it(ti
     """Where the check fails (numpy's OpenBLAS does on this machine; MKL at some odd shapes), the
     selector says so in one line and screens: the selection is the exact one."""
     pool, q = Store(tie_world / "pool"), Store(tie_world / "q3")
-    key = (pool.dim, 12, screen.torch.get_num_threads())
-    monkeypatch.setitem(screen._CHECKED, key, False)
+    key = (pool.dim, 12, tiles.torch.get_num_threads())
+    monkeypatch.setitem(tiles._CHECKED, key, False)
     sel = build_selector("rds+", {}).select(pool, 400, None, [q])
     want = build_selector("rds+", {"scoring": "exact"}).select(pool, 400, None, [q])
     assert sel.info["scoring"] == "screened"
@@ -180,6 +181,6 @@ def test_a_pass_refuses_float32_where_its_machine_cannot_reproduce_it(tie_world,
 
     pool = Store(tie_world / "pool")
     Q, starts, _ = query_matrix(pool, [Store(tie_world / "q3")])
-    monkeypatch.setitem(screen._CHECKED, (pool.dim, len(Q), screen.torch.get_num_threads()), False)
+    monkeypatch.setitem(tiles._CHECKED, (pool.dim, len(Q), tiles.torch.get_num_threads()), False)
     with pytest.raises(DataselectError, match="--scoring screened"):
         task_scores(pool, Q, starts, scoring="float32")

@@ -195,7 +195,7 @@ def test_scoring_memory_does_not_grow_with_pool_embeddings(tmp_path):
         pool, q = Store({str(tmp_path / 'big')!r}), Store({str(tmp_path / 'q')!r})
         selector = build_selector("rds+", {{}})  # imports the selector's modules (torch) before the limit
         np.ones((256, 256), np.float32) @ np.ones((256, 256), np.float32)  # BLAS allocates its fixed buffers
-        from dataselect.pool_index.screen import float32_reproducible
+        from dataselect.pool_index.tiles import float32_reproducible
         assert float32_reproducible(pool.dim, 20)  # once per process and shape, and so are torch's buffers
         vmdata = int([l for l in open('/proc/self/status') if l.startswith('VmData')][0].split()[1]) * 1024
         limit = vmdata + 80 * 2**20  # 80 MiB above what is already mapped as data

@@ -111,7 +111,8 @@ def _variance_kept(x, proj, step: int = 8192) -> float:
 @dataclasses.dataclass
 class ProjectTask(ShardTask):
     """The projection pass of ``--reduce``: every row of a shard through the PCA (``mean`` (D_in,),
-    ``components`` (D, D_in) float32), :data:`PROJECT_ROWS` at a time, as float16. ``run`` returns the
+    ``components`` (D, D_in) float32), :data:`PROJECT_ROWS` at a time, in reproducible float32 tiles
+    (:mod:`dataselect.pool_index.tiles`; torch's ``mm`` where this machine fails their check), as float16. ``run`` returns the
     shard's columns as they are stored, with ``embedding`` (rows, D) in their place: what the driver
     writes as that shard of the reduced store. One shard per call; any worker computes the same bytes."""
 
@@ -126,15 +127,26 @@ class ProjectTask(ShardTask):
         import torch
 
         from dataselect.pool_index.kmeans import Projection
+        from dataselect.pool_index.tiles import Float32Tiles, float32_reproducible
         from dataselect.store.writer import embedding_array
 
-        proj = Projection(self.mean, self.components)
         table = store.table(shard)
-        emb = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        emb = emb.reshape(-1, store.dim)  # float16, the mapped file
-        low = np.empty((len(emb), len(self.components)), dtype=np.float16)
-        for lo in range(0, len(emb), PROJECT_ROWS):
-            low[lo:lo + PROJECT_ROWS] = proj(torch.from_numpy(emb[lo:lo + PROJECT_ROWS].astype(np.float32))).numpy()
+        low = np.empty((table.num_rows, len(self.components)), dtype=np.float16)
+        if float32_reproducible(store.dim, len(self.components)):  # a row's bytes do not depend on the worker
+            tiles = Float32Tiles(store.dim, self.components, PROJECT_ROWS, shift=self.mean)
+            project = tiles.__call__
+        else:
+            proj = Projection(self.mean, self.components)
+
+            def project(x):
+                return proj(torch.from_numpy(x.astype(np.float32))).numpy()
+        at = 0
+        for chunk in table.column("embedding").chunks:  # each a view of the mapped file: nothing copied whole
+            emb = chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, store.dim)  # float16
+            for lo in range(0, len(emb), PROJECT_ROWS):
+                part = project(emb[lo:lo + PROJECT_ROWS])
+                torch.from_numpy(low[at:at + len(part)]).copy_(torch.from_numpy(part))  # torch's cast: 16x numpy's
+                at += len(part)
         cols = {name: table.column(name).combine_chunks() for name in table.column_names if name != "embedding"}
         cols["embedding"] = embedding_array(low)
         return {name: cols[name] for name in table.column_names}  # the shard's own column order

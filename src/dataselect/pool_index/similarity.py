@@ -17,7 +17,7 @@ deterministic too. float64 costs 2.5-2.7x float32 per block here (700 queries, c
 bound screen the pool, and every score that could reach the selection is computed by the exact path
 (:mod:`dataselect.pool_index.screen`; the rds+ selector settles which). ``scoring="float32"`` keeps the
 float32 products themselves, multiplied in fixed tiles so that each depends only on its row and
-query (reproducible, not exact; the same module).
+query (reproducible, not exact; :mod:`dataselect.pool_index.tiles`).
 
 Peak memory, for a pool of N rows, dim D, Q queries over T tasks and blocks of B rows::
 
@@ -37,7 +37,8 @@ import torch
 
 from dataselect.engines.executor import ShardTask
 from dataselect.errors import DataselectError
-from dataselect.pool_index.screen import TILE_ROWS, Float32Blocks, Float32Tiles, float32_reproducible, pair_sims
+from dataselect.pool_index.screen import Float32Blocks, pair_sims
+from dataselect.pool_index.tiles import TILE_ROWS, Float32Tiles, float32_reproducible
 from dataselect.store import Store
 from dataselect.torchcpu import half_to_float, single_torch_thread
 
@@ -133,7 +134,7 @@ def task_scores(pool: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str =
     """Stream the pool (or some of its shards) into per-task scores, in pool order.
 
     ``scoring="exact"``: every product in float64 (module docstring), on the CPU or a CUDA ``device``.
-    ``"float32"`` (CPU): reproducible float32 products (:class:`~dataselect.pool_index.screen.Float32Tiles`).
+    ``"float32"`` (CPU): reproducible float32 products (:class:`~dataselect.pool_index.tiles.Float32Tiles`).
     ``"screened"`` (CPU): float32 products (:mod:`dataselect.pool_index.screen`); where a row's
     screened score plus its bound reaches ``floors[t]`` (a task's lowest score that may still be
     selected; None: nowhere), task t's score is recomputed exactly in the same pass.
@@ -242,7 +243,7 @@ def rescore(store: Store, Q: np.ndarray, starts: np.ndarray, aggregate: str, row
 def block_scorer(dim: int, Q: np.ndarray, block_rows: int = 0, device=None, scoring: str = "exact"):
     """A function (b, dim) float16 rows -> (b, q) similarities, on the CPU or a CUDA device, and the
     block size to feed it: exact float64 ones, or with ``scoring="float32"`` on the CPU reproducible
-    float32 ones (:class:`~dataselect.pool_index.screen.Float32Tiles`, on the threads torch had when
+    float32 ones (:class:`~dataselect.pool_index.tiles.Float32Tiles`, on the threads torch had when
     this was called)."""
     gpu = device is not None and torch.device(device).type == "cuda"
     block_rows = block_rows or (1 << 16 if gpu else block_rows_for(dim, Q.shape[0]))

@@ -2,7 +2,7 @@
 
 Each pool row's score for a query is the cosine similarity (a dot product of L2-normalised RDS+
 embeddings). By default (``--scoring float32``) it is a float32 product computed so that it depends
-only on the row and the query (:mod:`dataselect.pool_index.screen`); ``exact`` computes it exactly
+only on the row and the query (:mod:`dataselect.pool_index.tiles`); ``exact`` computes it exactly
 (:mod:`dataselect.pool_index.similarity`) and ``screened`` gets the exact scores at float32 speed where
 they matter. Either way identical rows tie and ties go to the lower pool row number, as the paper's
 stable sorts do.
@@ -35,7 +35,7 @@ import numpy as np
 
 from dataselect.engines.executor import LocalExecutor
 from dataselect.errors import DataselectError
-from dataselect.pool_index.screen import SCORINGS, float32_kernel, float32_reproducible
+from dataselect.pool_index.screen import SCORINGS
 from dataselect.pool_index.similarity import (
     AGGREGATES,
     RescoreTask,
@@ -45,6 +45,7 @@ from dataselect.pool_index.similarity import (
     score_block,
     score_tasks,
 )
+from dataselect.pool_index.tiles import float32_kernel, float32_reproducible
 from dataselect.progress import note
 from dataselect.selection import Selection
 from dataselect.selectors.base import Selector, register
