@@ -183,3 +183,39 @@ def test_budget_edges_determinism_and_cli(tmp_path):
             "--leaf", "closest", "--out", tmp_path / "sel")
     table, meta = read_selection(tmp_path / "sel")
     assert table.num_rows == 495 and meta["params"]["k"] == [30, 5] and "cluster_path" in table.column_names
+
+
+def test_a_costly_hierarchy_says_up_front_what_it_costs_and_which_flags_make_it_feasible(tmp_path, monkeypatch):
+    """Issue 27: with its defaults at 5.8M x 4096 the hierarchy is weeks of arithmetic on a CPU (1 + 9 runs a
+    level, each a k-means and, at level 1, an assignment of the pool), and it began without a word. Its
+    arithmetic is recorded for every run, and said in one line before it starts, with what each lever
+    would bring it to, when it exceeds COST_NOTE_S at this machine's GEMM rate."""
+    import json
+
+    from dataselect.pool_index import kmeans as engine
+    from dataselect.pool_index.hierarchical import hierarchy_flops
+    from dataselect.pool_index.kmeans import kmeans_flops
+
+    # by hand: level 1 trains on 500 of 1000 rows (then a union of k x 20 = 200 points), assigns all 1000
+    # after each run; level 2 clusters level 1's 10 centroids twice (a union of 2 x 3 = 6 points)
+    runs = [(1000, 500, 10), (1000, 200, 10), (10, 10, 2), (10, 6, 2)]
+    want = {s: sum(kmeans_flops(n, m, k, 8, 5, m)[s] for n, m, k in runs) for s in ("kmeans++", "lloyd", "assign")}
+    assert hierarchy_flops(1000, 8, [10, 2], 500, [20, 3], resamples=1, niter=5) == pytest.approx(want)
+    assert hierarchy_flops(1000, 8, [10, 2], 500, [20, 3], resamples=0, niter=5)["assign"] == 2.0 * (1000 * 10 + 10 * 2) * 8
+
+    x, _ = modes_pool(1)
+    store_from_array(tmp_path / "p", x, shard_rows=1000)
+    args = ("run", "--store", tmp_path / "p", "--method", "hierarchical-kmeans", "--budget", "100", "--k", "30,5",
+            "--resamples", "2", "--niter", "12", "-q")
+    _, err = run_cli(*args, "--out", tmp_path / "a")
+    assert "FLOP" not in err  # a second of work: nothing said
+    cl = json.loads((tmp_path / "a" / "selection.json").read_text())["method_info"]["clustering"]
+    n, d = Store(tmp_path / "p").n_rows, Store(tmp_path / "p").dim
+    want = hierarchy_flops(n, d, [30, 5], cl["sample_rows"], cl["sample_sizes"], 2, 12)
+    assert cl["cost_estimate"]["flop"] == {s: pytest.approx(v, rel=1e-3) for s, v in want.items()}
+    monkeypatch.setattr(engine, "COST_NOTE_S", 0)
+    _, err = run_cli(*args, "--cluster-seed", "1", "--out", tmp_path / "b")  # another seed: not the cached hierarchy
+    line = next(ln for ln in err.splitlines() if "FLOP" in ln)
+    assert f"k = 30,5 over {n:,} rows x {d} dims, 1 + 2 runs a level, 12 Lloyd updates a run" in line
+    assert "for --k 30,5: --resamples 0 about" in line and "--niter 10 about" in line and "all of these about" in line
+    assert "--reduce" not in line  # d <= 512: nothing to reduce

@@ -36,9 +36,13 @@ from dataselect.errors import DataselectError
 from dataselect.pool_index.kmeans import (
     POINTS_PER_CENTROID,
     assign_store,
+    cost_estimate,
     default_trials,
+    duration,
     fit_kmeans,
     fit_store_rows,
+    gemm_rate,
+    kmeans_flops,
     max_k,
     plan_memory,
     resolve_search,
@@ -158,6 +162,54 @@ def _default_sample_sizes(n: int, ks: list[int]) -> list[int]:
     return [max(2, int(0.5 * m / k)) for m, k in zip([n, *ks[:-1]], ks, strict=True)]
 
 
+def hierarchy_flops(n: int, d: int, ks: list[int], sample_rows: int, sample_sizes: list[int], resamples: int,
+                    niter: int, init_sample: int = 0) -> dict[str, float]:
+    """Floating-point operations of :func:`build_hierarchy`, by step: :func:`kmeans_flops` summed over
+    every run of every level. Level 1 trains on ``sample_rows`` rows and assigns all ``n`` after each
+    run, its resampling unions (``k x sample_sizes[0]`` points) cut to ``sample_rows``; level l+1
+    clusters level l's k centroids."""
+    total = dict.fromkeys(("kmeans++", "lloyd", "assign"), 0.0)
+    points = n
+    for level, (k, s) in enumerate(zip(ks, sample_sizes, strict=True)):
+        cap = min(sample_rows, points) if level == 0 else points
+        for m in [cap] + [min(cap, k * s)] * (resamples if s > 1 else 0):
+            init = min(m, init_sample * k) if init_sample else m
+            for step, v in kmeans_flops(points, m, k, d, niter, init).items():
+                total[step] += v
+        points = k
+    return total
+
+
+def hierarchy_cost(n: int, d: int, ks: list[int], sample_rows: int, sample_sizes: list[int], resamples: int,
+                   niter: int, init_sample: int = 0) -> dict:
+    """:func:`hierarchy_flops` at this machine's GEMM rate (:func:`cost_estimate`); when long, the line
+    said up front gives what each lever would bring it to, for the same k."""
+    rate = gemm_rate()
+
+    def secs(**change) -> float:
+        args = {"d": d, "resamples": resamples, "niter": niter, "init_sample": init_sample, **change}
+        return sum(hierarchy_flops(n, ks=ks, sample_rows=sample_rows, sample_sizes=sample_sizes, **args).values()) / rate
+
+    levers = {}
+    if d > 512:
+        levers["--reduce pca:256"] = {"d": 256}
+    if resamples:
+        levers["--resamples 0"] = {"resamples": 0}
+    if niter > 10:
+        levers["--niter 10"] = {"niter": 10}
+    if not init_sample or init_sample > 32:
+        levers["--init-sample 32"] = {"init_sample": 32}
+    ways = [f"{flag} about {duration(secs(**change))}" for flag, change in levers.items()]
+    if len(levers) > 1:
+        every = {key: v for change in levers.values() for key, v in change.items()}
+        ways.append(f"all of these about {duration(secs(**every))}")
+    ways = [f"for --k {','.join(map(str, ks))}: " + ", ".join(ways)] if ways else []
+    runs = f"1 + {resamples} runs a level" if resamples else "1 run a level"
+    return cost_estimate(f"hierarchical-kmeans: k = {','.join(map(str, ks))} over {n:,} rows x {d} dims, "
+                         f"{runs}, {niter} Lloyd updates a run,",
+                         hierarchy_flops(n, d, ks, sample_rows, sample_sizes, resamples, niter, init_sample), ways, rate)
+
+
 def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int = 9, sample_sizes: list[int] | None = None,
                     strategy: str = "closest", niter: int = 50, seed: int = 0, sample_size: int = 0,
                     init_sample: int = 0, backend: str = "auto", assign: str = "exact",
@@ -193,6 +245,7 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
 
     def compute() -> Hierarchy:
         progress = resources.progress
+        cost = hierarchy_cost(n, store.dim, ks, plan.sample_rows, sample_sizes, resamples, niter, init_sample)
         timings: list[dict] = []
         notes: list[str] = [levels["note"]] if levels and levels["note"] else []
         if plan.limited_by_budget:
@@ -263,6 +316,7 @@ def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int
                 "backend": "torch" if search == "torch" else "faiss", "notes": notes,
                 "search_used": used,
                 "default_levels": levels,
+                "cost_estimate": cost,
                 "timings": timings}
         return Hierarchy(labels, dist2, ks, store.rows(), meta, cents)
 

@@ -68,6 +68,31 @@ def kmeans_flops(n: int, sample_rows: int, k: int, d: int, niter: int, init_rows
             "assign": 2.0 * n * k * d}
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` in the largest unit that leaves at least 2 of it (days, hours, minutes, s)."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def cost_estimate(what: str, flops: dict[str, float], ways: list[str] | None = None,
+                  rate: float | None = None) -> dict:
+    """A clustering's cost at this machine's GEMM rate: ``{"flop": {step: FLOP}, "gflop_per_s", "seconds"}``.
+
+    Longer than ``COST_NOTE_S``: said in one line before the work starts, ``what`` first, then the
+    FLOP by step, the time, and ``ways`` (what would make it feasible)."""
+    rate = rate or gemm_rate()
+    total = sum(flops.values())
+    secs = total / rate
+    if secs > COST_NOTE_S:
+        steps = ", ".join(f"{name} {v:.1e}" for name, v in flops.items())
+        note(f"{what} is {total:.1e} FLOP ({steps}): about {duration(secs)} at this machine's {rate / 1e9:.0f} "
+             "GFLOP/s" + "".join(f"; {w}" for w in ways or ()))
+    return {"flop": {name: float(f"{v:.3e}") for name, v in flops.items()}, "gflop_per_s": round(rate / 1e9, 1),
+            "seconds": round(secs, 1)}
+
+
 def gemm_rate(seconds: float = 0.05) -> float:
     """This machine's float32 matrix-multiply rate now (FLOP/s), from a 512^3 product repeated for
     ``seconds``: what the distance kernels run at."""

@@ -209,13 +209,6 @@ def iid_sample(p: np.ndarray, s: int, rng: np.random.Generator) -> tuple[np.ndar
     return uniq[order], counts[order]
 
 
-def _duration(seconds: float) -> str:
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:,.0f} {unit}"
-    return f"{seconds:.0f} s"
-
-
 @register
 class KMeansSensitivity(Selector):
     """Sensitivity sampling on k-means clusters with the model's loss, as Axiotis et al. 2024 (Algorithm 1, §5.1)."""
@@ -298,25 +291,17 @@ class KMeansSensitivity(Selector):
         return fit, info
 
     def cost(self, pool, k: int, reduced: dict) -> dict:
-        """The clustering's arithmetic and its time at this machine's GEMM rate; said up front in one line,
-        with what would make it feasible, when that is longer than ``COST_NOTE_S``."""
+        """The clustering's arithmetic and its time at this machine's GEMM rate (:func:`engine.cost_estimate`:
+        said up front in one line, with what would make it feasible, when it is long)."""
         n, d = pool.n_rows, pool.dim
         sample = min(n, self.sample_size or k * engine.POINTS_PER_CENTROID)
         init = min(sample, self.init_sample * k) if self.init_sample else sample
-        flops = engine.kmeans_flops(n, sample, k, d, self.niter, init)
-        rate = engine.gemm_rate()
-        secs = sum(flops.values()) / rate
-        if secs > engine.COST_NOTE_S:
-            ways = [f"--reduce pca:256 divides it by {d / 256:.0f}"] if d > 512 and not reduced else []
-            ways += [f"a smaller --k (k-means++ grows as k^2: k = {max(1, k // 10):,} costs 1/100 of it)"]
-            if self.assign == "exact":
-                ways.append("--assign ivf can speed up the searches at large k (where its cost model says it pays)")
-            steps = ", ".join(f"{name} {v:.1e}" for name, v in flops.items())
-            note(f"kmeans-sensitivity: k = {k:,} over {n:,} rows x {d} dims is {sum(flops.values()):.1e} FLOP "
-                 f"({steps}): about {_duration(secs)} at this machine's {rate / 1e9:.0f} GFLOP/s; "
-                 + "; ".join(ways))
-        return {"flop": {name: float(f"{v:.3e}") for name, v in flops.items()}, "gflop_per_s": round(rate / 1e9, 1),
-                "seconds": round(secs, 1)}
+        ways = [f"--reduce pca:256 divides it by {d / 256:.0f}"] if d > 512 and not reduced else []
+        ways += [f"a smaller --k (k-means++ grows as k^2: k = {max(1, k // 10):,} costs 1/100 of it)"]
+        if self.assign == "exact":
+            ways.append("--assign ivf can speed up the searches at large k (where its cost model says it pays)")
+        return engine.cost_estimate(f"kmeans-sensitivity: k = {k:,} over {n:,} rows x {d} dims",
+                                    engine.kmeans_flops(n, sample, k, d, self.niter, init), ways)
 
     def cluster(self, pool, k: int, resources=None) -> Clustering:
         """The k-means clustering (cached in the store) that the representatives round."""
