@@ -185,10 +185,13 @@ def hierarchy_cost(n: int, d: int, ks: list[int], sample_rows: int, sample_sizes
     """:func:`hierarchy_flops` at this machine's GEMM rate (:func:`cost_estimate`); when long, the line
     said up front gives what each lever would bring it to, for the same k."""
     rate = gemm_rate()
+    given = {"d": d, "resamples": resamples, "niter": niter, "init_sample": init_sample}
+
+    def flops(**change) -> dict[str, float]:
+        return hierarchy_flops(n, ks=ks, sample_rows=sample_rows, sample_sizes=sample_sizes, **{**given, **change})
 
     def secs(**change) -> float:
-        args = {"d": d, "resamples": resamples, "niter": niter, "init_sample": init_sample, **change}
-        return sum(hierarchy_flops(n, ks=ks, sample_rows=sample_rows, sample_sizes=sample_sizes, **args).values()) / rate
+        return sum(flops(**change).values()) / rate
 
     levers = {}
     if d > 512:
@@ -207,7 +210,7 @@ def hierarchy_cost(n: int, d: int, ks: list[int], sample_rows: int, sample_sizes
     runs = f"1 + {resamples} runs a level" if resamples else "1 run a level"
     return cost_estimate(f"hierarchical-kmeans: k = {','.join(map(str, ks))} over {n:,} rows x {d} dims, "
                          f"{runs}, {niter} Lloyd updates a run,",
-                         hierarchy_flops(n, d, ks, sample_rows, sample_sizes, resamples, niter, init_sample), ways, rate)
+                         flops(), ways, rate)
 
 
 def build_hierarchy(store: Store, ks: list[int] | None = None, *, resamples: int = 9, sample_sizes: list[int] | None = None,
